@@ -1,0 +1,317 @@
+"""``ssl-studio``: the same engine as the window, headless.
+
+    ssl-studio                      open the lab window
+    ssl-studio train [flags]        train one configuration, print progress and a summary
+    ssl-studio resume RUN           continue a stopped run from its last checkpoint
+    ssl-studio eval RUN             evaluate a run's checkpoint (k-NN, ...)
+    ssl-studio bench                throughput benchmarks, measured side by side
+
+Every user mistake is one sentence on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ssl_studio.params import ConfigError
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one sentence, not a usage dump
+        self.exit(EXIT_USAGE, f"ssl-studio: {message[0].upper()}{message[1:]}; see 'ssl-studio {self.prog.split()[-1]} --help'.\n"
+                  if " " in self.prog else f"ssl-studio: {message}; see 'ssl-studio --help'.\n")
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="a TOML run configuration or preset (flags override it)")
+    p.add_argument("--preset", help="a preset name from resources/presets (e.g. simclr)")
+    p.add_argument("--objective", help="simclr, supervised, ...")
+    p.add_argument("--data", help="shapes, digits, folder:PATH or cifar:PATH")
+    p.add_argument("--backbone", help="convnet, resnet18 or vit")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, help="wall-clock training budget")
+    budget.add_argument("--epochs", type=float, help="budget in passes over the training images")
+    budget.add_argument("--steps", type=int, help="budget in optimiser steps")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate per 256 images")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda or mps")
+    p.add_argument("--precision", help="auto, float32 or bf16")
+    p.add_argument("--out", help="folder under which the run folder is created (default runs)")
+    p.add_argument("--name", help="a label added to the run folder's name")
+    p.add_argument("--ablate", action="append", default=[], metavar="SWITCH", help="an ablation switch (repeatable), e.g. no_projector")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any setting by its path, e.g. objective.temperature=0.5 or augment.crop_scale_min=0.08")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ssl-studio", description="A desktop lab for visual self-supervised learning.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    p_gui = sub.add_parser("gui", help="open the lab window (the default)")
+    p_gui.add_argument("--runs", default="runs", help="the runs folder the browser watches")
+    p_train = sub.add_parser("train", help="train one configuration headless")
+    _add_run_flags(p_train)
+    p_resume = sub.add_parser("resume", help="continue a run from its last checkpoint")
+    p_resume.add_argument("run", help="the run folder")
+    p_resume.add_argument("--quiet", action="store_true")
+    p_eval = sub.add_parser("eval", help="evaluate a run's checkpoint")
+    p_eval.add_argument("run", help="the run folder")
+    p_eval.add_argument("--protocols", default="knn", help="comma-separated protocols (knn)")
+    p_eval.add_argument("--device", default="auto")
+    p_bench = sub.add_parser("bench", help="throughput benchmarks measured side by side in one run")
+    p_bench.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    p_bench.add_argument("--only", default="views,training", help="comma-separated parts: views, training")
+    p_bench.add_argument("--backbones", default="convnet,resnet18,vit")
+    return parser
+
+
+# -- configuration from flags ------------------------------------------------------------
+
+_FLAG_PATHS = {
+    "objective": "objective.name", "data": "data.source", "backbone": "model.backbone", "batch_size": "batch_size",
+    "lr": "optim.lr", "seed": "seed", "device": "device", "precision": "precision", "out": "out", "name": "name",
+}
+
+
+def _set_path(mapping: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    node = mapping
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(path, f"cannot be set: {part} is not a table")
+        node = child
+    node[parts[-1]] = value
+
+
+def _parse_value(text: str) -> Any:
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def config_from_args(args: argparse.Namespace):
+    import tomllib
+
+    from ssl_studio.config import config_from_mapping
+
+    mapping: dict[str, Any] = {}
+    source = args.config
+    if args.preset:
+        from ssl_studio.presets import preset_path
+
+        source = preset_path(args.preset)
+    if source:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError("--config", f"file {path} does not exist; pass the path of a .toml file")
+        try:
+            mapping = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"file {path} is not valid TOML ({exc})") from None
+        mapping.pop("preset", None)
+    if args.objective and mapping.get("objective", {}).get("name") not in (None, args.objective):
+        mapping["objective"] = {}  # another objective's parameters do not carry over
+    for flag, path in _FLAG_PATHS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            _set_path(mapping, path, value)
+    for budget in ("minutes", "epochs", "steps"):
+        value = getattr(args, budget, None)
+        if value is not None:
+            mapping["budget"] = {budget: value}
+    if args.ablate:
+        mapping["ablations"] = sorted(set(mapping.get("ablations", [])) | set(args.ablate))
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError("--set", f"takes KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        _set_path(mapping, key.strip(), _parse_value(value.strip()))
+    return config_from_mapping(mapping)
+
+
+# -- progress --------------------------------------------------------------------------
+
+def _fmt_time(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds:
+        return "--:--"
+    seconds = int(seconds)
+    return f"{seconds // 60:02d}:{seconds % 60:02d}" if seconds < 3600 else f"{seconds // 3600}h{seconds % 3600 // 60:02d}"
+
+
+class ConsoleProgress:
+    """A one-line live progress bar on a terminal, a line every few seconds otherwise."""
+
+    def __init__(self, quiet: bool = False, stream=sys.stderr):
+        self.quiet = quiet
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = 0.0
+        self.knn = None
+        self.rank = None
+
+    def __call__(self, event) -> None:
+        from ssl_studio.engine import events as ev
+
+        if isinstance(event, ev.Started):
+            self._line(f"{event.objective} on {event.data} ({event.num_train} training images) · {event.backbone} "
+                       f"· {event.device} {event.precision}{' channels-last' if event.channels_last else ''} · batch {event.batch_size}"
+                       + (f" · {event.skipped_files} unreadable files skipped" if event.skipped_files else ""), force=True)
+            self._line(f"run folder: {event.run_dir}", force=True)
+        elif isinstance(event, ev.Probe):
+            self.knn, self.rank = event.knn_acc, event.effective_rank
+        elif isinstance(event, ev.Step) and not self.quiet:
+            now = time.monotonic()
+            if now - self.last < (0.25 if self.tty else 10.0) and event.progress < 1:
+                return
+            self.last = now
+            width = 24
+            filled = int(width * event.progress)
+            bar = "#" * filled + "-" * (width - filled)
+            knn = f" knn {self.knn:.3f}" if self.knn is not None else ""
+            rank = f" rank {self.rank:.1f}" if self.rank is not None else ""
+            text = (f"[{bar}] {event.progress * 100:5.1f}% step {event.step} ep {event.epoch:.1f} loss {event.loss:.4f}"
+                    f"{knn}{rank} {event.images_per_s:,.0f} img/s ETA {_fmt_time(event.eta_s)}")
+            if self.tty:
+                self.stream.write("\r" + text.ljust(110)[:150])
+                self.stream.flush()
+            else:
+                self._line(text, force=True)
+        elif isinstance(event, ev.Finished):
+            if self.tty and not self.quiet:
+                self.stream.write("\n")
+            s = event.summary
+            parts = [f"{event.status} after {event.step} steps ({_fmt_time(s.get('train_seconds'))} of training)"]
+            if "knn_k20" in s:
+                parts.append(f"k-NN@20 {s['knn_k20']:.3f}, k-NN@5 {s['knn_k5']:.3f}")
+            parts.append(f"effective rank {s.get('effective_rank', float('nan')):.1f}")
+            parts.append(f"mean cosine {s.get('mean_cosine', float('nan')):.3f}")
+            if s.get("collapse"):
+                parts.append(f"WARNING: {s['collapse']}")
+            self._line("; ".join(parts), force=True)
+            self._line(f"run folder: {event.run_dir}", force=True)
+        elif isinstance(event, ev.Failed):
+            if self.tty and not self.quiet:
+                self.stream.write("\n")
+
+    def _line(self, text: str, force: bool = False) -> None:
+        if self.quiet and not force:
+            return
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+# -- commands --------------------------------------------------------------------------
+
+def _run_trainer(trainer, quiet: bool) -> int:
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(signum, frame):  # first Ctrl-C stops cleanly with a checkpoint; a second one kills
+        sys.stderr.write("\nstopping after this step (Ctrl-C again to abort)...\n")
+        trainer.control.stop()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        result = trainer.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if not result.ok:
+        sys.stderr.write(f"ssl-studio: {result.message}\n")
+        return EXIT_FAILED
+    return 0
+
+
+def cmd_train(args) -> int:
+    from ssl_studio.engine.trainer import Trainer
+
+    cfg = config_from_args(args)
+    progress = ConsoleProgress(quiet=args.quiet)
+    return _run_trainer(Trainer(cfg, callback=progress, data_progress=_data_progress(args.quiet)), args.quiet)
+
+
+def _data_progress(quiet: bool):
+    if quiet or not sys.stderr.isatty():
+        return None
+    state = {"last": 0.0}
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - state["last"] > 0.2 or done == total:
+            state["last"] = now
+            sys.stderr.write(f"\rloading images {done}/{total}" + ("\n" if done == total else ""))
+            sys.stderr.flush()
+
+    return report
+
+
+def cmd_resume(args) -> int:
+    from ssl_studio.engine.runs import RunFolder
+    from ssl_studio.engine.trainer import Trainer
+
+    folder = RunFolder(args.run, create=False)
+    if not folder.config_path.exists():
+        raise ConfigError("RUN", f"{args.run} is not a run folder (no config.toml)")
+    cfg = folder.read_config()
+    return _run_trainer(Trainer(cfg, callback=ConsoleProgress(args.quiet), run_dir=folder.path, resume=True), args.quiet)
+
+
+def cmd_eval(args) -> int:
+    from ssl_studio.engine.evaluate import evaluate_run
+
+    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    results = evaluate_run(args.run, protocols, device=args.device)
+    for name, res in results.items():
+        if isinstance(res, dict):
+            scores = ", ".join(f"{k} {v:.3f}" for k, v in res.items() if k.startswith("k") and isinstance(v, float))
+            print(f"{name}: {scores} ({res.get('seconds', 0):.1f} s)")
+    print(f"report: {Path(args.run) / 'report.json'}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from ssl_studio.benchmarks.report import run_bench
+
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    print(run_bench(parts, seconds=args.seconds, backbones=backbones))
+    return 0
+
+
+def cmd_gui(args) -> int:
+    from ssl_studio.gui.app import main as gui_main
+
+    return gui_main(runs_dir=args.runs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = args.command or "gui"
+    if command == "gui" and not hasattr(args, "runs"):
+        args.runs = "runs"
+    handlers = {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "bench": cmd_bench, "gui": cmd_gui}
+    try:
+        return handlers[command](args)
+    except ConfigError as exc:
+        sys.stderr.write(f"ssl-studio: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("ssl-studio: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

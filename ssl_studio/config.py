@@ -1,0 +1,278 @@
+"""The run configuration: plain dataclasses, TOML in and out, validation with field paths.
+
+One ``RunConfig`` fully describes a run; the run folder's ``config.toml`` is this
+object written out, and ``ssl-studio train --config`` reads it back, so any run can
+be repeated exactly.  The objective's own hyper-parameters live in
+``[objective]`` beside its name and are validated against that objective's
+``Params`` dataclass (see ``ssl_studio.objectives``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ssl_studio.params import ConfigError, from_mapping, param, to_mapping, validate
+
+BACKBONES = ("convnet", "resnet18", "vit")
+OPTIMIZERS = ("sgd", "lars", "adamw")
+SCHEDULES = ("cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "float32", "bf16")
+
+# Every ablation switch the lab knows, with what breaking it is expected to do.
+# Objectives declare the subset they honour; the engine refuses the others.
+ABLATIONS: dict[str, str] = {
+    "no_augmentation": "Both views are the same un-augmented image: the invariance task becomes trivial and features stop carrying semantics.",
+    "no_projector": "Embeddings are taken straight from the backbone: the loss shapes the representation itself and evaluation accuracy usually drops.",
+    "no_predictor": "The asymmetric predictor is removed: without it a negative-free method has nothing that prevents the constant solution.",
+    "no_stop_gradient": "Gradients flow into the target branch too: the two branches can agree trivially and the representation collapses to a constant.",
+    "no_ema": "The target network is the online network itself (momentum 0): self-distillation loses its slowly moving teacher.",
+    "no_temperature": "Plain dot products with temperature 1: logits are too flat to separate hard negatives and learning slows or stalls.",
+    "no_centering": "The teacher's outputs are not centred: one prototype dominates and every image maps to it (collapse to one dimension).",
+    "no_sharpening": "Teacher temperature equals the student's: targets become uniform and the representation collapses to the uniform distribution.",
+    "no_variance": "The variance term is dropped: nothing keeps embeddings spread out and they shrink to a point.",
+    "no_covariance": "The decorrelation (off-diagonal) term is dropped: dimensions become copies of each other (dimensional collapse).",
+    "tiny_batch": "The batch is cut to 16 images: fewer negatives or noisier statistics per step.",
+}
+TINY_BATCH = 16
+
+
+@dataclass
+class DataConfig:
+    source: str = param("shapes", help="Where images come from: shapes, digits, folder:PATH or cifar:PATH.")
+    resolution: int = param(32, help="Images are resized to this square size when loaded.", min=8, max=512, unit="px")
+    val_fraction: float = param(0.1, help="Share of images held out for evaluation (seeded, stratified by class).", min=0.0, max=0.9)
+    num_images: int = param(12000, help="How many images the procedural shapes source draws.", min=16, max=1_000_000)
+    limit: int = param(0, help="Use at most this many images of a folder or CIFAR source (0 = all).", min=0)
+    held_out: list[str] = param(default_factory=list, help="Colour-shape pairs never shown in training, e.g. red-triangle (shapes only).")
+
+
+@dataclass
+class AugmentConfig:
+    """Defaults follow SimCLR's CIFAR-10 recipe (Chen et al. 2020, appendix B.9)."""
+
+    crop_scale_min: float = param(0.2, help="Smallest area share of a random resized crop.", min=0.01, max=1.0)
+    crop_scale_max: float = param(1.0, help="Largest area share of a random resized crop.", min=0.01, max=1.0)
+    crop_ratio_min: float = param(3 / 4, help="Smallest aspect ratio of a crop.", min=0.1, max=10.0)
+    crop_ratio_max: float = param(4 / 3, help="Largest aspect ratio of a crop.", min=0.1, max=10.0)
+    flip_p: float = param(0.5, help="Probability of a horizontal flip.", min=0.0, max=1.0)
+    jitter_p: float = param(0.8, help="Probability of applying colour jitter.", min=0.0, max=1.0)
+    brightness: float = param(0.4, help="Brightness jitter strength.", min=0.0, max=1.0)
+    contrast: float = param(0.4, help="Contrast jitter strength.", min=0.0, max=1.0)
+    saturation: float = param(0.4, help="Saturation jitter strength.", min=0.0, max=1.0)
+    hue: float = param(0.1, help="Hue jitter strength (fraction of the colour wheel).", min=0.0, max=0.5)
+    grayscale_p: float = param(0.2, help="Probability of converting a view to grayscale.", min=0.0, max=1.0)
+    blur_p: list[float] = param(default_factory=lambda: [0.0, 0.0], help="Gaussian blur probability for view 1, view 2 (BYOL: 1.0, 0.1).", min=0.0, max=1.0)
+    blur_sigma_min: float = param(0.1, help="Smallest blur sigma, in pixels at 224 px, scaled to the resolution.", min=0.0)
+    blur_sigma_max: float = param(2.0, help="Largest blur sigma, in pixels at 224 px, scaled to the resolution.", min=0.0)
+    solarize_p: list[float] = param(default_factory=lambda: [0.0, 0.0], help="Solarisation probability for view 1, view 2 (BYOL: 0.0, 0.2).", min=0.0, max=1.0)
+    local_crops: int = param(0, help="Number of small local crops (multi-crop, SwAV/DINO).", min=0, max=12)
+    local_size: int = param(16, help="Side of a local crop.", min=4, max=256, unit="px")
+    local_scale_min: float = param(0.05, help="Smallest area share of a local crop.", min=0.01, max=1.0)
+    local_scale_max: float = param(0.4, help="Largest area share of a local crop.", min=0.01, max=1.0)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = param("convnet", help="Feature extractor trained by the objective.", choices=BACKBONES)
+    width: int = param(64, help="Base channel width of the ConvNet (ViT: embedding width 3x this).", min=8, max=1024)
+
+
+@dataclass
+class OptimConfig:
+    """Unset values take the objective's published recommendation (see each objective)."""
+
+    optimizer: str | None = param(None, help="Optimiser; unset takes the objective's recommendation.", choices=OPTIMIZERS)
+    lr: float | None = param(None, help="Peak learning rate for batch 256 (scaled linearly with the batch size); unset takes the objective's.", min=0.0, min_exclusive=True, unit="per 256 images")
+    weight_decay: float | None = param(None, help="Weight decay; unset takes the objective's recommendation.", min=0.0)
+    momentum: float = param(0.9, help="SGD/LARS momentum.", min=0.0, max=0.999)
+    warmup_fraction: float = param(0.05, help="Share of the budget spent on linear warm-up.", min=0.0, max=0.5)
+    schedule: str = param("cosine", help="Learning-rate schedule after warm-up.", choices=SCHEDULES)
+    grad_clip: float = param(0.0, help="Clip the gradient norm at this value (0 = off).", min=0.0)
+
+
+@dataclass
+class BudgetConfig:
+    """Exactly one of minutes, epochs, steps is set; minutes is measured wall-clock training time."""
+
+    minutes: float | None = param(None, help="Train for this much wall-clock time.", min=0.0, min_exclusive=True, unit="min")
+    epochs: float | None = param(None, help="Train for this many passes over the training images.", min=0.0, min_exclusive=True)
+    steps: int | None = param(None, help="Train for this many optimiser steps.", min=1)
+
+
+@dataclass
+class ProbeConfig:
+    every: int = param(50, help="Run the diagnostics probe every this many steps (0 = only at the end).", min=0)
+    size: int = param(1000, help="Number of held-out images the probe embeds.", min=16, max=20000)
+    knn_k: int = param(20, help="Neighbours used by the online k-NN accuracy.", min=1, max=200)
+    visuals_every: int = param(200, help="Produce objective visuals every this many steps (0 = never).", min=0)
+
+
+@dataclass
+class ObjectiveConfig:
+    """The objective's name; its hyper-parameters sit beside it in the same TOML table."""
+
+    name: str = "simclr"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunConfig:
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    ablations: list[str] = field(default_factory=list)
+    batch_size: int = param(256, help="Images per optimiser step.", min=2, max=65536)
+    seed: int = param(0, help="Seed for data split, initialisation and augmentation.", min=0)
+    device: str = param("auto", help="Where to train: auto picks CUDA, then MPS, then CPU.", choices=DEVICES)
+    precision: str = param("auto", help="bf16 autocast or float32; auto picks what is faster on the device.", choices=PRECISIONS)
+    channels_last: bool | None = param(None, help="Use the channels-last memory format; unset picks what is faster.")
+    out: str = param("runs", help="Folder under which run folders are created.")
+    name: str = param("", help="Optional label added to the run folder's name.")
+    workers: int = param(0, help="Threads for PyTorch (0 = all cores).", min=0)
+
+    def validated(self) -> "RunConfig":
+        validate_config(self)
+        return self
+
+
+def validate_config(cfg: RunConfig) -> None:
+    """Check ranges, cross-field rules, the objective's parameters and the ablations."""
+    from ssl_studio.objectives import get_objective  # late: objectives import config
+
+    validate(cfg)
+    b = cfg.budget
+    set_budgets = [n for n in ("minutes", "epochs", "steps") if getattr(b, n) is not None]
+    if len(set_budgets) > 1:
+        raise ConfigError("budget", f"must set only one of minutes, epochs, steps, got {', '.join(set_budgets)}")
+    a = cfg.augment
+    if a.crop_scale_min > a.crop_scale_max:
+        raise ConfigError("augment.crop_scale_min", f"must be <= augment.crop_scale_max ({a.crop_scale_max:g}), got {a.crop_scale_min:g}")
+    if a.crop_ratio_min > a.crop_ratio_max:
+        raise ConfigError("augment.crop_ratio_min", f"must be <= augment.crop_ratio_max ({a.crop_ratio_max:g}), got {a.crop_ratio_min:g}")
+    if a.local_scale_min > a.local_scale_max:
+        raise ConfigError("augment.local_scale_min", f"must be <= augment.local_scale_max ({a.local_scale_max:g}), got {a.local_scale_min:g}")
+    for name in ("blur_p", "solarize_p"):
+        if len(getattr(a, name)) != 2:
+            raise ConfigError(f"augment.{name}", f"must list two probabilities (view 1, view 2), got {getattr(a, name)!r}")
+    src = cfg.data.source
+    if not (src in ("shapes", "digits") or src.startswith("folder:") or src.startswith("cifar:")):
+        raise ConfigError("data.source", f"must be shapes, digits, folder:PATH or cifar:PATH, got {src!r}")
+    objective_cls = get_objective(cfg.objective.name)  # raises ConfigError for an unknown name
+    objective_cls.parse_params(cfg.objective.params)
+    for ab in cfg.ablations:
+        if ab not in ABLATIONS:
+            raise ConfigError("ablations", f"has unknown switch {ab!r} (known: {', '.join(ABLATIONS)})")
+        if ab not in objective_cls.honours:
+            allowed = ", ".join(sorted(objective_cls.honours)) or "none"
+            raise ConfigError("ablations", f"switch {ab!r} does not apply to {objective_cls.name} (it honours: {allowed})")
+
+
+def config_from_mapping(data: dict[str, Any]) -> RunConfig:
+    """Build a RunConfig from a TOML-shaped mapping, naming the path of any bad field."""
+    data = dict(data)
+    objective_table = dict(data.pop("objective", {}) or {})
+    if not isinstance(objective_table, dict):
+        raise ConfigError("objective", "must be a table with a name and the objective's settings")
+    name = objective_table.pop("name", ObjectiveConfig().name)
+    if not isinstance(name, str):
+        raise ConfigError("objective.name", f"must be a string, got {name!r}")
+    cfg = from_mapping(RunConfig, data, "")
+    cfg.objective = ObjectiveConfig(name=name, params=objective_table)
+    validate_config(cfg)
+    return cfg
+
+
+def config_to_mapping(cfg: RunConfig) -> dict[str, Any]:
+    data = to_mapping(cfg)
+    objective = data.pop("objective")
+    table = {"name": objective["name"], **objective.get("params", {})}
+    return {"objective": table, **data}
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("", f"Config file {path} does not exist; pass the path of a .toml file.")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"Config file {path} is not valid TOML: {exc}.") from None
+    data.pop("preset", None)  # presets carry a description table the run does not use
+    return config_from_mapping(data)
+
+
+def save_config(cfg: RunConfig, path: str | Path, header: dict[str, Any] | None = None) -> None:
+    mapping = config_to_mapping(cfg)
+    if header:
+        mapping = {"preset": header, **mapping}
+    text = dumps_toml(mapping)
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        escaped = v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def dumps_toml(mapping: dict[str, Any]) -> str:
+    """Write a two-level mapping (scalars, lists, tables of scalars) as TOML."""
+    lines: list[str] = []
+    tables = []
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, table in tables:
+        if lines:
+            lines.append("")
+        lines.append(f"[{key}]")
+        for k, v in table.items():
+            if isinstance(v, dict):
+                raise TypeError(f"nested table {key}.{k} is not supported")
+            lines.append(f"{k} = {_toml_value(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def replace(cfg: RunConfig, **changes: Any) -> RunConfig:
+    return dataclasses.replace(cfg, **changes)
+
+
+__all__ = [
+    "ABLATIONS",
+    "AugmentConfig",
+    "BudgetConfig",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "ObjectiveConfig",
+    "OptimConfig",
+    "ProbeConfig",
+    "RunConfig",
+    "config_from_mapping",
+    "config_to_mapping",
+    "dumps_toml",
+    "load_config",
+    "save_config",
+    "validate_config",
+]

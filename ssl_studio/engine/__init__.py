@@ -1,0 +1,1 @@
+"""The training engine: trainer, diagnostics, evaluation and run folders (no Qt)."""

@@ -1,0 +1,67 @@
+"""Turning a RunConfig into live objects: the one place the trainer, evaluation and the GUI share."""
+
+from __future__ import annotations
+
+import torch
+
+from ssl_studio.config import TINY_BATCH, RunConfig
+from ssl_studio.data import ImageSet, load_imageset
+from ssl_studio.data.views import ViewMaker
+from ssl_studio.models import build_backbone
+from ssl_studio.objectives import Objective, ObjectiveContext, get_objective
+from ssl_studio.params import ConfigError
+
+
+def load_data(cfg: RunConfig, progress=None) -> ImageSet:
+    imageset = load_imageset(cfg.data, seed=cfg.seed, progress=progress)
+    objective_cls = get_objective(cfg.objective.name)
+    if objective_cls.needs_labels and imageset.labels is None:
+        raise ConfigError("data.source", f"{cfg.data.source!r} has no class labels, which {objective_cls.title} needs; "
+                          "use a folder with one sub-folder per class, or choose a self-supervised objective")
+    if objective_cls.needs_captions and imageset.captions is None:
+        raise ConfigError("data.source", f"{cfg.data.source!r} has no captions, which {objective_cls.title} needs; "
+                          "add captions.csv or class sub-folders")
+    if len(imageset.train_index) < 2:
+        raise ConfigError("data.source", f"{cfg.data.source!r} has only {len(imageset.train_index)} training images; at least 2 are needed")
+    return imageset
+
+
+def effective_batch_size(cfg: RunConfig, num_train: int) -> int:
+    batch = TINY_BATCH if "tiny_batch" in cfg.ablations else cfg.batch_size
+    return max(2, min(batch, num_train))
+
+
+def build_objective(cfg: RunConfig, imageset: ImageSet) -> Objective:
+    """Backbone + objective with the config's parameters; seeded by the caller."""
+    objective_cls = get_objective(cfg.objective.name)
+    if objective_cls.backbones is not None and cfg.model.backbone not in objective_cls.backbones:
+        raise ConfigError("model.backbone", f"must be one of {', '.join(objective_cls.backbones)} for {objective_cls.title}, got {cfg.model.backbone!r}")
+    params = objective_cls.parse_params(cfg.objective.params)
+    backbone = build_backbone(cfg.model, imageset.resolution)
+    context = ObjectiveContext(
+        image_size=imageset.resolution,
+        num_classes=imageset.num_classes,
+        class_names=imageset.class_names,
+        captions=imageset.captions,
+        ablations=frozenset(cfg.ablations),
+        batch_size=effective_batch_size(cfg, len(imageset.train_index)),
+    )
+    return objective_cls(backbone, params, context)
+
+
+def build_views(cfg: RunConfig, imageset: ImageSet) -> ViewMaker:
+    return ViewMaker(cfg.augment, imageset.resolution, imageset.mean, imageset.std)
+
+
+def resolved_optim(cfg: RunConfig) -> tuple[str, float, float]:
+    """(optimizer, lr per 256 images, weight decay): the config's values, else the objective's recipe."""
+    recipe = get_objective(cfg.objective.name).recipe
+    name = cfg.optim.optimizer or recipe.optimizer
+    lr = cfg.optim.lr if cfg.optim.lr is not None else recipe.lr
+    wd = cfg.optim.weight_decay if cfg.optim.weight_decay is not None else recipe.weight_decay
+    return name, lr, wd
+
+
+def to_device_input(x_uint8: torch.Tensor, views: ViewMaker, channels_last: bool) -> torch.Tensor:
+    x = views.plain(x_uint8)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x

@@ -1,0 +1,402 @@
+"""The training loop every objective runs in: budget, schedule, precision, probes, checkpoints, events.
+
+The trainer knows nothing of any particular method: it asks the objective for
+a loss on a batch of views and does the rest the same way for all of them.
+It never raises for a user's mistake or a run that goes wrong: it emits a
+``Failed`` event whose message says what to change, and returns.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ssl_studio.config import RunConfig, config_to_mapping, validate_config
+from ssl_studio.data import ImageSet
+from ssl_studio.engine import diagnostics
+from ssl_studio.engine.build import build_objective, build_views, effective_batch_size, load_data, resolved_optim
+from ssl_studio.engine.control import RunControl
+from ssl_studio.engine.device import pick_channels_last, pick_device, pick_precision
+from ssl_studio.engine.evaluate import embed_images, knn_accuracy, knn_protocol
+from ssl_studio.engine.events import Callback, Evaluated, Event, Failed, Finished, Probe, Started, Step, Visuals
+from ssl_studio.engine.optim import build_optimizer, lr_at
+from ssl_studio.engine.runs import RunFolder, new_run_dir
+from ssl_studio.objectives import Batch
+from ssl_studio.params import ConfigError
+
+DEFAULT_MINUTES = 5.0
+CHECKPOINT_EVERY_S = 60.0
+
+
+class Diverged(RuntimeError):
+    pass
+
+
+@dataclass
+class RunResult:
+    status: str  # completed | stopped | failed | diverged at step N
+    run_dir: Path | None
+    step: int = 0
+    summary: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("completed", "stopped")
+
+
+class EpochSampler:
+    """Seeded shuffles of the training indices, one full permutation per epoch, resumable exactly."""
+
+    def __init__(self, train_index: torch.Tensor, batch_size: int, seed: int):
+        self.train_index = train_index
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed + 1)
+        self.epoch = 0
+        self.position = 0
+        self.order = self._shuffle()
+
+    def _shuffle(self) -> torch.Tensor:
+        return self.train_index[torch.randperm(len(self.train_index), generator=self.generator)]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.train_index) // self.batch_size)
+
+    def next(self) -> torch.Tensor:
+        if self.position + self.batch_size > len(self.order):  # drop the ragged tail: BN and losses want full batches
+            self.epoch += 1
+            self.position = 0
+            self.order = self._shuffle()
+        idx = self.order[self.position:self.position + self.batch_size]
+        self.position += self.batch_size
+        return idx
+
+    def state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position, "order": self.order, "generator": self.generator.get_state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.epoch, self.position, self.order = state["epoch"], state["position"], state["order"]
+        self.generator.set_state(state["generator"])
+
+
+class Trainer:
+    """Runs one configuration to the end of its budget, a stop request, or a failure."""
+
+    def __init__(self, cfg: RunConfig, callback: Callback | None = None, control: RunControl | None = None,
+                 run_dir: str | Path | None = None, resume: bool = False, imageset: ImageSet | None = None,
+                 data_progress=None):
+        self.cfg = cfg
+        self.user_callback = callback
+        self.control = control or RunControl()
+        self.requested_dir = Path(run_dir) if run_dir else None
+        self.resume = resume
+        self.imageset = imageset
+        self.data_progress = data_progress
+        self.folder: RunFolder | None = None
+        self.step = 0
+
+    # -- events ------------------------------------------------------------------------
+    def emit(self, event: Event) -> None:
+        if self.folder is not None:
+            self.folder(event)
+        if self.user_callback is not None:
+            self.user_callback(event)
+
+    # -- public ------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        try:
+            self._setup()
+        except (ConfigError, ValueError) as exc:
+            message = str(exc) if isinstance(exc, ConfigError) else f"Could not set up the run: {exc}."
+            return self._fail("failed", message)
+        except Exception as exc:  # noqa: BLE001 - reported as one sentence, traceback in the folder
+            return self._fail("failed", f"Could not set up the run ({type(exc).__name__}: {exc}).", exc)
+        try:
+            return self._loop()
+        except Diverged as exc:
+            return self._fail(f"diverged at step {self.step}", str(exc))
+        except torch.OutOfMemoryError as exc:
+            return self._fail("failed", f"Out of memory at step {self.step} with batch_size {self.batch_size}; lower batch_size "
+                              "or pick a smaller backbone, then resume.", exc)
+        except Exception as exc:  # noqa: BLE001
+            return self._fail("failed", f"Training stopped at step {self.step} by an internal error ({type(exc).__name__}: {exc}); "
+                              "the details are in error.txt in the run folder.", exc)
+
+    def _fail(self, status: str, message: str, exc: BaseException | None = None) -> RunResult:
+        if exc is not None and self.folder is not None:
+            (self.folder.path / "error.txt").write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+        run_dir = str(self.folder.path) if self.folder else None
+        self.emit(Failed(step=self.step, status=status, message=message, run_dir=run_dir))
+        return RunResult(status, self.folder.path if self.folder else None, self.step, message=message)
+
+    # -- set-up ------------------------------------------------------------------------
+    def _setup(self) -> None:
+        cfg = self.cfg
+        validate_config(cfg)
+        if cfg.workers > 0:
+            torch.set_num_threads(cfg.workers)
+        checkpoint = None
+        if self.resume:
+            self.folder = RunFolder(self.requested_dir, create=False)
+            checkpoint = self.folder.load_checkpoint()
+        else:
+            self.folder = RunFolder(self.requested_dir or new_run_dir(cfg))
+            self.folder.write_config(cfg)
+        self.device = pick_device(cfg.device)
+        self.autocast_dtype = pick_precision(cfg.precision, self.device)
+        self.channels_last = pick_channels_last(cfg.channels_last, self.device, cfg.model.backbone, self.autocast_dtype)
+
+        if self.imageset is None:
+            self.imageset = load_data(cfg, progress=self.data_progress)
+        data = self.imageset
+        torch.manual_seed(cfg.seed)
+        self.objective = build_objective(cfg, data).to(self.device)
+        if self.channels_last:
+            self.objective.to(memory_format=torch.channels_last)
+        self.views = build_views(cfg, data)
+        self.batch_size = effective_batch_size(cfg, len(data.train_index))
+        opt_name, lr_per_256, wd = resolved_optim(cfg)
+        self.peak_lr = lr_per_256 * self.batch_size / 256  # linear scaling rule (Goyal et al. 2017)
+        self.optimizer = build_optimizer(opt_name, self.objective.parameter_groups(wd), self.peak_lr, cfg.optim.momentum)
+        self.sampler = EpochSampler(data.train_index, self.batch_size, cfg.seed)
+        self.view_generator = torch.Generator(device=self.device if self.device.type != "mps" else "cpu").manual_seed(cfg.seed + 2)
+
+        b = cfg.budget
+        no_budget = b.minutes is None and b.epochs is None and b.steps is None
+        self.budget_minutes = DEFAULT_MINUTES if no_budget else b.minutes
+        self.total_steps = b.steps if b.steps is not None else (
+            max(1, math.ceil(b.epochs * self.sampler.steps_per_epoch)) if b.epochs is not None else None)
+
+        probe_pool = data.val_index if len(data.val_index) else data.train_index
+        self.probe_index = probe_pool[: cfg.probe.size]
+        if data.labels is not None:
+            g = torch.Generator().manual_seed(cfg.seed + 3)
+            bank_size = min(len(data.train_index), max(2000, 4 * len(self.probe_index)))
+            self.bank_index = data.train_index[torch.randperm(len(data.train_index), generator=g)[:bank_size]]
+        else:
+            self.bank_index = None
+
+        self.elapsed = 0.0
+        if checkpoint is not None:
+            self._restore(checkpoint)
+
+        n_params = sum(p.numel() for p in self.objective.backbone.parameters())
+        self.emit(Started(
+            run_dir=str(self.folder.path), objective=cfg.objective.name, data=data.name, backbone=cfg.model.backbone,
+            device=str(self.device), precision="bf16" if self.autocast_dtype is not None else "float32",
+            channels_last=self.channels_last, num_train=len(data.train_index), num_probe=len(self.probe_index),
+            feature_dim=self.objective.backbone.feature_dim, parameters=n_params,
+            flops_per_image=int(self.objective.backbone.flops_per_image()), total_steps=self.total_steps,
+            steps_per_epoch=self.sampler.steps_per_epoch, batch_size=self.batch_size, class_names=data.class_names,
+            resumed_from_step=self.step, skipped_files=data.skipped,
+        ))
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        self.objective.load_state_dict(ckpt["objective"])
+        self.objective.load_extra_state(ckpt.get("objective_extra", {}))
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.sampler.load_state(ckpt["sampler"])
+        self.view_generator.set_state(ckpt["view_generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        self.step = ckpt["step"]
+        self.elapsed = ckpt["elapsed"]
+
+    def _checkpoint(self) -> None:
+        self.folder.save_checkpoint({
+            "format": 1,
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "config": config_to_mapping(self.cfg),
+            "objective": self.objective.state_dict(),
+            "objective_extra": self.objective.extra_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.state(),
+            "view_generator": self.view_generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        })
+        self.last_checkpoint = time.perf_counter()
+
+    # -- the loop ----------------------------------------------------------------------
+    def progress(self) -> float:
+        if self.total_steps is not None:
+            return self.step / self.total_steps
+        return self.elapsed / (self.budget_minutes * 60.0)
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _make_batch(self) -> Batch:
+        idx = self.sampler.next()
+        data = self.imageset
+        images = data.images[idx].to(self.device, non_blocking=True)
+        n_global = self.objective.num_global_views
+        n_local = self.objective.num_local_views
+        with torch.no_grad():
+            if "no_augmentation" in self.cfg.ablations:
+                plain = self.views.plain(images)
+                views = [plain] * n_global + ([] if n_local == 0 else self.views(images, 0, n_local, self.view_generator))
+            else:
+                views = self.views(images, n_global, n_local, self.view_generator)
+        if self.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        labels = data.labels[idx].to(self.device) if data.labels is not None else None
+        captions = [data.captions[i] for i in idx.tolist()] if data.captions is not None else None
+        return Batch(views=views, images=images, indices=idx, labels=labels, captions=captions)
+
+    def _train_step(self, progress: float) -> tuple[float, dict[str, float], float]:
+        lr = lr_at(progress, self.peak_lr, self.cfg.optim.warmup_fraction, self.cfg.optim.schedule)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = self._make_batch()
+        self.objective.train()
+        with self._autocast():
+            out = self.objective.training_step(batch, progress)
+        loss = out.loss.float()
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise Diverged(f"The loss became {loss_value} at step {self.step + 1}; lower optim.lr (now {self.peak_lr:.3g} at this batch size) "
+                           "or set optim.grad_clip, then start again (the last good checkpoint is kept).")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.objective.after_step(progress)
+        metrics = {k: float(v) for k, v in out.metrics.items()}
+        return loss_value, metrics, lr
+
+    def _loop(self) -> RunResult:
+        cfg = self.cfg
+        self.last_checkpoint = time.perf_counter()
+        throughput = None
+        status = "completed"
+        if self.step == 0:
+            self._probe(final=False)  # the randomly initialised backbone: the baseline every curve starts from
+            self._checkpoint()  # a divergence in the first minute still leaves a good checkpoint
+        while True:
+            if self.control.stop_requested:
+                status = "stopped"
+                break
+            if self.control.paused:
+                self._checkpoint()
+                if not self.control.wait_while_paused():
+                    status = "stopped"
+                    break
+            if self.progress() >= 1.0:
+                break
+            t0 = time.perf_counter()
+            loss, metrics, lr = self._train_step(self.progress())
+            self.step += 1
+            dt = time.perf_counter() - t0
+            self.elapsed += dt
+            rate = self.batch_size / max(dt, 1e-9)
+            throughput = rate if throughput is None else 0.9 * throughput + 0.1 * rate
+            progress = min(self.progress(), 1.0)
+            eta = (self.elapsed / progress - self.elapsed) if progress > 0 else None
+            self.emit(Step(step=self.step, epoch=self.step / self.sampler.steps_per_epoch, loss=loss, lr=lr,
+                           images_per_s=throughput, elapsed_s=self.elapsed, progress=progress, eta_s=eta, metrics=metrics))
+            if cfg.probe.every and self.step % cfg.probe.every == 0:
+                t1 = time.perf_counter()
+                self._probe(final=False)
+                self.elapsed += time.perf_counter() - t1  # probes are part of the run's wall-clock cost
+            if cfg.probe.visuals_every and self.step % cfg.probe.visuals_every == 0:
+                self._visuals()
+            if time.perf_counter() - self.last_checkpoint > CHECKPOINT_EVERY_S:
+                self._checkpoint()
+        self._checkpoint()
+        probe = self._probe(final=True)
+        self._visuals()
+        summary = self._evaluate()
+        summary.update({"effective_rank": probe.effective_rank, "mean_cosine": probe.mean_cosine, "dim_std": probe.dim_std,
+                        "steps": self.step, "train_seconds": self.elapsed})
+        verdict = diagnostics.collapse_verdict(probe.mean_cosine, probe.effective_rank, probe.feature_dim)
+        summary["collapse"] = verdict
+        self.emit(Finished(step=self.step, status=status, run_dir=str(self.folder.path), summary=summary))
+        return RunResult(status, self.folder.path, self.step, summary)
+
+    # -- probes and evaluation -----------------------------------------------------------
+    def _embed(self, index: torch.Tensor) -> torch.Tensor:
+        self.objective.eval()
+
+        def to_input(x):
+            v = self.views.plain(x)
+            return v.contiguous(memory_format=torch.channels_last) if self.channels_last else v
+
+        return embed_images(self.objective.embed, self.imageset.images[index], to_input, device=self.device,
+                            autocast_dtype=self.autocast_dtype)
+
+    @torch.no_grad()
+    def _probe(self, final: bool) -> Probe:
+        data = self.imageset
+        feats = self._embed(self.probe_index)
+        finite = torch.isfinite(feats).all()
+        if not finite:
+            feats = torch.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0)
+        labels = data.labels[self.probe_index] if data.labels is not None else None
+        knn = None
+        if labels is not None and self.bank_index is not None:
+            bank = self._embed(self.bank_index)
+            knn = knn_accuracy(bank, data.labels[self.bank_index], feats, labels, k=self.cfg.probe.knn_k, num_classes=data.num_classes)
+        projector_rank = None
+        if hasattr(self.objective, "projector_embed"):
+            self.objective.eval()
+            x = self.views.plain(data.images[self.probe_index[:512]].to(self.device))
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                z = self.objective.projector_embed(x)
+            if z is not None:
+                projector_rank = diagnostics.effective_rank(torch.nan_to_num(z.float().cpu()))
+        event = Probe(
+            step=self.step,
+            effective_rank=diagnostics.effective_rank(feats),
+            mean_cosine=diagnostics.mean_cosine(feats),
+            dim_std=diagnostics.dim_std(feats),
+            knn_acc=knn,
+            feature_dim=feats.shape[1],
+            projector_rank=projector_rank,
+            spectrum=diagnostics.spectrum(feats).astype(np.float32),
+            points2d=diagnostics.pca_2d(feats),
+            labels=labels.numpy() if labels is not None else None,
+            indices=self.probe_index.numpy(),
+            features=feats.numpy(),
+            final=final,
+        )
+        self.emit(event)
+        return event
+
+    @torch.no_grad()
+    def _visuals(self) -> None:
+        self.objective.eval()
+        images = self.views.plain(self.imageset.images[self.probe_index[:16]].to(self.device))
+        out = self.objective.visuals(images)
+        if not out:
+            return
+        for kind, payload in out.items():
+            arrays = {k: np.asarray(v) for k, v in payload.items() if isinstance(v, (np.ndarray, torch.Tensor))}
+            arrays = {k: (v.cpu().numpy() if isinstance(v, torch.Tensor) else v) for k, v in arrays.items()}
+            info = {k: v for k, v in payload.items() if not isinstance(v, (np.ndarray, torch.Tensor))}
+            self.emit(Visuals(step=self.step, kind=kind, arrays=arrays, info=info))
+
+    def _evaluate(self) -> dict[str, Any]:
+        data = self.imageset
+        summary: dict[str, Any] = {}
+        if data.labels is None or len(data.val_index) == 0:
+            return summary
+        train_feats = self._embed(data.train_index)
+        val_feats = self._embed(data.val_index)
+        knn = knn_protocol(train_feats, data.labels[data.train_index], val_feats, data.labels[data.val_index], data.num_classes)
+        self.folder.write_report("knn", knn)
+        self.emit(Evaluated(step=self.step, results={"knn": knn}))
+        summary["knn_k5"], summary["knn_k20"] = knn["k5"], knn["k20"]
+        return summary

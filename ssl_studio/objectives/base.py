@@ -1,0 +1,185 @@
+"""The objective contract every SSL method implements.
+
+An objective owns its networks (backbone, heads, target copies) and turns a batch
+of views into a loss.  It declares what the lab needs to show it without any
+per-method code elsewhere: its family and description for the picker, its
+hyper-parameters as a dataclass (the GUI form and the validation come from it),
+the ablation switches it honours, and the optimiser its paper recommends.
+
+The trainer owns everything around the step: data, views, optimiser, schedule,
+precision, checkpoints, probes and events (see ``ssl_studio.engine.trainer``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
+
+import torch
+from torch import nn
+
+from ssl_studio.params import from_mapping
+
+FAMILIES = {
+    "contrastive": "Contrastive",
+    "negative-free": "Negative-free",
+    "clustering": "Clustering",
+    "masked": "Masked modelling",
+    "predictive": "Predictive",
+    "cross-modal": "Cross-modal",
+    "supervised": "Supervised",
+}
+
+
+@dataclass
+class Batch:
+    """One training step's input, already on the training device."""
+
+    views: list[torch.Tensor]  # normalised float views: global views first, then local crops
+    images: torch.Tensor  # the uint8 originals, B×3×H×W
+    indices: torch.Tensor  # positions in the ImageSet
+    labels: torch.Tensor | None = None
+    captions: list[str] | None = None
+    plain: torch.Tensor | None = None  # normalised, un-augmented images (masked objectives use these)
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    metrics: dict[str, float | torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class ObjectiveContext:
+    """What an objective may know about the run when it builds its networks."""
+
+    image_size: int
+    num_classes: int = 0
+    class_names: list[str] | None = None
+    captions: list[str] | None = None
+    ablations: frozenset[str] = frozenset()
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class OptimRecipe:
+    """The optimiser an objective's paper uses, adapted to short CPU runs (see each objective)."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.3  # per 256 images
+    weight_decay: float = 1e-4
+
+
+class Objective(nn.Module):
+    """Base class: subclasses set the class attributes and implement ``training_step``."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    family: ClassVar[str]
+    description: ClassVar[str]  # two lines for the UI
+    Params: ClassVar[type]
+    honours: ClassVar[frozenset[str]] = frozenset()
+    needs_labels: ClassVar[bool] = False
+    needs_captions: ClassVar[bool] = False
+    backbones: ClassVar[tuple[str, ...] | None] = None  # None: every backbone
+    recipe: ClassVar[OptimRecipe] = OptimRecipe()
+    num_global_views: ClassVar[int] = 2
+
+    def __init__(self, backbone: nn.Module, params: Any, context: ObjectiveContext):
+        super().__init__()
+        self.backbone = backbone
+        self.params = params
+        self.context = context
+
+    # -- declaration helpers -------------------------------------------------------------
+
+    @classmethod
+    def parse_params(cls, mapping: Mapping[str, Any] | Any) -> Any:
+        """Validated ``Params`` from a TOML table (or pass an instance through)."""
+        if dataclasses.is_dataclass(mapping) and not isinstance(mapping, type):
+            return mapping
+        return from_mapping(cls.Params, dict(mapping or {}), "objective")
+
+    def ablated(self, switch: str) -> bool:
+        return switch in self.context.ablations
+
+    @property
+    def num_local_views(self) -> int:
+        return 0
+
+    # -- the contract ------------------------------------------------------------------
+
+    def training_step(self, batch: Batch, progress: float) -> StepOutput:  # pragma: no cover - abstract
+        """Loss for one batch; ``progress`` is the share of the budget done, in [0, 1]."""
+        raise NotImplementedError
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features used by every probe and evaluation."""
+        return self.backbone(images)
+
+    def projector_embed(self, images: torch.Tensor) -> torch.Tensor | None:
+        """The embedding the loss sees (after the projector), for spectrum diagnostics; None if same as embed."""
+        return None
+
+    @torch.no_grad()
+    def after_step(self, progress: float) -> None:
+        """Momentum updates, queues, centres: run after the optimiser step."""
+
+    @torch.no_grad()
+    def visuals(self, images: torch.Tensor) -> dict[str, Any] | None:
+        """Optional pictures for the panels (reconstructions, attention maps, zero-shot scores)."""
+        return None
+
+    def extra_state(self) -> dict[str, Any]:
+        """Anything outside ``state_dict`` the objective needs for exact resume."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """Trainable parameters, with biases and norm weights excluded from decay and LARS adaptation."""
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            if p.ndim <= 1 or name.endswith(".bias") or "pos_embed" in name or "cls_token" in name or "mask_token" in name:
+                no_decay.append(p)
+            else:
+                decay.append(p)
+        groups = [{"params": decay, "weight_decay": weight_decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0, "lars_exclude": True})
+        return groups
+
+
+def ema_copy(module: nn.Module) -> nn.Module:
+    """A frozen copy used as a momentum target (BYOL, MoCo, DINO)."""
+    target = copy.deepcopy(module)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """target = momentum * target + (1 - momentum) * online, parameters and float buffers."""
+    t_params = [p for p in target.parameters()]
+    o_params = [p.detach() for p in online.parameters()]
+    torch._foreach_mul_(t_params, momentum)
+    torch._foreach_add_(t_params, o_params, alpha=1.0 - momentum)
+    for tb, ob in zip(target.buffers(), online.buffers()):
+        if tb.dtype.is_floating_point:
+            tb.mul_(momentum).add_(ob.detach(), alpha=1.0 - momentum)
+        else:
+            tb.copy_(ob)
+
+
+def cosine_momentum(base: float, progress: float, final: float = 1.0) -> float:
+    """BYOL's schedule (Grill et al. 2020, §3.2): tau = 1 - (1 - tau_base)(cos(pi k/K) + 1)/2."""
+    import math
+
+    progress = min(max(progress, 0.0), 1.0)
+    return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2

@@ -1,0 +1,1 @@
+"""Studies: several runs at matched budgets, summarised as a table and a figure."""

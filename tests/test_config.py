@@ -1,0 +1,51 @@
+import pytest
+
+from ssl_studio.config import RunConfig, config_from_mapping, config_to_mapping, load_config, save_config
+from ssl_studio.params import ConfigError
+
+
+def test_defaults_validate_and_round_trip_through_toml(tmp_path):
+    cfg = config_from_mapping({"objective": {"name": "simclr", "temperature": 0.3}, "budget": {"steps": 5}, "ablations": ["no_projector"]})
+    save_config(cfg, tmp_path / "c.toml")
+    again = load_config(tmp_path / "c.toml")
+    assert config_to_mapping(again) == config_to_mapping(cfg)
+    assert again.objective.params == {"temperature": 0.3}
+    assert again.budget.steps == 5 and again.budget.minutes is None
+
+
+@pytest.mark.parametrize("mapping, message", [
+    ({"objective": {"name": "simclr", "temperature": -1}}, "objective.temperature must be > 0, got -1"),
+    ({"objective": {"name": "nope"}}, "objective.name must be one of"),
+    ({"batch_size": 1}, "batch_size must be >= 2, got 1"),
+    ({"data": {"resolution": "big"}}, "data.resolution must be an integer"),
+    ({"data": {"colour": 1}}, "data.colour is not a known setting"),
+    ({"objective": {"name": "simclr", "tempreature": 0.1}}, "objective.tempreature is not a known setting"),
+    ({"model": {"backbone": "vgg"}}, "model.backbone must be one of convnet, resnet18, vit"),
+    ({"budget": {"steps": 3, "minutes": 2}}, "budget must set only one of"),
+    ({"ablations": ["no_predictor"]}, "does not apply to simclr"),
+    ({"ablations": ["no_such_thing"]}, "unknown switch"),
+    ({"data": {"source": "imagenet"}}, "data.source must be shapes, digits, folder:PATH or cifar:PATH"),
+    ({"augment": {"crop_scale_min": 0.9, "crop_scale_max": 0.5}}, "augment.crop_scale_min must be <="),
+])
+def test_validation_names_the_field(mapping, message):
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(mapping)
+    assert message in str(info.value)
+
+
+def test_load_config_reports_missing_and_broken_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+    (tmp_path / "bad.toml").write_text("objective = [", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(tmp_path / "bad.toml")
+
+
+def test_every_preset_loads():
+    from ssl_studio.presets import list_presets
+
+    presets = list_presets()
+    assert any(p.name == "simclr" for p in presets)
+    for p in presets:
+        assert isinstance(load_config(p.path), RunConfig), p.name
+        assert p.description, f"preset {p.name} needs a description"
