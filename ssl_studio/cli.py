@@ -154,10 +154,10 @@ def _fmt_time(seconds: float | None) -> str:
 class ConsoleProgress:
     """A one-line live progress bar on a terminal, a line every few seconds otherwise."""
 
-    def __init__(self, quiet: bool = False, stream=sys.stderr):
+    def __init__(self, quiet: bool = False, stream=None):
         self.quiet = quiet
-        self.stream = stream
-        self.tty = stream.isatty()
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
         self.last = 0.0
         self.knn = None
         self.rank = None

@@ -21,6 +21,13 @@ def test_train_eval_resume_end_to_end(tmp_path, capsys):
     assert main(["train", "--config", str(run / "config.toml"), "--out", str(tmp_path / "again"), "--quiet"]) == 0
 
 
+def exit_code(argv):
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        return exc.code
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["train", "--objective", "nope"], "objective.name must be one of"),
     (["train", "--set", "objective.temperature=-1"], "objective.temperature must be > 0, got -1"),
@@ -30,13 +37,6 @@ def test_train_eval_resume_end_to_end(tmp_path, capsys):
     (["eval", "/no/such/run"], "is not a run folder"),
     (["frobnicate"], "invalid choice"),
 ])
-def exit_code(argv):
-    try:
-        return main(argv)
-    except SystemExit as exc:  # argparse's own errors
-        return exc.code
-
-
 def test_bad_input_is_one_sentence_and_exit_2(argv, fragment, capsys):
     assert exit_code(argv) == 2
     err = capsys.readouterr().err

@@ -30,8 +30,10 @@ class Event:
         return out
 
 
-def snapshot(default: Any = None) -> Any:
+def snapshot(default: Any = None, default_factory: Any = None) -> Any:
     """A field too large for metrics.jsonl: it goes into a snapshot .npz instead."""
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata={"snapshot": True})
     return field(default=default, metadata={"snapshot": True})
 
 
