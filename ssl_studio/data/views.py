@@ -1,0 +1,666 @@
+"""Batched, vectorised augmentation on the device: one independent random draw per sample.
+
+Self-supervised objectives see every image two (or more) times per step, each time
+through a different random augmentation, so augmentation is on the hot path of every
+run.  Doing it image by image with PIL or ``torchvision.transforms`` costs a Python
+call per transform per image; here every transform is a few tensor operations over
+the whole batch, with the per-sample randomness carried in small ``B``-long tensors
+of parameters.  No Python loop runs over samples.
+
+The pipeline of one view follows SimCLR (Chen et al. 2020, appendix A and B.9) and
+BYOL (Grill et al. 2020, table 6), with torchvision's semantics for every transform:
+
+1. random resized crop + horizontal flip, one bilinear ``grid_sample`` per view
+   (the flip is a negated x scale in the sampling grid);
+2. colour jitter with probability ``jitter_p``: brightness, contrast, saturation, hue,
+   each factor drawn per sample, in a random order per sample, clamped to [0, 1]
+   after every step exactly as torchvision does;
+3. grayscale with probability ``grayscale_p``;
+4. Gaussian blur with probability ``blur_p[view]`` (per-sample sigma, separable kernels:
+   a grouped convolution on accelerators, shifted multiply-adds on CPU);
+5. solarisation with probability ``solarize_p[view]`` (threshold 0.5);
+6. normalisation by the dataset's mean and std.
+
+How it stays fast: every step except the crop, the blur and solarisation is a
+per-sample 3×3 colour matrix plus a bias (brightness, contrast, saturation, the
+YIQ hue rotation, grayscale, the 1/255 scaling and the normalisation all are).
+Such affine colour maps are composed lazily into one pending matrix and only
+applied (one batched ``bmm`` pass over the pixels) where a clamp or a non-linearity
+forces it, so a SimCLR view costs: one ``grid_sample``, one matrix pass + clamp
+per active jitter step, and one final matrix pass that also does grayscale and
+normalisation.  The crop and the blur commute with the pending colour map (their
+weights are non-negative and sum to one: the crop clamps at the border like
+torchvision's resize, the blur reflects), which makes the deferral exact.  On CPU
+the intermediate pixel buffers are kept between calls (see ``ViewMaker._buffer``).
+
+Deliberate differences from torchvision, each small and documented:
+
+* hue is a rotation of the chroma plane in YIQ space (a linear map, as in the
+  classic NTSC hue control), not torchvision's shift in HSV: the direction and
+  angle agree, but YIQ keeps luma where HSV keeps value, so saturated primaries
+  come out darker (and clipped) rather than equally bright;
+* the crop is resampled bilinearly without antialiasing (torchvision v2 antialiases
+  when it shrinks); for the usual CIFAR/STL sizes crops are enlarged, so this only
+  matters for local crops cut from large images;
+* the sampling grid is built directly for the axis-aligned crop rather than through
+  ``F.affine_grid`` (identical values, ~10× cheaper on CPU; see the tests).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ssl_studio.config import AugmentConfig
+
+# ITU-R 601 luma weights exactly as torchvision's rgb_to_grayscale uses them.
+GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
+
+# RGB -> YIQ (FCC NTSC).  Hue rotation acts on the (I, Q) plane.
+_RGB_TO_YIQ = (
+    (0.299, 0.587, 0.114),
+    (0.5959, -0.2746, -0.3213),
+    (0.2115, -0.5227, 0.3112),
+)
+
+# torchvision's RandomResizedCrop tries this many (scale, ratio) draws before
+# falling back to a centre crop.
+CROP_ATTEMPTS = 10
+
+# Columns of the one uniform draw a view consumes: every random number of a view
+# comes from a single ``torch.rand`` call so a seed reproduces it exactly.
+_U_SCALE = slice(0, CROP_ATTEMPTS)
+_U_RATIO = slice(CROP_ATTEMPTS, 2 * CROP_ATTEMPTS)
+_U_TOP = 2 * CROP_ATTEMPTS
+_U_LEFT = _U_TOP + 1
+_U_FLIP = _U_LEFT + 1
+_U_JITTER = _U_FLIP + 1
+_U_FACTORS = slice(_U_JITTER + 1, _U_JITTER + 5)  # brightness, contrast, saturation, hue
+_U_ORDER = slice(_U_JITTER + 5, _U_JITTER + 9)
+_U_GRAY = _U_JITTER + 9
+_U_BLUR = _U_GRAY + 1
+_U_SIGMA = _U_BLUR + 1
+_U_SOLARIZE = _U_SIGMA + 1
+_N_UNIFORMS = _U_SOLARIZE + 1
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """What one view is: its size, crop area range and the per-view probabilities.
+
+    Global views and local (multi-crop) views differ only in these numbers.
+    """
+
+    size: int
+    scale: tuple[float, float]
+    blur_p: float
+    solarize_p: float
+
+
+# --------------------------------------------------------------------------- random draws
+
+
+def _uniforms(n: int, batch: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+    """``n × batch × _N_UNIFORMS`` uniforms on ``device``, drawn on the generator's device.
+
+    Drawing on the generator's own device lets a CPU generator drive CUDA images
+    (the numbers are then identical across devices), and a CUDA generator drive them
+    without a transfer.
+    """
+    if generator is None:
+        return torch.rand(n, batch, _N_UNIFORMS, device=device)
+    u = torch.rand(n, batch, _N_UNIFORMS, device=generator.device, generator=generator)
+    return u.to(device, non_blocking=True)
+
+
+# --------------------------------------------------------------------------- crop + flip
+
+
+def crop_boxes(
+    u: torch.Tensor, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float]
+) -> torch.Tensor:
+    """Per-sample crop boxes ``(top, left, h, w)`` in pixels, drawn like torchvision.
+
+    ``RandomResizedCrop.get_params`` draws an area share uniformly in ``scale`` and a
+    log-uniform aspect ratio, rounds to whole pixels, retries up to 10 times until the
+    box fits, and otherwise falls back to the largest centre crop within ``ratio``.
+    Here the 10 attempts are drawn at once and the first that fits is taken.
+    """
+    area = float(height * width)
+    s = scale[0] + (scale[1] - scale[0]) * u[:, _U_SCALE]
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * u[:, _U_RATIO])
+    target = area * s
+    w = torch.round(torch.sqrt(target * aspect))
+    h = torch.round(torch.sqrt(target / aspect))
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # index of the first fitting attempt
+    w = w.gather(1, first).squeeze(1)
+    h = h.gather(1, first).squeeze(1)
+    found = fits.any(dim=1)
+
+    # torchvision's fallback: centre crop, the whole image clipped to the ratio range.
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        fw, fh = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        fh, fw = height, int(round(height * ratio[1]))
+    else:
+        fw, fh = width, height
+    w = torch.where(found, w, torch.full_like(w, fw))
+    h = torch.where(found, h, torch.full_like(h, fh))
+
+    # torch.randint(0, H - h + 1) per sample, as a floor of a uniform.
+    top = torch.floor(u[:, _U_TOP] * (height - h + 1)).clamp_(max=height - h)
+    left = torch.floor(u[:, _U_LEFT] * (width - w + 1)).clamp_(max=width - w)
+    top = torch.where(found, top, torch.full_like(top, (height - fh) // 2))
+    left = torch.where(found, left, torch.full_like(left, (width - fw) // 2))
+    return torch.stack((top, left, h, w), dim=1)
+
+
+def crop_theta(boxes: torch.Tensor, height: int, width: int, flip: torch.Tensor | None = None) -> torch.Tensor:
+    """The ``B×2×3`` affine matrices (``F.affine_grid`` convention) that map a view onto its box.
+
+    With ``align_corners=False`` this reproduces a half-pixel-centre bilinear resize
+    of the box exactly; a flip negates the x scale, mirroring within the box.
+    """
+    top, left, h, w = boxes.unbind(1)
+    sx = w / width
+    sy = h / height
+    if flip is not None:
+        sx = torch.where(flip, -sx, sx)
+    cx = (2 * left + w) / width - 1
+    cy = (2 * top + h) / height - 1
+    theta = torch.zeros(boxes.shape[0], 2, 3, device=boxes.device, dtype=torch.float32)
+    theta[:, 0, 0] = sx
+    theta[:, 0, 2] = cx
+    theta[:, 1, 1] = sy
+    theta[:, 1, 2] = cy
+    return theta
+
+
+def crop_grid(theta: torch.Tensor, size: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.affine_grid(theta, (B, C, size, size), align_corners=False)`` for axis-aligned ``theta``.
+
+    Crops never rotate or shear, so x depends only on the output column and y only on
+    the row; building the grid as two outer sums avoids affine_grid's per-pixel matrix
+    product (about 10× cheaper on CPU, identical values).
+    """
+    b = theta.shape[0]
+    base = (torch.arange(size, device=theta.device, dtype=torch.float32) * 2 + 1) / size - 1
+    grid = torch.empty(b, size, size, 2, device=theta.device, dtype=torch.float32) if out is None else out
+    grid[..., 0] = (theta[:, 0, 0, None] * base + theta[:, 0, 2, None])[:, None, :]
+    grid[..., 1] = (theta[:, 1, 1, None] * base + theta[:, 1, 2, None])[:, :, None]
+    return grid
+
+
+def resized_crop(
+    images: torch.Tensor,
+    theta: torch.Tensor,
+    size: int,
+    grid_out: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sample every image's box at ``size × size``: one bilinear grid_sample for the batch.
+
+    Border padding reproduces torchvision's resize at the crop's edges (source
+    coordinates are clamped to the image); ``grid_out``/``out`` let the caller reuse
+    buffers between steps.
+    """
+    grid = crop_grid(theta, size, grid_out)
+    if out is None or images.device.type != "cpu":
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # F.grid_sample has no out=; the aten op does (modes: 0 = bilinear, 1 = border).
+    return torch.ops.aten.grid_sampler_2d.out(images, grid, 0, 1, False, out=out)
+
+
+# --------------------------------------------------------------------------- colour maps
+
+
+class _Colour:
+    """Constant colour matrices on one device, built once per ViewMaker and device."""
+
+    def __init__(self, device: torch.device):
+        f64 = torch.float64
+        w = torch.tensor(GRAY_WEIGHTS, dtype=f64)
+        self.eye = torch.eye(3, dtype=torch.float32, device=device)
+        self.gray = torch.ones(3, 1, dtype=f64).mul(w).to(torch.float32).to(device)  # every row = weights
+        self.weights = w.to(torch.float32).to(device)
+        yiq = torch.tensor(_RGB_TO_YIQ, dtype=f64)
+        inv = torch.linalg.inv(yiq)
+        # Hue rotation by θ in the (I, Q) plane, R(θ) = [[1, 0, 0], [0, cos, sin], [0, -sin, cos]]
+        # (clockwise: red -> green -> blue runs that way in YIQ), split by cos and sin terms.
+        r0 = torch.zeros(3, 3, dtype=f64)
+        r0[0, 0] = 1
+        r1 = torch.zeros(3, 3, dtype=f64)
+        r1[1, 1] = r1[2, 2] = 1
+        r2 = torch.zeros(3, 3, dtype=f64)
+        r2[1, 2], r2[2, 1] = 1, -1
+        self.hue_a0, self.hue_a1, self.hue_a2 = ((inv @ r @ yiq).to(torch.float32).to(device) for r in (r0, r1, r2))
+
+
+def hue_matrices(hue: torch.Tensor, c: _Colour) -> torch.Tensor:
+    """Per-sample ``B×3×3`` RGB maps rotating hue by ``hue`` turns (of the colour wheel).
+
+    Positive ``hue`` moves red towards green and green towards blue, the direction of
+    an HSV hue increase (torchvision's ``adjust_hue``); luma (Y) is unchanged.  The
+    rotation ``T⁻¹ R(θ) T`` is expanded as ``A₀ + cos θ·A₁ + sin θ·A₂`` with constant
+    ``A``s, so a batch of matrices costs three small tensor operations.
+    """
+    angle = hue * (2 * math.pi)
+    cos = torch.cos(angle)[:, None, None]
+    sin = torch.sin(angle)[:, None, None]
+    return torch.addcmul(torch.addcmul(c.hue_a0, cos, c.hue_a1), sin, c.hue_a2)
+
+
+class _Pending:
+    """A per-sample affine colour map ``x -> M x + q`` not yet applied to the pixels.
+
+    Linear colour steps compose into it for free (3×3 products on ``B`` matrices);
+    :meth:`apply` runs it over the pixels in one matrix pass.  ``q`` is ``None``
+    while the map has no offset, which saves the bias pass in most jitter steps.
+    """
+
+    def __init__(self, batch: int, scale: float, c: _Colour, spare: torch.Tensor | None = None):
+        self.batch = batch
+        self.c = c
+        self.m = (c.eye * scale).expand(batch, 3, 3)
+        self.q: torch.Tensor | None = None
+        self.identity = scale == 1.0
+        self.spare = spare  # a free pixel buffer to write the next pass into
+
+    def then(self, m: torch.Tensor, q: torch.Tensor | None = None) -> None:
+        """Compose ``x -> m x + q`` after the pending map."""
+        self.m = m @ self.m
+        if self.q is not None:
+            self.q = (m @ self.q.unsqueeze(-1)).squeeze(-1)
+            if q is not None:
+                self.q = self.q + q
+        elif q is not None:
+            self.q = q.expand(self.batch, 3)
+        self.identity = False
+
+    def mean_rgb(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample mean colour of the image the map would produce, without producing it."""
+        mean = (self.m @ x.mean(dim=(2, 3)).unsqueeze(-1)).squeeze(-1)
+        return mean if self.q is None else mean + self.q
+
+    def apply(self, x: torch.Tensor, clamp: bool, fresh: bool = False) -> torch.Tensor:
+        """Apply the map to ``x`` (B×3×H×W, consumed), optionally clamp to [0, 1], reset to identity.
+
+        Passes ping-pong between ``x`` and one spare buffer so that a chain of jitter
+        steps allocates once; ``fresh`` asks for a new tensor (the view handed out).
+        """
+        if not self.identity:
+            b, _, h, w = x.shape
+            out = self.spare
+            if fresh or out is None or out.shape != x.shape:
+                out = torch.empty_like(x, memory_format=torch.contiguous_format)
+            torch.bmm(self.m.contiguous(), x.reshape(b, 3, h * w), out=out.view(b, 3, h * w))
+            if self.q is not None:
+                out.add_(self.q[:, :, None, None])
+            self.spare = None if fresh else x
+            x = out
+        if clamp:
+            x = x.clamp_(0.0, 1.0)
+        self.m = self.c.eye.expand(self.batch, 3, 3)
+        self.q = None
+        self.identity = True
+        return x
+
+
+def _jitter_ranges(cfg: AugmentConfig) -> list[tuple[int, float, float]]:
+    """(op index, low, high) of every active jitter op, in torchvision's ranges.
+
+    ``ColorJitter(b, c, s, h)`` draws brightness, contrast and saturation factors from
+    ``[max(0, 1 - v), 1 + v]`` and hue from ``[-h, h]``; a strength of 0 switches the
+    op off (torchvision stores ``None`` and skips it).
+    """
+    ops = []
+    for k, v in enumerate((cfg.brightness, cfg.contrast, cfg.saturation)):
+        if v > 0:
+            ops.append((k, max(0.0, 1.0 - v), 1.0 + v))
+    if cfg.hue > 0:
+        ops.append((3, -cfg.hue, cfg.hue))
+    return ops
+
+
+def colour_jitter(x: torch.Tensor, pending: _Pending, u: torch.Tensor, cfg: AugmentConfig, c: _Colour) -> torch.Tensor:
+    """Torchvision's ``RandomApply([ColorJitter(...)], p)`` for the whole batch at once.
+
+    Each sample draws its own factors, its own apply flag and its own order of the
+    active ops (a random permutation, as ``ColorJitter`` draws ``randperm(4)``).
+    Step ``k`` applies, to every sample, the op that sample put at position ``k``
+    (or the identity when the sample is not jittered).  Every op is a 3×3 matrix:
+    brightness ``b·I``; contrast ``c·I`` plus ``(1 - c)`` times the image's mean gray
+    level; saturation ``s·I + (1 - s)·gray``; hue a YIQ rotation.  Torchvision clamps
+    to [0, 1] after every op, so each step is one matrix pass and one clamp.
+    """
+    ops = _jitter_ranges(cfg)
+    if not ops or cfg.jitter_p <= 0:
+        return x
+    b = x.shape[0]
+    applied = u[:, _U_JITTER] < cfg.jitter_p
+    n = len(ops)
+    lo = torch.tensor([op[1] for op in ops], device=x.device)
+    hi = torch.tensor([op[2] for op in ops], device=x.device)
+    f = torch.addcmul(lo, hi - lo, u[:, _U_FACTORS][:, [op[0] for op in ops]])  # B×n factors
+    mats = []
+    contrast_slot = -1
+    for slot, (k, _, _) in enumerate(ops):
+        fk = f[:, slot, None, None]
+        if k in (0, 1):  # brightness: multiply; contrast: f·x + (1 - f)·mean gray (offset added per step)
+            mats.append(fk * c.eye)
+            if k == 1:
+                contrast_slot = slot
+        elif k == 2:  # saturation: blend with the per-pixel gray image
+            mats.append(torch.lerp(c.gray, c.eye, fk))
+        else:  # hue
+            mats.append(hue_matrices(f[:, slot], c))
+    mats_t = torch.stack(mats, dim=1)  # B×n×3×3, slot order
+    order = torch.argsort(u[:, _U_ORDER][:, :n], dim=1)  # per-sample random permutation of slots
+    # The matrix each sample applies at each step; samples not jittered take the identity.
+    steps = mats_t[torch.arange(b, device=x.device)[:, None], order]
+    steps = torch.where(applied[:, None, None, None], steps, c.eye)
+    if contrast_slot >= 0:
+        # (1 - c), at the step where a jittered sample does its contrast, else 0
+        gamma = torch.where(applied[:, None] & (order == contrast_slot), 1 - f[:, contrast_slot, None], 0.0)
+    for step in range(n):
+        q = None
+        if contrast_slot >= 0:
+            q = (gamma[:, step] * (pending.mean_rgb(x) @ c.weights))[:, None]
+        pending.then(steps[:, step], q)
+        x = pending.apply(x, clamp=True)
+    return x
+
+
+# --------------------------------------------------------------------------- blur, solarize
+
+
+def blur_kernel_size(sigma_max_px: float, size: int) -> int:
+    """Odd kernel covering ±3 sigma at the largest sigma, at least 3, at most what reflect padding allows."""
+    radius = max(1, math.ceil(3 * sigma_max_px))
+    radius = min(radius, size - 1)
+    return 2 * radius + 1
+
+
+def gaussian_kernels(sigma: torch.Tensor, ksize: int) -> torch.Tensor:
+    """``B×ksize`` normalised 1-D Gaussians, one per sample (torchvision's kernel formula)."""
+    half = (ksize - 1) / 2
+    t = torch.linspace(-half, half, ksize, device=sigma.device, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t[None, :] / sigma[:, None].clamp_min(1e-6)) ** 2)
+    return k / k.sum(dim=1, keepdim=True)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, ksize: int, grouped: bool | None = None) -> torch.Tensor:
+    """Separable Gaussian blur with a per-sample sigma, reflect padding like torchvision's ``GaussianBlur``.
+
+    On accelerators the batch's ``B×3`` planes become the channels of one image and each
+    gets its own kernel in one grouped convolution per direction (``groups = B·3``).
+    On CPU that grouped convolution is about 10× slower than ``ksize`` shifted
+    multiply-adds with per-sample weights, so the CPU takes the shifted sums
+    (``grouped`` forces either path; the results agree to float rounding).
+    """
+    b, ch, h, w = x.shape
+    pad = ksize // 2
+    k = gaussian_kernels(sigma, ksize)  # B×K
+    if grouped is None:
+        grouped = x.device.type != "cpu"
+    if not grouped:
+        return _shifted_blur(_shifted_blur(x, k, pad, dim=3), k, pad, dim=2)
+    kk = k.repeat_interleave(ch, dim=0)  # (B·3)×K
+    planes = x.reshape(1, b * ch, h, w)
+    planes = F.conv2d(F.pad(planes, (pad, pad, 0, 0), mode="reflect"), kk.view(b * ch, 1, 1, ksize), groups=b * ch)
+    planes = F.conv2d(F.pad(planes, (0, 0, pad, pad), mode="reflect"), kk.view(b * ch, 1, ksize, 1), groups=b * ch)
+    return planes.view(b, ch, h, w)
+
+
+def _shifted_blur(x: torch.Tensor, k: torch.Tensor, pad: int, dim: int) -> torch.Tensor:
+    """One 1-D pass of :func:`gaussian_blur` along ``dim`` (2 = rows, 3 = columns) as shifted sums."""
+    n = x.shape[dim]
+    xp = F.pad(x, (pad, pad, 0, 0) if dim == 3 else (0, 0, pad, pad), mode="reflect")
+    weights = k[:, :, None, None, None]  # B×K×1×1×1
+    y = xp.narrow(dim, 0, n) * weights[:, 0]
+    for t in range(1, k.shape[1]):
+        y.addcmul_(xp.narrow(dim, t, n), weights[:, t])
+    return y
+
+
+def random_blur(x: torch.Tensor, u: torch.Tensor, p: float, sigma_range: tuple[float, float], ksize: int) -> torch.Tensor:
+    """Blur the samples whose draw falls under ``p``; the rest pass through untouched.
+
+    On CPU only the chosen samples are gathered and blurred (BYOL's second view blurs
+    one in ten); elsewhere every sample is convolved and the unchosen ones get a
+    delta kernel, which avoids a device-to-host sync.
+    """
+    if p <= 0:
+        return x
+    chosen = u[:, _U_BLUR] < p
+    sigma = sigma_range[0] + (sigma_range[1] - sigma_range[0]) * u[:, _U_SIGMA]
+    if p >= 1:
+        return gaussian_blur(x, sigma, ksize)
+    if x.device.type == "cpu":
+        idx = chosen.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return x
+        return x.index_copy(0, idx, gaussian_blur(x.index_select(0, idx), sigma.index_select(0, idx), ksize))
+    # A tiny sigma makes the kernel a delta at the centre tap: blur becomes identity.
+    sigma = torch.where(chosen, sigma, torch.full_like(sigma, 1e-6))
+    return gaussian_blur(x, sigma, ksize)
+
+
+def random_solarize(x: torch.Tensor, u: torch.Tensor, p: float, threshold: float = 0.5) -> torch.Tensor:
+    """Torchvision's ``RandomSolarize(threshold, p)``: pixels at or above ``threshold`` become ``1 - x``."""
+    if p <= 0:
+        return x
+    chosen = (u[:, _U_SOLARIZE] < p)[:, None, None, None]
+    return torch.where(chosen & (x >= threshold), 1.0 - x, x)
+
+
+# --------------------------------------------------------------------------- the view maker
+
+
+class ViewMaker:
+    """Turns a uint8 batch into augmented, normalised float32 views, all on the batch's device.
+
+    The configuration's defaults are SimCLR's CIFAR-10 recipe; BYOL's asymmetric views
+    come from ``blur_p = [1.0, 0.1]`` and ``solarize_p = [0.0, 0.2]``; multi-crop
+    (SwAV, DINO) from ``local_crops``.
+
+    One ViewMaker per thread: on CPU it keeps scratch buffers between calls.  The
+    views it returns are always fresh tensors owned by the caller.
+    """
+
+    def __init__(
+        self,
+        cfg: AugmentConfig,
+        out_size: int,
+        mean: tuple[float, float, float],
+        std: tuple[float, float, float],
+    ):
+        self.cfg = cfg
+        self.out_size = int(out_size)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"mean and std must have three values (R, G, B), got {mean!r} and {std!r}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be positive, got {std!r}")
+        self._colour: dict[torch.device, _Colour] = {}
+        self._workspace: dict[tuple, torch.Tensor] = {}
+        self._norm: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # ---- helpers
+
+    # Scratch buffers larger than this are allocated per call rather than kept.
+    WORKSPACE_LIMIT_BYTES = 64 * 2**20
+
+    def _buffer(self, name: str, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        """A float32 scratch tensor kept between calls on CPU.
+
+        On CPU, fresh multi-megabyte tensors come from mmap and pay a page fault per
+        4 KiB on first touch; with a handful of sizes interleaved (input, grid, pixels)
+        that cost more than the arithmetic.  Keeping the intermediates (never the
+        returned views) removes it.  CUDA's caching allocator already does this.
+        """
+        numel = math.prod(shape)
+        if device.type != "cpu" or numel * 4 > self.WORKSPACE_LIMIT_BYTES:
+            return torch.empty(shape, device=device, dtype=torch.float32)
+        key = (name, shape)
+        buf = self._workspace.get(key)
+        if buf is None:
+            if len(self._workspace) > 16:  # the shapes changed (new batch size): start over
+                self._workspace.clear()
+            buf = self._workspace[key] = torch.empty(shape, dtype=torch.float32)
+        return buf
+
+    def _consts(self, device: torch.device) -> tuple[_Colour, torch.Tensor, torch.Tensor]:
+        if device not in self._colour:
+            self._colour[device] = _Colour(device)
+            inv_std = torch.tensor([1.0 / s for s in self.std], device=device)
+            self._norm[device] = (torch.diag(inv_std), torch.tensor(self.mean, device=device) * inv_std)
+        return self._colour[device], *self._norm[device]
+
+    def view_specs(self, n_global: int, n_local: int) -> list[ViewSpec]:
+        """Global view ``i`` takes ``blur_p[min(i, 1)]`` and ``solarize_p[min(i, 1)]``.
+
+        Local crops take the mean of the two blur probabilities and no solarisation:
+        DINO blurs its local crops with p = 0.5 (its globals use 1.0 and 0.1, mean 0.55)
+        and SwAV applies the same colour distortion to every crop.
+        """
+        cfg = self.cfg
+        specs = [
+            ViewSpec(
+                self.out_size,
+                (cfg.crop_scale_min, cfg.crop_scale_max),
+                float(cfg.blur_p[min(i, 1)]),
+                float(cfg.solarize_p[min(i, 1)]),
+            )
+            for i in range(n_global)
+        ]
+        local_blur = float(sum(cfg.blur_p)) / max(1, len(cfg.blur_p))
+        specs += [
+            ViewSpec(cfg.local_size, (cfg.local_scale_min, cfg.local_scale_max), local_blur, 0.0)
+            for _ in range(n_local)
+        ]
+        return specs
+
+    def _as_rgb_float(self, images: torch.Tensor, reuse: bool = True) -> tuple[torch.Tensor, float]:
+        """The batch as float32 B×3×H×W and the factor that brings it to [0, 1].
+
+        uint8 stays on the 0..255 scale here: the 1/255 is folded into the first colour
+        matrix, saving a pass.  One-channel images are broadcast to three.  ``reuse``
+        writes into the kept input buffer (only :meth:`__call__` does).
+        """
+        if images.dim() != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"images must be a B×3×H×W (or B×1×H×W) tensor, got shape {tuple(images.shape)}")
+        if images.dtype != torch.uint8 and not images.is_floating_point():
+            raise ValueError(f"images must be uint8 (0..255) or floating point (0..1), got {images.dtype}")
+        scale = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
+        b, _, h, w = images.shape
+        if reuse:
+            x = self._buffer("input", (b, 3, h, w), images.device)
+        else:
+            x = torch.empty(b, 3, h, w, device=images.device, dtype=torch.float32)
+        x.copy_(images.expand(-1, 3, -1, -1))
+        return x, scale
+
+    def _view(self, x: torch.Tensor, scale: float, u: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
+        cfg = self.cfg
+        c, norm_m, norm_q = self._consts(x.device)
+        b, _, height, width = x.shape
+        boxes = crop_boxes(u, height, width, spec.scale, (cfg.crop_ratio_min, cfg.crop_ratio_max))
+        flip = u[:, _U_FLIP] < cfg.flip_p
+        s = spec.size
+        theta = crop_theta(boxes, height, width, flip)
+        grid = self._buffer("grid", (b, s, s, 2), x.device)
+        v = resized_crop(x, theta, s, grid_out=grid, out=self._buffer("pixels_a", (b, 3, s, s), x.device))
+
+        pending = _Pending(b, scale, c, spare=self._buffer("pixels_b", (b, 3, s, s), x.device))
+        v = colour_jitter(v, pending, u, cfg, c)
+
+        if cfg.grayscale_p > 0:
+            gray = (u[:, _U_GRAY] < cfg.grayscale_p)[:, None, None]
+            pending.then(torch.where(gray, c.gray, c.eye))
+
+        if spec.blur_p > 0:
+            # sigma is given in pixels at 224 px (BYOL/SimCLR ImageNet); scale it to this view.
+            px = spec.size / 224.0
+            sig = (cfg.blur_sigma_min * px, cfg.blur_sigma_max * px)
+            v = random_blur(v, u, spec.blur_p, sig, blur_kernel_size(sig[1], spec.size))
+
+        if spec.solarize_p > 0:
+            v = pending.apply(v, clamp=False)  # solarisation needs the actual [0, 1] values
+            v = random_solarize(v, u, spec.solarize_p)
+
+        # Normalisation is one more affine map: (x - mean) / std.
+        pending.then(norm_m.expand(b, 3, 3), (-norm_q).expand(b, 3))
+        return pending.apply(v, clamp=False, fresh=True)
+
+    # ---- public API
+
+    def __call__(
+        self,
+        images: torch.Tensor,
+        n_global: int = 2,
+        n_local: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[torch.Tensor]:
+        """Augmented views of a batch: ``n_global`` at ``out_size``, then ``n_local`` at ``local_size``.
+
+        images: uint8 B×3×H×W (float in [0, 1] is accepted too) on any device.  Each view
+        is float32 B×3×s×s, normalised, contiguous; every sample of every view has its
+        own random draw.  The same ``generator`` state gives the same views; without
+        one the global RNG of the images' device is used.
+        """
+        n_local = self.cfg.local_crops if n_local is None else int(n_local)
+        specs = self.view_specs(int(n_global), n_local)
+        if not specs:
+            return []
+        device = images.device
+        with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
+            x, scale = self._as_rgb_float(images)
+            u = _uniforms(len(specs), x.shape[0], device, generator)
+            return [self._view(x, scale, u[i], spec) for i, spec in enumerate(specs)]
+
+    def plain(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 -> normalised float32 without augmentation, resized to ``out_size`` if needed.
+
+        Used for probes, evaluation and the 'no augmentation' ablation, so it must match
+        the statistics of the augmented views (same normalisation) minus the randomness.
+        """
+        device = images.device
+        with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
+            x, scale = self._as_rgb_float(images, reuse=False)
+            if x.shape[-2:] != (self.out_size, self.out_size):
+                x = F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=False, antialias=True)
+            _, norm_m, norm_q = self._consts(device)
+            inv_std = norm_m.diagonal()
+            return (x * (inv_std * scale)[None, :, None, None] - norm_q[None, :, None, None]).contiguous()
+
+    def denormalize(self, x: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """Back to [0, 1] floats for display (clamped unless ``clamp=False``)."""
+        mean = torch.tensor(self.mean, device=x.device, dtype=torch.float32)[:, None, None]
+        std = torch.tensor(self.std, device=x.device, dtype=torch.float32)[:, None, None]
+        y = x.to(torch.float32) * std + mean
+        return y.clamp_(0.0, 1.0) if clamp else y
+
+
+__all__ = [
+    "GRAY_WEIGHTS",
+    "ViewMaker",
+    "ViewSpec",
+    "colour_jitter",
+    "crop_boxes",
+    "crop_grid",
+    "crop_theta",
+    "gaussian_blur",
+    "gaussian_kernels",
+    "hue_matrices",
+    "random_blur",
+    "random_solarize",
+    "resized_crop",
+]
