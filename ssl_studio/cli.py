@@ -5,6 +5,7 @@
     ssl-studio resume RUN           continue a stopped run from its last checkpoint
     ssl-studio eval RUN             evaluate a run's checkpoint (k-NN, ...)
     ssl-studio bench                throughput benchmarks, measured side by side
+    ssl-studio study collapse       every healthy/broken preset pair at one budget: table and figure
 
 Every user mistake is one sentence on stderr and exit status 2.
 """
@@ -12,6 +13,7 @@ Every user mistake is one sentence on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import time
@@ -65,12 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_resume.add_argument("--quiet", action="store_true")
     p_eval = sub.add_parser("eval", help="evaluate a run's checkpoint")
     p_eval.add_argument("run", help="the run folder")
-    p_eval.add_argument("--protocols", default="knn", help="comma-separated protocols (knn)")
+    p_eval.add_argument("--protocols", default="knn,linear,finetune",
+                        help="comma-separated protocols: knn, linear, finetune, fractions (1%%, 10%%, 100%% of the labels)")
     p_eval.add_argument("--device", default="auto")
+    p_eval.add_argument("--finetune-epochs", type=float, default=3.0)
+    p_compare = sub.add_parser("compare", help="compare evaluated runs: a table per protocol, ranks, agreement")
+    p_compare.add_argument("runs", nargs="+", help="run folders (evaluated with 'ssl-studio eval')")
+    p_compare.add_argument("--csv", help="also write the table as CSV to this file")
     p_bench = sub.add_parser("bench", help="throughput benchmarks measured side by side in one run")
     p_bench.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     p_bench.add_argument("--only", default="views,training", help="comma-separated parts: views, training")
     p_bench.add_argument("--backbones", default="convnet,resnet18,vit")
+    _add_study_parser(sub)
     return parser
 
 
@@ -195,7 +203,7 @@ class ConsoleProgress:
             s = event.summary
             parts = [f"{event.status} after {event.step} steps ({_fmt_time(s.get('train_seconds'))} of training)"]
             if "knn_k20" in s:
-                parts.append(f"k-NN@20 {s['knn_k20']:.3f}, k-NN@5 {s['knn_k5']:.3f}")
+                parts.append(f"k-NN@20 {s['knn_k20']:.3f}, k-NN@5 {s['knn_k5']:.3f}, linear probe {s['linear_top1']:.3f}")
             parts.append(f"effective rank {s.get('effective_rank', float('nan')):.1f}")
             parts.append(f"mean cosine {s.get('mean_cosine', float('nan')):.3f}")
             if s.get("collapse"):
@@ -215,19 +223,26 @@ class ConsoleProgress:
 
 # -- commands --------------------------------------------------------------------------
 
-def _run_trainer(trainer, quiet: bool) -> int:
+@contextlib.contextmanager
+def stop_on_interrupt(control):
+    """The first Ctrl-C asks the run to stop after its step (saving a checkpoint); a second one aborts."""
     previous = signal.getsignal(signal.SIGINT)
 
-    def on_interrupt(signum, frame):  # first Ctrl-C stops cleanly with a checkpoint; a second one kills
+    def on_interrupt(signum, frame):
         sys.stderr.write("\nstopping after this step (Ctrl-C again to abort)...\n")
-        trainer.control.stop()
+        control.stop()
         signal.signal(signal.SIGINT, previous)
 
     signal.signal(signal.SIGINT, on_interrupt)
     try:
-        result = trainer.run()
+        yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _run_trainer(trainer, quiet: bool) -> int:
+    with stop_on_interrupt(trainer.control):
+        result = trainer.run()
     if not result.ok:
         sys.stderr.write(f"ssl-studio: {result.message}\n")
         return EXIT_FAILED
@@ -269,15 +284,35 @@ def cmd_resume(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from ssl_studio.engine.evaluate import evaluate_run
+    from ssl_studio.engine.evaluate import evaluate_run, report_markdown
 
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
-    results = evaluate_run(args.run, protocols, device=args.device)
-    for name, res in results.items():
-        if isinstance(res, dict):
-            scores = ", ".join(f"{k} {v:.3f}" for k, v in res.items() if k.startswith("k") and isinstance(v, float))
-            print(f"{name}: {scores} ({res.get('seconds', 0):.1f} s)")
-    print(f"report: {Path(args.run) / 'report.json'}")
+
+    def progress(name: str, fraction: float) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r{name}: {fraction * 100:3.0f}%" + ("\n" if fraction >= 1 else ""))
+            sys.stderr.flush()
+
+    evaluate_run(args.run, protocols, device=args.device, progress=progress, finetune_epochs=args.finetune_epochs)
+    text = report_markdown(args.run)
+    (Path(args.run) / "report.md").write_text(text, encoding="utf-8")
+    print(text)
+    print(f"report: {Path(args.run) / 'report.json'} and report.md")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from ssl_studio.engine.compare import compare_runs
+
+    for run in args.runs:
+        if not (Path(run) / "config.toml").exists():
+            raise ConfigError("RUN", f"{run} is not a run folder (no config.toml)")
+    comparison = compare_runs(args.runs)
+    if not comparison.protocols:
+        raise ConfigError("RUN", "none of these runs has evaluation results yet; run 'ssl-studio eval RUN' on each first")
+    print(comparison.to_markdown())
+    if args.csv:
+        Path(args.csv).write_text(comparison.to_csv(), encoding="utf-8")
     return 0
 
 
@@ -287,6 +322,40 @@ def cmd_bench(args) -> int:
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
     print(run_bench(parts, seconds=args.seconds, backbones=backbones))
+    return 0
+
+
+def _add_study_parser(sub) -> None:
+    p = sub.add_parser("study", help="several runs at matched budgets, summarised as a table and a figure")
+    p.add_argument("kind", choices=["collapse"], help="collapse: every healthy/broken preset pair")
+    p.add_argument("--data", default="shapes", help="shapes, digits, folder:PATH or cifar:PATH")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--minutes-per-run", type=float, default=3.0, help="wall-clock budget of each run (default 3)")
+    budget.add_argument("--steps", type=int, help="an equal number of optimiser steps per run instead of minutes")
+    p.add_argument("--pairs", help="comma-separated broken presets (or healthy ones, for all their twins); default all")
+    p.add_argument("--out", default="runs/studies", help="folder under which the study folder is created")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting for every run, e.g. batch_size=128")
+
+
+def cmd_study(args) -> int:
+    from ssl_studio.studies.collapse import run_collapse_study
+
+    overrides = {}
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError("--set", f"takes KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = _parse_value(value.strip())
+    pairs = [n.strip() for n in args.pairs.split(",") if n.strip()] if args.pairs else None
+    from ssl_studio.engine.control import RunControl
+
+    control = RunControl()
+    with stop_on_interrupt(control):
+        study = run_collapse_study(data=args.data, minutes_per_run=args.minutes_per_run, out=args.out, pairs=pairs,
+                                   steps=args.steps, overrides=overrides, control=control,
+                                   log=lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush()))
+    print((study / "table.md").read_text(encoding="utf-8"))
+    print(f"study folder: {study}")
     return 0
 
 
@@ -302,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command or "gui"
     if command == "gui" and not hasattr(args, "runs"):
         args.runs = "runs"
-    handlers = {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "bench": cmd_bench, "gui": cmd_gui}
+    handlers = {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "bench": cmd_bench, "gui": cmd_gui, "study": cmd_study,
+                "compare": cmd_compare}
     try:
         return handlers[command](args)
     except ConfigError as exc:

@@ -49,6 +49,7 @@ Deliberate differences from torchvision, each small and documented:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -98,6 +99,20 @@ class ViewSpec:
     scale: tuple[float, float]
     blur_p: float
     solarize_p: float
+
+
+# Supplies a kept float32 scratch tensor of a given name and shape (see ViewMaker._buffer).
+Buffers = Callable[[str, tuple[int, ...]], torch.Tensor]
+
+
+
+def _accelerated(x: torch.Tensor) -> bool:
+    """Whether ``x`` lives on an accelerator, where masks beat gathers and grouped convs are fast.
+
+    CPU and accelerators take different, numerically equivalent paths in a few places
+    (blur, solarisation, buffers); the tests flip this to check both on CPU.
+    """
+    return x.device.type != "cpu"
 
 
 # --------------------------------------------------------------------------- random draws
@@ -211,7 +226,7 @@ def resized_crop(
     buffers between steps.
     """
     grid = crop_grid(theta, size, grid_out)
-    if out is None or images.device.type != "cpu":
+    if out is None or _accelerated(images):
         return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
     # F.grid_sample has no out=; the aten op does (modes: 0 = bilinear, 1 = border).
     return torch.ops.aten.grid_sampler_2d.out(images, grid, 0, 1, False, out=out)
@@ -395,22 +410,30 @@ def gaussian_kernels(sigma: torch.Tensor, ksize: int) -> torch.Tensor:
     return k / k.sum(dim=1, keepdim=True)
 
 
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, ksize: int, grouped: bool | None = None) -> torch.Tensor:
+def gaussian_blur(
+    x: torch.Tensor,
+    sigma: torch.Tensor,
+    ksize: int,
+    grouped: bool | None = None,
+    buffers: Buffers | None = None,
+) -> torch.Tensor:
     """Separable Gaussian blur with a per-sample sigma, reflect padding like torchvision's ``GaussianBlur``.
 
     On accelerators the batch's ``B×3`` planes become the channels of one image and each
     gets its own kernel in one grouped convolution per direction (``groups = B·3``).
     On CPU that grouped convolution is about 10× slower than ``ksize`` shifted
     multiply-adds with per-sample weights, so the CPU takes the shifted sums
-    (``grouped`` forces either path; the results agree to float rounding).
+    (``grouped`` forces either path; the results agree to float rounding).  ``buffers``
+    supplies kept scratch tensors for the CPU path (see ``ViewMaker._buffer``).
     """
     b, ch, h, w = x.shape
     pad = ksize // 2
     k = gaussian_kernels(sigma, ksize)  # B×K
     if grouped is None:
-        grouped = x.device.type != "cpu"
+        grouped = _accelerated(x)
     if not grouped:
-        return _shifted_blur(_shifted_blur(x, k, pad, dim=3), k, pad, dim=2)
+        y = _shifted_blur(x, k, pad, 3, buffers, "blur_w")
+        return _shifted_blur(y, k, pad, 2, buffers, "blur_h")
     kk = k.repeat_interleave(ch, dim=0)  # (B·3)×K
     planes = x.reshape(1, b * ch, h, w)
     planes = F.conv2d(F.pad(planes, (pad, pad, 0, 0), mode="reflect"), kk.view(b * ch, 1, 1, ksize), groups=b * ch)
@@ -418,18 +441,34 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, ksize: int, grouped: boo
     return planes.view(b, ch, h, w)
 
 
-def _shifted_blur(x: torch.Tensor, k: torch.Tensor, pad: int, dim: int) -> torch.Tensor:
+def _shifted_blur(
+    x: torch.Tensor, k: torch.Tensor, pad: int, dim: int, buffers: Buffers | None = None, name: str = ""
+) -> torch.Tensor:
     """One 1-D pass of :func:`gaussian_blur` along ``dim`` (2 = rows, 3 = columns) as shifted sums."""
     n = x.shape[dim]
-    xp = F.pad(x, (pad, pad, 0, 0) if dim == 3 else (0, 0, pad, pad), mode="reflect")
+    padding = [pad, pad, 0, 0] if dim == 3 else [0, 0, pad, pad]
     weights = k[:, :, None, None, None]  # B×K×1×1×1
-    y = xp.narrow(dim, 0, n) * weights[:, 0]
+    if buffers is None:
+        xp = F.pad(x, padding, mode="reflect")
+        y = xp.narrow(dim, 0, n) * weights[:, 0]
+    else:
+        padded = list(x.shape)
+        padded[dim] += 2 * pad
+        xp = torch.ops.aten.reflection_pad2d.out(x, padding, out=buffers(name + "_pad", tuple(padded)))
+        y = torch.mul(xp.narrow(dim, 0, n), weights[:, 0], out=buffers(name, tuple(x.shape)))
     for t in range(1, k.shape[1]):
         y.addcmul_(xp.narrow(dim, t, n), weights[:, t])
     return y
 
 
-def random_blur(x: torch.Tensor, u: torch.Tensor, p: float, sigma_range: tuple[float, float], ksize: int) -> torch.Tensor:
+def random_blur(
+    x: torch.Tensor,
+    u: torch.Tensor,
+    p: float,
+    sigma_range: tuple[float, float],
+    ksize: int,
+    buffers: Buffers | None = None,
+) -> torch.Tensor:
     """Blur the samples whose draw falls under ``p``; the rest pass through untouched.
 
     On CPU only the chosen samples are gathered and blurred (BYOL's second view blurs
@@ -441,8 +480,8 @@ def random_blur(x: torch.Tensor, u: torch.Tensor, p: float, sigma_range: tuple[f
     chosen = u[:, _U_BLUR] < p
     sigma = sigma_range[0] + (sigma_range[1] - sigma_range[0]) * u[:, _U_SIGMA]
     if p >= 1:
-        return gaussian_blur(x, sigma, ksize)
-    if x.device.type == "cpu":
+        return gaussian_blur(x, sigma, ksize, buffers=None if _accelerated(x) else buffers)
+    if not _accelerated(x):
         idx = chosen.nonzero().squeeze(1)
         if idx.numel() == 0:
             return x
@@ -453,11 +492,23 @@ def random_blur(x: torch.Tensor, u: torch.Tensor, p: float, sigma_range: tuple[f
 
 
 def random_solarize(x: torch.Tensor, u: torch.Tensor, p: float, threshold: float = 0.5) -> torch.Tensor:
-    """Torchvision's ``RandomSolarize(threshold, p)``: pixels at or above ``threshold`` become ``1 - x``."""
+    """Torchvision's ``RandomSolarize(threshold, p)``: pixels at or above ``threshold`` become ``1 - x``.
+
+    Works in place on ``x`` (an intermediate the caller owns).  On CPU only the chosen
+    samples are touched (BYOL solarises one view in five); elsewhere a mask avoids the
+    device-to-host sync.
+    """
     if p <= 0:
         return x
-    chosen = (u[:, _U_SOLARIZE] < p)[:, None, None, None]
-    return torch.where(chosen & (x >= threshold), 1.0 - x, x)
+    chosen = u[:, _U_SOLARIZE] < p
+    if not _accelerated(x):
+        idx = chosen.nonzero().squeeze(1)
+        if idx.numel():
+            sub = x.index_select(0, idx)
+            x.index_copy_(0, idx, torch.where(sub >= threshold, 1.0 - sub, sub))
+        return x
+    flip = (x >= threshold).logical_and_(chosen[:, None, None, None])
+    return torch.where(flip, 1.0 - x, x, out=x)
 
 
 # --------------------------------------------------------------------------- the view maker
@@ -512,10 +563,13 @@ class ViewMaker:
         key = (name, shape)
         buf = self._workspace.get(key)
         if buf is None:
-            if len(self._workspace) > 16:  # the shapes changed (new batch size): start over
+            if len(self._workspace) > 32:  # the shapes changed (new batch size): start over
                 self._workspace.clear()
             buf = self._workspace[key] = torch.empty(shape, dtype=torch.float32)
         return buf
+
+    def _cpu_buffer(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        return self._buffer(name, shape, torch.device("cpu"))
 
     def _consts(self, device: torch.device) -> tuple[_Colour, torch.Tensor, torch.Tensor]:
         if device not in self._colour:
@@ -590,7 +644,7 @@ class ViewMaker:
             # sigma is given in pixels at 224 px (BYOL/SimCLR ImageNet); scale it to this view.
             px = spec.size / 224.0
             sig = (cfg.blur_sigma_min * px, cfg.blur_sigma_max * px)
-            v = random_blur(v, u, spec.blur_p, sig, blur_kernel_size(sig[1], spec.size))
+            v = random_blur(v, u, spec.blur_p, sig, blur_kernel_size(sig[1], spec.size), buffers=self._cpu_buffer)
 
         if spec.solarize_p > 0:
             v = pending.apply(v, clamp=False)  # solarisation needs the actual [0, 1] values

@@ -1,11 +1,16 @@
-"""Evaluation protocols on frozen features: k-NN now, the linear probe and fine-tuning beside it.
+"""Evaluation protocols: k-NN, linear probe, fine-tuning, label fractions.
 
-Every protocol embeds with the objective's ``embed`` (backbone features) on
-un-augmented images and never touches the run's own weights.
+Frozen protocols embed with the objective's ``embed`` (backbone features) on
+un-augmented images; fine-tuning trains a *copy* of the backbone.  No protocol
+touches the run's own weights or checkpoint.  Each protocol reports its
+accuracy, its own configuration and its cost in seconds, because the point of
+comparing protocols is that they can rank the same runs differently.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import time
 from typing import Callable
 
@@ -66,6 +71,135 @@ def knn_protocol(train_features, train_labels, val_features, val_labels, num_cla
                    "val_images": len(val_features), "seconds": time.perf_counter() - t0})
     return result
 
+class Cancelled(Exception):
+    """Raised inside a protocol when the caller's ``should_stop`` says so (the GUI's Cancel)."""
+
+
+def stratified_subset(labels: torch.Tensor, fraction: float, seed: int = 0, min_per_class: int = 1) -> torch.Tensor:
+    """Positions of a seeded subset keeping ``fraction`` of every class (at least ``min_per_class``)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+    g = torch.Generator().manual_seed(seed)
+    picked = []
+    for c in labels.unique():
+        members = (labels == c).nonzero().flatten()
+        n = max(min_per_class, int(round(fraction * len(members))))
+        picked.append(members[torch.randperm(len(members), generator=g)[: min(n, len(members))]])
+    return torch.cat(picked).sort().values
+
+
+def standardise(train: torch.Tensor, *others: torch.Tensor):
+    mean, std = train.mean(0, keepdim=True), train.std(0, keepdim=True).clamp_min(1e-6)
+    return [(x - mean) / std for x in (train, *others)]
+
+
+def fit_linear(features: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float, max_iter: int = 100) -> torch.nn.Linear:
+    """Multinomial logistic regression to convergence with full-batch L-BFGS (features already standardised)."""
+    model = torch.nn.Linear(features.shape[1], num_classes)
+    torch.nn.init.zeros_(model.weight)
+    torch.nn.init.zeros_(model.bias)
+    opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
+    x, y = features.float(), labels
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y) + weight_decay * model.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return model
+
+
+def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((model(x.float()).argmax(1) == y).float().mean())
+
+
+LINEAR_WEIGHT_DECAYS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+
+
+def linear_protocol(train_features, train_labels, val_features, val_labels, num_classes: int, seed: int = 0,
+                    weight_decays=LINEAR_WEIGHT_DECAYS) -> dict:
+    """Linear probe: standardised frozen features, weight decay chosen on a held-out 10 % of the training set."""
+    t0 = time.perf_counter()
+    tr, va = standardise(train_features.float(), val_features.float())
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(tr), generator=g)
+    n_hold = max(1, len(tr) // 10) if len(tr) >= 20 else 0
+    hold, fit = order[:n_hold], order[n_hold:]
+    scores = {}
+    if n_hold:
+        for wd in weight_decays:
+            scores[wd] = _accuracy(fit_linear(tr[fit], train_labels[fit], num_classes, wd), tr[hold], train_labels[hold])
+        best = max(scores, key=lambda wd: (scores[wd], wd))  # ties: the stronger regulariser
+    else:
+        best = 1e-4
+    model = fit_linear(tr, train_labels, num_classes, best)
+    return {"top1": _accuracy(model, va, val_labels), "weight_decay": best, "sweep": {f"{k:g}": v for k, v in scores.items()},
+            "optimizer": "L-BFGS, full batch, standardised features", "train_images": len(tr), "val_images": len(va),
+            "seconds": time.perf_counter() - t0}
+
+
+def finetune_protocol(backbone: torch.nn.Module, views, images: torch.Tensor, labels: torch.Tensor, train_index: torch.Tensor,
+                      val_index: torch.Tensor, num_classes: int, epochs: float = 3.0, batch_size: int = 128, lr: float = 0.05,
+                      backbone_lr_scale: float = 0.1, min_steps: int = 40, device="cpu", autocast_dtype=None, seed: int = 0,
+                      should_stop: Callable[[], bool] | None = None, progress: Callable[[float], None] | None = None) -> dict:
+    """Fine-tuning: a copy of the backbone and a fresh linear head trained together (SGD, cosine),
+    the backbone at a tenth of the head's learning rate so that the pre-trained features are adapted, not erased."""
+    from ssl_studio.config import AugmentConfig
+    from ssl_studio.data.views import ViewMaker
+
+    t0 = time.perf_counter()
+    device = torch.device(device)
+    model = copy.deepcopy(backbone).to(device)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    head = torch.nn.Linear(model.feature_dim, num_classes).to(device)
+    # light augmentation, as in the fine-tuning protocols of SimCLR and MAE: crops and flips only
+    light = ViewMaker(AugmentConfig(crop_scale_min=0.5, jitter_p=0.0, grayscale_p=0.0), views.out_size, views.mean, views.std)
+    batch_size = max(2, min(batch_size, len(train_index)))
+    steps_per_epoch = max(1, len(train_index) // batch_size)
+    total = max(min_steps, int(math.ceil(epochs * steps_per_epoch)))
+    opt = torch.optim.SGD([{"params": model.parameters(), "lr": lr * backbone_lr_scale, "base": lr * backbone_lr_scale},
+                           {"params": head.parameters(), "lr": lr, "base": lr}], momentum=0.9, weight_decay=5e-4, nesterov=True)
+    g = torch.Generator().manual_seed(seed)
+    vg = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(seed + 1)
+    order, pos = train_index[torch.randperm(len(train_index), generator=g)], 0
+    model.train()
+    head.train()
+    for step in range(total):
+        if should_stop is not None and should_stop():
+            raise Cancelled()
+        if pos + batch_size > len(order):
+            order, pos = train_index[torch.randperm(len(train_index), generator=g)], 0
+        idx = order[pos:pos + batch_size]
+        pos += batch_size
+        for group in opt.param_groups:
+            group["lr"] = group["base"] * 0.5 * (1 + math.cos(math.pi * step / total))
+        x = light(images[idx].to(device), 1, 0, vg)[0]
+        y = labels[idx].to(device)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = head(model(x))
+        loss = F.cross_entropy(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress is not None:
+            progress((step + 1) / total)
+    model.eval()
+    head.eval()
+    feats = embed_images(model, images[val_index], light.plain, device=device, autocast_dtype=autocast_dtype)
+    with torch.no_grad():
+        acc = float((head(feats.to(device)).argmax(1).cpu() == labels[val_index]).float().mean())
+    return {"top1": acc, "epochs": total / steps_per_epoch, "steps": total, "batch_size": batch_size, "lr_head": lr,
+            "lr_backbone": lr * backbone_lr_scale, "optimizer": "SGD nesterov, cosine, crops+flips", "train_images": len(train_index),
+            "val_images": len(val_index), "seconds": time.perf_counter() - t0}
+
+
+PROTOCOLS = ("knn", "linear", "finetune", "fractions")
+LABEL_FRACTIONS = (0.01, 0.1, 1.0)
+
 
 def load_trained(run_dir, device: str = "auto"):
     """(config, imageset, objective in eval mode, view maker) rebuilt from a run folder's last checkpoint."""
@@ -90,8 +224,13 @@ def load_trained(run_dir, device: str = "auto"):
     return cfg, imageset, objective, build_views(cfg, imageset), dev, folder, ckpt["step"]
 
 
-def evaluate_run(run_dir, protocols=("knn",), device: str = "auto", progress=None) -> dict:
-    """Evaluate a run's last checkpoint by each protocol and merge the results into its report.json."""
+def evaluate_run(run_dir, protocols=("knn",), device: str = "auto", progress: Callable[[str, float], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None, finetune_epochs: float = 3.0) -> dict:
+    """Evaluate a run's last checkpoint by each protocol and merge the results into its report.json.
+
+    ``progress(protocol, fraction)`` reports as it goes; ``should_stop()`` returning True cancels
+    (raises ``Cancelled``) without writing a partial protocol.
+    """
     from ssl_studio.engine.device import pick_precision
     from ssl_studio.params import ConfigError
 
@@ -102,10 +241,63 @@ def evaluate_run(run_dir, protocols=("knn",), device: str = "auto", progress=Non
     train_feats = embed_images(objective.embed, data.images[data.train_index], views.plain, device=dev, autocast_dtype=autocast_dtype)
     val_feats = embed_images(objective.embed, data.images[data.val_index], views.plain, device=dev, autocast_dtype=autocast_dtype)
     results: dict = {"step": step}
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise ConfigError("protocols", f"has unknown protocol {unknown[0]!r} (known: {', '.join(PROTOCOLS)})")
+    y_train, y_val = data.labels[data.train_index], data.labels[data.val_index]
+
+    def finetune(index, share_of_progress=(0.0, 1.0)):
+        lo, hi = share_of_progress
+        return finetune_protocol(objective.backbone, views, data.images, data.labels, index, data.val_index, data.num_classes,
+                                 epochs=finetune_epochs, device=dev, autocast_dtype=autocast_dtype, seed=cfg.seed, should_stop=should_stop,
+                                 progress=(lambda f: progress("finetune", lo + (hi - lo) * f)) if progress else None)
+
     for name in protocols:
+        if should_stop is not None and should_stop():
+            raise Cancelled()
+        if progress:
+            progress(name, 0.0)
         if name == "knn":
-            results["knn"] = knn_protocol(train_feats, data.labels[data.train_index], val_feats, data.labels[data.val_index], data.num_classes)
-        else:
-            raise ConfigError("protocols", f"has unknown protocol {name!r} (known: knn)")
+            results[name] = knn_protocol(train_feats, y_train, val_feats, y_val, data.num_classes)
+        elif name == "linear":
+            results[name] = linear_protocol(train_feats, y_train, val_feats, y_val, data.num_classes, seed=cfg.seed)
+        elif name == "finetune":
+            results[name] = finetune(data.train_index)
+        elif name == "fractions":
+            t0 = time.perf_counter()
+            table = {}
+            for i, fraction in enumerate(LABEL_FRACTIONS):
+                sub = stratified_subset(y_train, fraction, seed=cfg.seed)
+                lin = linear_protocol(train_feats[sub], y_train[sub], val_feats, y_val, data.num_classes, seed=cfg.seed)
+                share = (i / len(LABEL_FRACTIONS), (i + 1) / len(LABEL_FRACTIONS))
+                ft = finetune(data.train_index[sub], share)
+                table[f"{fraction:g}"] = {"labels": len(sub), "linear": lin["top1"], "finetune": ft["top1"]}
+            results[name] = {"fractions": table, "seconds": time.perf_counter() - t0}
+        if progress:
+            progress(name, 1.0)
         folder.write_report(name, results[name])
     return results
+
+
+def report_markdown(run_dir) -> str:
+    """report.json as a Markdown table: one row per protocol with its accuracy, settings and cost."""
+    from ssl_studio.engine.runs import RunFolder
+
+    report = RunFolder(run_dir, create=False).read_report()
+    lines = ["| protocol | accuracy | settings | seconds |", "|---|---:|---|---:|"]
+    if "knn" in report:
+        r = report["knn"]
+        lines.append(f"| k-NN (k=5 / k=20) | {r['k5']:.3f} / {r['k20']:.3f} | cosine, t={r['temperature']} | {r['seconds']:.1f} |")
+    if "linear" in report:
+        r = report["linear"]
+        lines.append(f"| linear probe | {r['top1']:.3f} | weight decay {r['weight_decay']:g} (chosen on 10 % of train) | {r['seconds']:.1f} |")
+    if "finetune" in report:
+        r = report["finetune"]
+        lines.append(f"| fine-tuning | {r['top1']:.3f} | {r['epochs']:.1f} epochs, lr {r['lr_head']:g} head / {r['lr_backbone']:g} backbone | {r['seconds']:.1f} |")
+    if "fractions" in report:
+        for frac, r in report["fractions"]["fractions"].items():
+            lines.append(f"| {float(frac) * 100:g} % labels ({r['labels']}) | linear {r['linear']:.3f} / fine-tune {r['finetune']:.3f} | | |")
+    if "zeroshot" in report:
+        r = report["zeroshot"]
+        lines.append(f"| zero-shot | {r['top1']:.3f} | {r.get('prompts', '')} | {r.get('seconds', 0):.1f} |")
+    return "\n".join(lines) + "\n"

@@ -24,7 +24,7 @@ from ssl_studio.engine import diagnostics
 from ssl_studio.engine.build import build_objective, build_views, effective_batch_size, load_data, resolved_optim
 from ssl_studio.engine.control import RunControl
 from ssl_studio.engine.device import pick_channels_last, pick_device, pick_precision
-from ssl_studio.engine.evaluate import embed_images, knn_accuracy, knn_protocol
+from ssl_studio.engine.evaluate import embed_images, fit_linear, knn_accuracy, knn_protocol, linear_protocol, standardise
 from ssl_studio.engine.events import Callback, Evaluated, Event, Failed, Finished, Probe, Started, Step, Visuals
 from ssl_studio.engine.optim import build_optimizer, lr_at
 from ssl_studio.engine.runs import RunFolder, new_run_dir
@@ -343,10 +343,16 @@ class Trainer:
         if not finite:
             feats = torch.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0)
         labels = data.labels[self.probe_index] if data.labels is not None else None
-        knn = None
+        knn = linear = None
         if labels is not None and self.bank_index is not None:
             bank = self._embed(self.bank_index)
-            knn = knn_accuracy(bank, data.labels[self.bank_index], feats, labels, k=self.cfg.probe.knn_k, num_classes=data.num_classes)
+            bank_labels = data.labels[self.bank_index]
+            knn = knn_accuracy(bank, bank_labels, feats, labels, k=self.cfg.probe.knn_k, num_classes=data.num_classes)
+            # the online linear probe: a detached classifier on the current features (solo-learn reports the same number)
+            bank_std, probe_std = standardise(bank, feats)
+            head = fit_linear(bank_std, bank_labels, data.num_classes, weight_decay=1e-4, max_iter=50)
+            with torch.no_grad():
+                linear = float((head(probe_std).argmax(1) == labels).float().mean())
         projector_rank = None
         if hasattr(self.objective, "projector_embed"):
             self.objective.eval()
@@ -363,6 +369,7 @@ class Trainer:
             mean_cosine=diagnostics.mean_cosine(feats),
             dim_std=diagnostics.dim_std(feats),
             knn_acc=knn,
+            linear_acc=linear,
             feature_dim=feats.shape[1],
             projector_rank=projector_rank,
             spectrum=diagnostics.spectrum(feats).astype(np.float32),
@@ -395,8 +402,11 @@ class Trainer:
             return summary
         train_feats = self._embed(data.train_index)
         val_feats = self._embed(data.val_index)
-        knn = knn_protocol(train_feats, data.labels[data.train_index], val_feats, data.labels[data.val_index], data.num_classes)
+        y_train, y_val = data.labels[data.train_index], data.labels[data.val_index]
+        knn = knn_protocol(train_feats, y_train, val_feats, y_val, data.num_classes)
+        linear = linear_protocol(train_feats, y_train, val_feats, y_val, data.num_classes, seed=self.cfg.seed)
         self.folder.write_report("knn", knn)
-        self.emit(Evaluated(step=self.step, results={"knn": knn}))
-        summary["knn_k5"], summary["knn_k20"] = knn["k5"], knn["k20"]
+        self.folder.write_report("linear", linear)
+        self.emit(Evaluated(step=self.step, results={"knn": knn, "linear": linear}))
+        summary.update(knn_k5=knn["k5"], knn_k20=knn["k20"], linear_top1=linear["top1"])
         return summary

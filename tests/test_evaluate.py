@@ -1,0 +1,81 @@
+"""Evaluation protocols against cases whose answer is known, and eval/compare end to end."""
+
+import math
+
+import pytest
+import torch
+
+from ssl_studio.cli import main
+from ssl_studio.engine.compare import compare_runs, kendall_tau, ranks
+from ssl_studio.engine.evaluate import finetune_protocol, linear_protocol, stratified_subset
+
+
+def test_linear_probe_recovers_a_linearly_separable_problem():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 4, generator=g)
+    x = torch.randn(1200, 16, generator=g)
+    y = (x @ w).argmax(1)
+    result = linear_protocol(x[:1000], y[:1000], x[1000:], y[1000:], num_classes=4)
+    assert result["top1"] > 0.97
+    assert result["weight_decay"] in (1e-6, 1e-5, 1e-4, 1e-3, 1e-2) and result["seconds"] >= 0
+
+
+def test_label_fractions_are_stratified_and_seeded():
+    labels = torch.arange(10).repeat_interleave(100)
+    sub = stratified_subset(labels, 0.1, seed=3)
+    assert len(sub) == 100
+    assert torch.bincount(labels[sub]).tolist() == [10] * 10
+    assert torch.equal(sub, stratified_subset(labels, 0.1, seed=3))
+    assert not torch.equal(sub, stratified_subset(labels, 0.1, seed=4))
+    assert torch.bincount(labels[stratified_subset(labels, 0.001)]).tolist() == [1] * 10  # at least one per class
+
+
+def test_finetuning_improves_over_the_frozen_probe_on_a_small_case():
+    from ssl_studio.config import AugmentConfig, DataConfig, ModelConfig
+    from ssl_studio.data import load_imageset
+    from ssl_studio.data.views import ViewMaker
+    from ssl_studio.engine.evaluate import embed_images
+    from ssl_studio.models import build_backbone
+
+    data = load_imageset(DataConfig(source="digits", resolution=16), seed=0)
+    torch.manual_seed(0)
+    backbone = build_backbone(ModelConfig(width=8), 16)
+    views = ViewMaker(AugmentConfig(), 16, data.mean, data.std)
+    backbone.eval()
+    tr = embed_images(backbone, data.images[data.train_index], views.plain)
+    va = embed_images(backbone, data.images[data.val_index], views.plain)
+    frozen = linear_protocol(tr, data.labels[data.train_index], va, data.labels[data.val_index], 10)["top1"]
+    tuned = finetune_protocol(backbone, views, data.images, data.labels, data.train_index, data.val_index, 10, epochs=5,
+                              batch_size=64, lr=0.1, backbone_lr_scale=1.0)
+    assert tuned["top1"] > frozen + 0.02, (tuned["top1"], frozen)
+    # the run's own weights are untouched
+    assert torch.equal(embed_images(backbone, data.images[data.val_index], views.plain), va)
+
+
+def test_kendall_tau_known_values():
+    assert kendall_tau([1, 2, 3, 4], [1, 2, 3, 4]) == pytest.approx(1.0)
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # one discordant pair out of six: (5 - 1) / 6
+    assert kendall_tau([1, 2, 3, 4], [1, 2, 4, 3]) == pytest.approx(4 / 6)
+    # tau-b with a tie (scipy.stats.kendalltau([1, 2, 2, 3], [1, 2, 3, 4]) = 0.9128709)
+    assert kendall_tau([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9128709, abs=1e-6)
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
+    assert ranks([0.5, 0.9, None, 0.5]) == [2, 1, None, 2]
+
+
+def test_eval_and_compare_end_to_end_on_two_tiny_runs(tmp_path, capsys):
+    common = ["--data", "shapes", "--steps", "4", "--batch-size", "16", "--set", "data.num_images=160", "--set", "model.width=8",
+              "--set", "probe.size=32", "--set", "probe.every=0", "--precision", "float32", "--quiet", "--out", str(tmp_path)]
+    assert main(["train", "--objective", "simclr", "--name", "a", *common]) == 0
+    assert main(["train", "--objective", "supervised", "--name", "b", *common]) == 0
+    runs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    for run in runs:
+        assert main(["eval", str(run), "--protocols", "knn,linear,finetune", "--finetune-epochs", "0.5"]) == 0
+        assert (run / "report.md").read_text().count("|") > 10
+    capsys.readouterr()
+    assert main(["compare", *map(str, runs), "--csv", str(tmp_path / "cmp.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "Kendall's tau" in out and "finetune" in out and "#1" in out
+    assert (tmp_path / "cmp.csv").read_text().startswith("run,")
+    comparison = compare_runs(runs)
+    assert set(comparison.protocols) >= {"knn", "linear", "finetune"}
