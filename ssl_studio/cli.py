@@ -327,18 +327,26 @@ def cmd_bench(args) -> int:
 
 def _add_study_parser(sub) -> None:
     p = sub.add_parser("study", help="several runs at matched budgets, summarised as a table and a figure")
-    p.add_argument("kind", choices=["collapse"], help="collapse: every healthy/broken preset pair")
+    p.add_argument("kind", choices=["collapse", "protocols"],
+                   help="collapse: every healthy/broken preset pair; protocols: every method evaluated by every protocol")
     p.add_argument("--data", default="shapes", help="shapes, digits, folder:PATH or cifar:PATH")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--minutes-per-run", type=float, default=3.0, help="wall-clock budget of each run (default 3)")
     budget.add_argument("--steps", type=int, help="an equal number of optimiser steps per run instead of minutes")
     p.add_argument("--pairs", help="comma-separated broken presets (or healthy ones, for all their twins); default all")
+    p.add_argument("--methods", help="protocols study: comma-separated objectives (default every one that needs no captions)")
+    p.add_argument("--protocols", default="knn,linear,finetune,fractions", help="protocols study: which protocols")
+    p.add_argument("--finetune-epochs", type=float, default=3.0, help="protocols study: fine-tuning epochs")
     p.add_argument("--out", default="runs/studies", help="folder under which the study folder is created")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting for every run, e.g. batch_size=128")
 
 
+def _split(text: str | None) -> list[str] | None:
+    return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+
 def cmd_study(args) -> int:
-    from ssl_studio.studies.collapse import run_collapse_study
+    from ssl_studio.engine.control import RunControl
 
     overrides = {}
     for item in args.set:
@@ -346,14 +354,18 @@ def cmd_study(args) -> int:
             raise ConfigError("--set", f"takes KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         overrides[key.strip()] = _parse_value(value.strip())
-    pairs = [n.strip() for n in args.pairs.split(",") if n.strip()] if args.pairs else None
-    from ssl_studio.engine.control import RunControl
+    common = dict(data=args.data, minutes_per_run=args.minutes_per_run, out=args.out, steps=args.steps, overrides=overrides,
+                  control=RunControl(), log=lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush()))
+    if args.kind == "protocols":
+        from ssl_studio.studies.protocols import run_protocols_study as run_study
 
-    control = RunControl()
-    with stop_on_interrupt(control):
-        study = run_collapse_study(data=args.data, minutes_per_run=args.minutes_per_run, out=args.out, pairs=pairs,
-                                   steps=args.steps, overrides=overrides, control=control,
-                                   log=lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush()))
+        common.update(methods=_split(args.methods), protocols=tuple(_split(args.protocols) or ()), finetune_epochs=args.finetune_epochs)
+    else:
+        from ssl_studio.studies.collapse import run_collapse_study as run_study
+
+        common.update(pairs=_split(args.pairs))
+    with stop_on_interrupt(common["control"]):
+        study = run_study(**common)
     print((study / "table.md").read_text(encoding="utf-8"))
     print(f"study folder: {study}")
     return 0

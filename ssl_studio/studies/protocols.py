@@ -1,0 +1,178 @@
+"""Exercise E1: do the evaluation protocols agree on which method learned the best representation?
+
+Every self-supervised objective (and the supervised baseline trained from
+scratch) runs once at the same budget on the same data; each run is then
+evaluated by k-NN, the linear probe, fine-tuning and the label-fraction
+protocols.  The study folder holds the table of scores, each method's rank
+under each protocol, Kendall's tau between every pair of protocols, and a
+figure of the same:
+
+    runs/studies/<stamp>-protocols/
+      runs/        the ordinary run folders
+      table.md     scores with ranks, and the agreement table
+      table.csv    the same numbers
+      figure.png   a heat table of scores and ranks, and the agreement matrix
+      study.json   everything, machine-readable
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Callable
+
+from ssl_studio.config import config_from_mapping
+from ssl_studio.engine.compare import Comparison, compare_runs
+from ssl_studio.engine.control import RunControl
+from ssl_studio.engine.evaluate import Cancelled, evaluate_run
+from ssl_studio.engine.queue import RunQueue
+from ssl_studio.objectives import all_objectives
+from ssl_studio.params import ConfigError
+from ssl_studio.presets import presets_dir
+from ssl_studio.studies.figure import font, score_colour
+
+DEFAULT_PROTOCOLS = ("knn", "linear", "finetune", "fractions")
+
+
+def _method_mapping(name: str) -> dict[str, Any]:
+    """The method's healthy preset when it has one (its tuned defaults), else its bare defaults."""
+    path = presets_dir() / f"{name}.toml"
+    if path.is_file():
+        mapping = tomllib.loads(path.read_text(encoding="utf-8"))
+        mapping.pop("preset", None)
+        if mapping.get("objective", {}).get("name") == name and not mapping.get("ablations"):
+            return mapping
+    return {"objective": {"name": name}}
+
+
+def study_methods(names: list[str] | None = None) -> list[str]:
+    available = [n for n, cls in all_objectives().items() if not cls.needs_captions]
+    if not names:
+        return available
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ConfigError("--methods", f"names unknown method(s) {', '.join(unknown)} (available: {', '.join(available)})")
+    return names
+
+
+def _set_path(mapping: dict[str, Any], path: str, value: Any) -> None:
+    node = mapping
+    parts = path.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def run_protocols_study(data: str = "shapes", minutes_per_run: float = 3.0, out: str | Path = "runs/studies",
+                        methods: list[str] | None = None, steps: int | None = None, *, overrides: dict[str, Any] | None = None,
+                        protocols: tuple[str, ...] = DEFAULT_PROTOCOLS, finetune_epochs: float = 3.0,
+                        control: RunControl | None = None, log: Callable[[str], None] | None = None) -> Path:
+    """Train every method at one budget, evaluate each by every protocol, write the study folder; returns its path."""
+    if steps is None and not minutes_per_run > 0:
+        raise ConfigError("--minutes-per-run", f"must be > 0, got {minutes_per_run}")
+    log = log or (lambda line: None)
+    control = control or RunControl()
+    names = study_methods(methods)
+    budget = {"steps": int(steps)} if steps is not None else {"minutes": float(minutes_per_run)}
+    study_dir = Path(out) / f"{time.strftime('%Y%m%d-%H%M%S')}-protocols"
+    n = 1
+    while study_dir.exists():
+        n += 1
+        study_dir = study_dir.with_name(f"{study_dir.name.rsplit('-', 1)[0]}-{n}")
+    (study_dir / "runs").mkdir(parents=True)
+    configs = []
+    for name in names:
+        mapping = _method_mapping(name)
+        _set_path(mapping, "data.source", data)
+        mapping.update(budget=dict(budget), out=str(study_dir / "runs"), name=name)
+        for path, value in (overrides or {}).items():
+            _set_path(mapping, path, value)
+        configs.append(config_from_mapping(mapping))
+
+    def on_event(index: int, event) -> None:
+        kind = type(event).__name__
+        if kind == "Started":
+            log(f"[{index + 1}/{len(configs)}] {names[index]}: training ({', '.join(f'{v} {k}' for k, v in budget.items())})")
+        elif kind == "Failed":
+            log(f"[{index + 1}/{len(configs)}] {names[index]}: {event.message}")
+
+    queue = RunQueue(configs, callback=on_event, control=control)
+    results = queue.run()
+    evaluated, labels = [], []
+    for name, result in zip(names, results):
+        if not result.ok or result.run_dir is None:
+            continue
+        if control.stop_requested:
+            break
+        log(f"evaluating {name} by {', '.join(protocols)}")
+        try:
+            evaluate_run(result.run_dir, protocols, finetune_epochs=finetune_epochs, should_stop=lambda: control.stop_requested)
+        except Cancelled:
+            break
+        except ConfigError as exc:
+            log(f"{name}: {exc}")
+            continue
+        evaluated.append(result.run_dir)
+        labels.append(name)
+    if not evaluated:
+        raise ConfigError("data.source", f"no run of the study on {data!r} could be evaluated (it needs labelled data)")
+    comparison = compare_runs(evaluated, labels)
+    meta = {"data": data, "budget": budget, "protocols": list(protocols), "runs": [str(p) for p in evaluated]}
+    write_study(study_dir, comparison, meta)
+    return study_dir
+
+
+def write_study(study_dir: Path, comparison: Comparison, meta: dict[str, Any]) -> None:
+    budget = ", ".join(f"{v} {k}" for k, v in meta["budget"].items())
+    head = [f"# Protocol study on {meta['data']}", "", f"Budget per method: {budget}. Scores are top-1 accuracy on the held-out "
+            "split; (#n) is the method's rank under that protocol. Kendall's tau compares the rankings of every pair of protocols "
+            "(+1: same order, 0: unrelated, -1: reversed).", ""]
+    (study_dir / "table.md").write_text("\n".join(head) + comparison.to_markdown(), encoding="utf-8")
+    (study_dir / "table.csv").write_text(comparison.to_csv(), encoding="utf-8")
+    payload = {**meta, "methods": comparison.runs, "scores": comparison.scores, "ranks": comparison.ranks,
+               "agreement": {f"{a} vs {b}": (None if math.isnan(t) else t) for (a, b), t in comparison.agreement.items()}}
+    (study_dir / "study.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    draw_figure(comparison, study_dir / "figure.png", title=f"Protocol study on {meta['data']} ({budget} per method)")
+
+
+def draw_figure(c: Comparison, path: Path, title: str) -> None:
+    """Left: scores and ranks as a heat table (rows: methods, columns: protocols). Right: Kendall's tau matrix."""
+    from PIL import Image, ImageDraw
+
+    cell_w, cell_h, name_w, top = 104, 30, 200, 70
+    n_p = len(c.protocols)
+    tau_w = 64
+    width = name_w + cell_w * n_p + 60 + tau_w * n_p + 40
+    height = top + cell_h * max(len(c.runs), n_p) + 60
+    img = Image.new("RGB", (width, height), "white")
+    d = ImageDraw.Draw(img)
+    f_title, f, f_small = font(18), font(13), font(11)
+    d.text((12, 12), title, fill="black", font=f_title)
+    for j, p in enumerate(c.protocols):
+        d.text((name_w + j * cell_w + 6, top - 22), p, fill="black", font=f)
+    for i, run in enumerate(c.runs):
+        y = top + i * cell_h
+        d.text((12, y + 8), run, fill="black", font=f)
+        for j, p in enumerate(c.protocols):
+            vals = [v for v in c.scores[p] if v is not None]
+            s, r = c.scores[p][i], c.ranks[p][i]
+            x = name_w + j * cell_w
+            d.rectangle([x, y, x + cell_w - 2, y + cell_h - 2], fill=score_colour(s, min(vals, default=0), max(vals, default=1)))
+            d.text((x + 6, y + 8), "-" if s is None else f"{s:.3f}  #{r}", fill="black", font=f)
+    x0 = name_w + cell_w * n_p + 60
+    d.text((x0, top - 48), "Kendall's tau", fill="black", font=f)
+    for j, p in enumerate(c.protocols):
+        d.text((x0 + j * tau_w + 4, top - 22), p[:9], fill="black", font=f_small)
+        d.text((x0 - 56, top + j * cell_h + 8), p[:9], fill="black", font=f_small)
+    for i, a in enumerate(c.protocols):
+        for j, b in enumerate(c.protocols):
+            tau = 1.0 if a == b else c.agreement.get((a, b), c.agreement.get((b, a), float("nan")))
+            x, y = x0 + j * tau_w, top + i * cell_h
+            colour = (235, 235, 235) if math.isnan(tau) else ((255, int(255 - 150 * -tau), int(255 - 150 * -tau)) if tau < 0 else score_colour(tau, 0, 1))
+            d.rectangle([x, y, x + tau_w - 2, y + cell_h - 2], fill=colour)
+            d.text((x + 6, y + 8), "-" if math.isnan(tau) else f"{tau:+.2f}", fill="black", font=f)
+    d.text((12, height - 26), "darker = higher accuracy within a protocol; #n = rank (1 = best)", fill=(90, 90, 90), font=f_small)
+    img.save(path)
