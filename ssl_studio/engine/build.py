@@ -49,8 +49,20 @@ def build_objective(cfg: RunConfig, imageset: ImageSet) -> Objective:
     return objective_cls(backbone, params, context)
 
 
+def effective_augment(cfg: RunConfig):
+    """The config's augmentation, with the objective's own defaults wherever the user kept the lab's."""
+    import dataclasses
+
+    from ssl_studio.config import AugmentConfig
+
+    overrides = get_objective(cfg.objective.name).augment_defaults
+    lab_default = AugmentConfig()
+    changes = {k: v for k, v in overrides.items() if getattr(cfg.augment, k) == getattr(lab_default, k)}
+    return dataclasses.replace(cfg.augment, **changes) if changes else cfg.augment
+
+
 def build_views(cfg: RunConfig, imageset: ImageSet) -> ViewMaker:
-    return ViewMaker(cfg.augment, imageset.resolution, imageset.mean, imageset.std)
+    return ViewMaker(effective_augment(cfg), imageset.resolution, imageset.mean, imageset.std)
 
 
 def resolved_optim(cfg: RunConfig) -> tuple[str, float, float]:

@@ -187,6 +187,8 @@ class Trainer:
         self.elapsed = 0.0
         if checkpoint is not None:
             self._restore(checkpoint)
+        for name, text in self.objective.artifacts().items():
+            (self.folder.path / name).write_text(text, encoding="utf-8")
 
         n_params = sum(p.numel() for p in self.objective.backbone.parameters())
         self.emit(Started(
@@ -242,8 +244,8 @@ class Trainer:
         n_global = self.objective.num_global_views
         n_local = self.objective.num_local_views
         with torch.no_grad():
+            plain = self.views.plain(images)  # cheap next to the views; masked objectives train on it
             if "no_augmentation" in self.cfg.ablations:
-                plain = self.views.plain(images)
                 views = [plain] * n_global + ([] if n_local == 0 else self.views(images, 0, n_local, self.view_generator))
             else:
                 views = self.views(images, n_global, n_local, self.view_generator)
@@ -251,7 +253,7 @@ class Trainer:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         labels = data.labels[idx].to(self.device) if data.labels is not None else None
         captions = [data.captions[i] for i in idx.tolist()] if data.captions is not None else None
-        return Batch(views=views, images=images, indices=idx, labels=labels, captions=captions)
+        return Batch(views=views, images=images, indices=idx, labels=labels, captions=captions, plain=plain)
 
     def _train_step(self, progress: float) -> tuple[float, dict[str, float], float]:
         lr = lr_at(progress, self.peak_lr, self.cfg.optim.warmup_fraction, self.cfg.optim.schedule)

@@ -86,6 +86,9 @@ class Objective(nn.Module):
     backbones: ClassVar[tuple[str, ...] | None] = None  # None: every backbone
     recipe: ClassVar[OptimRecipe] = OptimRecipe()
     num_global_views: ClassVar[int] = 2
+    # Augmentation settings of the method's paper, used wherever the user left the lab's default
+    # (e.g. MAE: crops and flips only).  Keys are AugmentConfig fields.
+    augment_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, backbone: nn.Module, params: Any, context: ObjectiveContext):
         super().__init__()
@@ -138,6 +141,10 @@ class Objective(nn.Module):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
+
+    def artifacts(self) -> dict[str, str]:
+        """Text files written into the run folder at the start (e.g. a tokenizer's vocabulary)."""
+        return {}
 
     def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """Trainable parameters, with biases and norm weights excluded from decay and LARS adaptation."""
