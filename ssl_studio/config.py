@@ -70,7 +70,7 @@ class AugmentConfig:
     blur_sigma_min: float = param(0.1, help="Smallest blur sigma, in pixels at 224 px, scaled to the resolution.", min=0.0)
     blur_sigma_max: float = param(2.0, help="Largest blur sigma, in pixels at 224 px, scaled to the resolution.", min=0.0)
     solarize_p: list[float] = param(default_factory=lambda: [0.0, 0.0], help="Solarisation probability for view 1, view 2 (BYOL: 0.0, 0.2).", min=0.0, max=1.0)
-    local_crops: int = param(0, help="Number of small local crops (multi-crop, SwAV/DINO).", min=0, max=12)
+    local_crops: int = param(0, help="Local crops for views made outside an objective (preview, benchmarks); SwAV and DINO set their own count.", min=0, max=12)
     local_size: int = param(16, help="Side of a local crop.", min=4, max=256, unit="px")
     local_scale_min: float = param(0.05, help="Smallest area share of a local crop.", min=0.01, max=1.0)
     local_scale_max: float = param(0.4, help="Largest area share of a local crop.", min=0.01, max=1.0)

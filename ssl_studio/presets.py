@@ -35,6 +35,7 @@ class PresetInfo:
     description: str
     group: str  # "healthy" or "broken"
     twin: str  # the preset this one breaks or repairs
+    expected: str = "none"  # representational collapse | dimensional collapse | slower learning | none
 
 
 def list_presets() -> list[PresetInfo]:
@@ -45,7 +46,8 @@ def list_presets() -> list[PresetInfo]:
         except tomllib.TOMLDecodeError:
             continue
         out.append(PresetInfo(path.stem, path, header.get("title", path.stem), header.get("description", ""),
-                              header.get("group", "healthy"), header.get("twin", "")))
+                              header.get("group", "healthy"), header.get("twin", ""),
+                              header.get("expected", "none")))
     return out
 
 

@@ -15,7 +15,8 @@ def test_train_eval_resume_end_to_end(tmp_path, capsys):
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert {"config.toml", "metrics.jsonl", "report.json", "snapshots", "checkpoints"} <= {p.name for p in run.iterdir()}
     assert main(["eval", str(run)]) == 0
-    assert "knn: k5" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "k-NN (k=5 / k=20)" in out and "linear probe" in out and "fine-tuning" in out
     assert main(["resume", str(run), "--quiet"]) == 0  # already complete: finishes at once
     # the written config reproduces the run
     assert main(["train", "--config", str(run / "config.toml"), "--out", str(tmp_path / "again"), "--quiet"]) == 0

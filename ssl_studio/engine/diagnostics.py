@@ -66,11 +66,17 @@ def pca_2d(features: torch.Tensor) -> np.ndarray:
     return (x @ v[:2].T).numpy().astype(np.float32)
 
 
-def collapse_verdict(mean_cos: float, rank: float, feature_dim: int) -> str | None:
-    """Name the failure, if any, in the words the spectrum panel and the study use."""
+def collapse_verdict(mean_cos: float, rank: float, feature_dim: int, projector_rank: float | None = None) -> str | None:
+    """Name the failure, if any, in the words the spectrum panel and the study use.
+
+    The projector's embedding is checked too: the backbone's batch norm can keep its
+    features spread while the space the loss sees has already collapsed to a point.
+    A randomly initialised ConvNet has mean cosine near 1 (pooled ReLU features are
+    all positive), so callers should not read this verdict at step 0.
+    """
     if math.isnan(mean_cos):
         return None
-    if mean_cos > 0.95 or rank < 2:
+    if mean_cos > 0.95 or rank < 2 or (projector_rank is not None and projector_rank < 2):
         return "representational collapse"
     if rank < 0.05 * feature_dim and rank < 8:
         return "dimensional collapse"

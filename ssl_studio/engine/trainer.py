@@ -307,7 +307,7 @@ class Trainer:
             eta = (self.elapsed / progress - self.elapsed) if progress > 0 else None
             self.emit(Step(step=self.step, epoch=self.step / self.sampler.steps_per_epoch, loss=loss, lr=lr,
                            images_per_s=throughput, elapsed_s=self.elapsed, progress=progress, eta_s=eta, metrics=metrics))
-            if cfg.probe.every and self.step % cfg.probe.every == 0:
+            if cfg.probe.every and self.step % cfg.probe.every == 0 and self.progress() < 1.0:  # the last one is the final probe
                 t1 = time.perf_counter()
                 self._probe(final=False)
                 self.elapsed += time.perf_counter() - t1  # probes are part of the run's wall-clock cost
@@ -321,7 +321,7 @@ class Trainer:
         summary = self._evaluate()
         summary.update({"effective_rank": probe.effective_rank, "mean_cosine": probe.mean_cosine, "dim_std": probe.dim_std,
                         "steps": self.step, "train_seconds": self.elapsed})
-        verdict = diagnostics.collapse_verdict(probe.mean_cosine, probe.effective_rank, probe.feature_dim)
+        verdict = diagnostics.collapse_verdict(probe.mean_cosine, probe.effective_rank, probe.feature_dim, probe.projector_rank)
         summary["collapse"] = verdict
         self.emit(Finished(step=self.step, status=status, run_dir=str(self.folder.path), summary=summary))
         return RunResult(status, self.folder.path, self.step, summary)

@@ -7,6 +7,13 @@ from ssl_studio.params import ConfigError
 
 _MODULES = (
     "simclr",
+    "moco",
+    "byol",
+    "simsiam",
+    "swav",
+    "dino",
+    "barlow",
+    "vicreg",
     "supervised",
 )
 

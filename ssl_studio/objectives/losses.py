@@ -44,3 +44,237 @@ def contrastive_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> float:
     with torch.no_grad():
         sim = F.normalize(z1.float(), dim=1) @ F.normalize(z2.float(), dim=1).T
         return (sim.argmax(dim=1) == torch.arange(len(z1), device=z1.device)).float().mean().item()
+
+
+# ---------------------------------------------------------------------------
+# The joint-embedding zoo: MoCo, BYOL, SimSiam, SwAV, DINO, Barlow Twins, VICReg.
+# ---------------------------------------------------------------------------
+
+
+def _check_matrix(name: str, x: torch.Tensor, what: str = "x") -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim != 2:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name} needs {what} as a B×D tensor, got {shape}")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"{name} needs a non-empty {what}, got shape {tuple(x.shape)}")
+
+
+def _check_temperature(name: str, temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"{name}: temperature must be > 0, got {temperature}")
+
+
+def infonce(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.2, normalize: bool = True) -> torch.Tensor:
+    """InfoNCE with in-batch negatives, as MoCo v3 uses it (Chen, Xie & He 2021, alg. 1).
+
+    Query ``i`` must pick key ``i`` among the B keys of the batch.  MoCo v3
+    multiplies this by ``2 * temperature`` to keep gradients comparable across
+    temperatures; that factor is the caller's (see ``mocov3_loss``).
+    """
+    _check_pair("infonce", q, k)
+    _check_temperature("infonce", temperature)
+    q, k = q.float(), k.float()
+    if normalize:
+        q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    logits = q @ k.T / temperature
+    return F.cross_entropy(logits, torch.arange(len(q), device=q.device))
+
+
+def mocov3_loss(q1: torch.Tensor, q2: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """Symmetrised MoCo v3 loss: ctr(q1, k2) + ctr(q2, k1), each scaled by 2τ (Chen, Xie & He 2021, alg. 1)."""
+    return 2 * temperature * (infonce(q1, k2, temperature) + infonce(q2, k1, temperature))
+
+
+def infonce_with_queue(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor | None, temperature: float = 0.2,
+                       normalize: bool = True) -> torch.Tensor:
+    """MoCo's InfoNCE (He et al. 2020, eq. 1): the positive key against a queue of negatives.
+
+    ``q``, ``k``: B×D queries and their positive keys (the caller detaches the keys);
+    ``queue``: K×D negatives from earlier batches, or None/empty to fall back on the
+    other keys of the batch as negatives.  The positive is logit 0 of each row.
+    """
+    _check_pair("infonce_with_queue", q, k)
+    _check_temperature("infonce_with_queue", temperature)
+    if queue is None or queue.numel() == 0:
+        return infonce(q, k, temperature, normalize)
+    if queue.ndim != 2 or queue.shape[1] != q.shape[1]:
+        raise ValueError(f"infonce_with_queue needs a K×{q.shape[1]} queue, got {tuple(queue.shape)}")
+    q, k, queue = q.float(), k.float(), queue.float()
+    if normalize:
+        q, k, queue = F.normalize(q, dim=1), F.normalize(k, dim=1), F.normalize(queue, dim=1)
+    pos = (q * k).sum(1, keepdim=True)
+    neg = q @ queue.T
+    logits = torch.cat([pos, neg], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
+
+
+def byol_regression(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BYOL's loss (Grill et al. 2020, eq. 2): ||p/|p| - z/|z|||² = 2 - 2 cos(p, z), batch mean.
+
+    ``z`` is the target projection; the stop-gradient is the caller's ``detach``.
+    Range [0, 4]; 0 when prediction and target point the same way.
+    """
+    _check_pair("byol_regression", p, z)
+    return (2 - 2 * F.cosine_similarity(p.float(), z.float(), dim=1)).mean()
+
+
+def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """SimSiam's D(p, z) = -cos(p, z), batch mean (Chen & He 2021, eq. 1); range [-1, 1]."""
+    _check_pair("negative_cosine", p, z)
+    return -F.cosine_similarity(p.float(), z.float(), dim=1).mean()
+
+
+@torch.no_grad()
+def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
+    """SwAV's equipartitioned soft codes (Caron et al. 2020, eq. 3 and alg. 1).
+
+    ``scores``: B×K similarities of B embeddings to K prototypes.  Returns Q, B×K,
+    where every row (a sample's code) sums to 1 and, once the iterations have
+    converged, every column (a prototype) receives B/K of the mass: the batch is
+    spread evenly over the prototypes, which is what stops all samples taking the
+    same code.  The last step of each iteration normalises the rows, so with few
+    iterations the rows are exact and the columns approximate.
+    """
+    _check_matrix("sinkhorn_knopp", scores, "scores")
+    if not epsilon > 0:
+        raise ValueError(f"sinkhorn_knopp: epsilon must be > 0, got {epsilon}")
+    if iterations < 1:
+        raise ValueError(f"sinkhorn_knopp: iterations must be >= 1, got {iterations}")
+    s = scores.float() / epsilon
+    q = torch.exp(s - s.max())  # one global shift: cancels in the normalisations, avoids overflow
+    q = q / q.sum()
+    b, k = q.shape
+    for _ in range(iterations):
+        q = q / q.sum(dim=0, keepdim=True).clamp_min(1e-30) / k  # each prototype gets 1/K of the mass
+        q = q / q.sum(dim=1, keepdim=True).clamp_min(1e-30) / b  # each sample gets 1/B
+    return q * b  # rows sum to 1: one code distribution per sample
+
+
+def swav_swapped_loss(scores: list[torch.Tensor], codes: list[torch.Tensor], temperature: float = 0.1) -> torch.Tensor:
+    """SwAV's swapped prediction (Caron et al. 2020, eq. 1-2), averaged over the pairs.
+
+    ``scores``: one B×K tensor of prototype scores per crop (global crops first);
+    ``codes``: Sinkhorn codes for the first ``len(codes)`` crops.  The code of crop i
+    is predicted from every other crop v: -sum_k q_i log softmax(s_v / τ).
+    """
+    _check_temperature("swav_swapped_loss", temperature)
+    if len(scores) < 2 or not codes or len(codes) > len(scores):
+        raise ValueError(f"swav_swapped_loss needs at least 2 crops and 1..{len(scores)} codes, got {len(scores)} crops and {len(codes)} codes")
+    for i, s in enumerate(scores):
+        _check_matrix("swav_swapped_loss", s, f"scores[{i}]")
+        if s.shape != scores[0].shape:
+            raise ValueError(f"swav_swapped_loss needs every crop's scores shaped {tuple(scores[0].shape)}, got {tuple(s.shape)} for crop {i}")
+    for i, q in enumerate(codes):
+        if q.shape != scores[0].shape:
+            raise ValueError(f"swav_swapped_loss needs codes shaped like the scores {tuple(scores[0].shape)}, got {tuple(q.shape)} for code {i}")
+    log_p = [F.log_softmax(s.float() / temperature, dim=1) for s in scores]
+    total, pairs = 0.0, 0
+    for i, q in enumerate(codes):
+        for v, lp in enumerate(log_p):
+            if v == i:
+                continue
+            total = total - (q.float() * lp).sum(dim=1).mean()
+            pairs += 1
+    return total / pairs
+
+
+def dino_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], center: torch.Tensor | None,
+              student_temp: float = 0.1, teacher_temp: float = 0.04) -> torch.Tensor:
+    """DINO's cross-entropy between sharpened, centred teacher and student outputs (Caron et al. 2021, alg. 1).
+
+    ``student``: B×K logits for every crop (global crops first); ``teacher``: B×K
+    logits for the global crops only.  Teacher targets are softmax((t - c) / τ_t) with
+    no gradient; the pairs where student and teacher see the same crop are skipped.
+    ``center=None`` is the no-centring ablation.
+    """
+    _check_temperature("dino_loss (student)", student_temp)
+    _check_temperature("dino_loss (teacher)", teacher_temp)
+    if not teacher or len(student) < 2 or len(teacher) > len(student):
+        raise ValueError(f"dino_loss needs at least 2 student crops and 1..{len(student)} teacher crops, got {len(student)} and {len(teacher)}")
+    shape = student[0].shape
+    for name, outs in (("student", student), ("teacher", teacher)):
+        for i, x in enumerate(outs):
+            _check_matrix("dino_loss", x, f"{name}[{i}]")
+            if x.shape != shape:
+                raise ValueError(f"dino_loss needs every output shaped {tuple(shape)}, got {tuple(x.shape)} for {name} crop {i}")
+    if center is not None and center.shape[-1] != shape[1]:
+        raise ValueError(f"dino_loss needs a centre of width {shape[1]}, got shape {tuple(center.shape)}")
+    targets = []
+    for t in teacher:
+        t = t.detach().float()
+        if center is not None:
+            t = t - center.float()
+        targets.append(F.softmax(t / teacher_temp, dim=1))
+    log_p = [F.log_softmax(s.float() / student_temp, dim=1) for s in student]
+    total, pairs = 0.0, 0
+    for i, q in enumerate(targets):
+        for v, lp in enumerate(log_p):
+            if v == i:
+                continue
+            total = total - (q * lp).sum(dim=1).mean()
+            pairs += 1
+    return total / pairs
+
+
+@torch.no_grad()
+def dino_center_update(center: torch.Tensor, teacher: list[torch.Tensor], momentum: float = 0.9) -> torch.Tensor:
+    """DINO's centre (Caron et al. 2021, eq. 4): c <- m c + (1 - m) mean of the teacher outputs of the batch."""
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"dino_center_update: momentum must be in [0, 1], got {momentum}")
+    batch_mean = torch.cat([t.detach().float() for t in teacher]).mean(dim=0, keepdim=True)
+    return center * momentum + batch_mean.to(center.dtype) * (1 - momentum)
+
+
+def _off_diagonal(m: torch.Tensor) -> torch.Tensor:
+    n = m.shape[0]
+    return m.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
+
+
+def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambda_offdiag: float = 5e-3, eps: float = 1e-5) -> dict[str, torch.Tensor]:
+    """Barlow Twins (Zbontar et al. 2021, eq. 1): the cross-correlation of the two views towards the identity.
+
+    Each embedding dimension is standardised over the batch (the paper's affine-free
+    batch norm), C = z1ᵀz2 / B, and the loss is Σ(1 - C_ii)² + λ Σ_{i≠j} C_ij².
+    Returns the terms and their sum ``loss``; λ = 0 drops the decorrelation term
+    (the no-covariance ablation) while the term itself is still reported.
+    """
+    _check_pair("barlow_twins_loss", z1, z2)
+    if lambda_offdiag < 0:
+        raise ValueError(f"barlow_twins_loss: lambda_offdiag must be >= 0, got {lambda_offdiag}")
+    z1, z2 = z1.float(), z2.float()
+    n = z1.shape[0]
+    z1 = (z1 - z1.mean(0)) / torch.sqrt(z1.var(0, unbiased=False) + eps)
+    z2 = (z2 - z2.mean(0)) / torch.sqrt(z2.var(0, unbiased=False) + eps)
+    c = z1.T @ z2 / n
+    on_diag = (torch.diagonal(c) - 1).pow(2).sum()
+    off_diag = _off_diagonal(c).pow(2).sum()
+    return {"loss": on_diag + lambda_offdiag * off_diag, "on_diag": on_diag, "off_diag": off_diag}
+
+
+def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, invariance_weight: float = 25.0, variance_weight: float = 25.0,
+                covariance_weight: float = 1.0, gamma: float = 1.0, eps: float = 1e-4) -> dict[str, torch.Tensor]:
+    """VICReg (Bardes, Ponce & LeCun 2022, eq. 1-6): invariance, variance and covariance terms.
+
+    invariance: mean squared distance of the two views; variance: mean over dimensions
+    of relu(γ - sqrt(Var + ε)) for each view, averaged over the views; covariance: the
+    squared off-diagonal covariances divided by D, summed over the views.  Returns the
+    raw terms and ``loss`` = weighted sum; a weight of 0 drops a term from the loss
+    (the ablations) while the term is still reported.
+    """
+    _check_pair("vicreg_loss", z1, z2)
+    for name, w in (("invariance_weight", invariance_weight), ("variance_weight", variance_weight), ("covariance_weight", covariance_weight)):
+        if w < 0:
+            raise ValueError(f"vicreg_loss: {name} must be >= 0, got {w}")
+    z1, z2 = z1.float(), z2.float()
+    n, d = z1.shape
+    invariance = F.mse_loss(z1, z2)
+    variance = z1.new_zeros(())
+    covariance = z1.new_zeros(())
+    for z in (z1, z2):
+        std = torch.sqrt(z.var(dim=0) + eps)
+        variance = variance + F.relu(gamma - std).mean() / 2
+        zc = z - z.mean(dim=0)
+        cov = zc.T @ zc / (n - 1)
+        covariance = covariance + _off_diagonal(cov).pow(2).sum() / d
+    loss = invariance_weight * invariance + variance_weight * variance + covariance_weight * covariance
+    return {"loss": loss, "invariance": invariance, "variance": variance, "covariance": covariance}

@@ -1,0 +1,168 @@
+"""DINO: a student matches the centred, sharpened outputs of its own moving-average teacher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssl_studio.objectives.base import Batch, Objective, OptimRecipe, StepOutput, cosine_momentum, ema_copy, ema_update
+from ssl_studio.objectives.losses import dino_center_update, dino_loss
+from ssl_studio.objectives.multicrop import forward_crops
+from ssl_studio.params import param
+
+
+class DINOHead(nn.Module):
+    """3-layer MLP (GELU, no BN) to a bottleneck, L2 normalisation, weight-normalised last layer.
+
+    As in the official code's ``DINOHead`` with ``norm_last_layer=True``: the last
+    layer's weight is ``v / ||v||`` per output unit (weight norm with g fixed at 1),
+    which the paper found necessary for stability.  Written without
+    ``torch.nn.utils.weight_norm`` so that deep copies and EMA updates see plain
+    parameters.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, bottleneck_dim: int, out_dim: int, num_layers: int = 3):
+        super().__init__()
+        layers: list[nn.Module] = []
+        dim = in_dim
+        for _ in range(num_layers - 1):
+            layers += [nn.Linear(dim, hidden_dim), nn.GELU()]
+            dim = hidden_dim
+        layers.append(nn.Linear(dim, bottleneck_dim))
+        self.mlp = nn.Sequential(*layers)
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        self.last_v = nn.Parameter(torch.empty(out_dim, bottleneck_dim))
+        nn.init.trunc_normal_(self.last_v, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.normalize(self.mlp(x), dim=-1)
+        return F.linear(x, F.normalize(self.last_v, dim=1))
+
+
+@dataclass
+class DINOParams:
+    """Caron et al. 2021 ("Emerging Properties in Self-Supervised Vision Transformers").
+
+    Published: head 2048 wide, bottleneck 256, 65,536 outputs; student temperature
+    0.1; teacher temperature warmed up linearly from 0.04 to 0.07 over the first
+    30 epochs (of 100-300); centre momentum 0.9; teacher momentum 0.996 raised to 1
+    by a cosine schedule; 2 global crops + 10 local crops.  Kept: the temperatures,
+    the centre momentum and the teacher's 0.996 -> 1 schedule (so a run of a few
+    hundred steps sees a teacher that lags the student by ~250 steps, as in the
+    paper's early epochs).  Adapted to a 2-core CPU: a 512-wide head, 1024 outputs
+    (the shapes set has few modes; 65,536 would make the head the whole cost),
+    2 local crops of ``augment.local_size`` px, warm-up over the first 30 % of the budget.
+    """
+
+    out_dim: int = param(1024, help="Output dimensions of the DINO head (paper: 65536).", min=2, max=262144)
+    hidden_dim: int = param(512, help="Hidden width of the head's MLP (paper: 2048).", min=8, max=8192)
+    bottleneck_dim: int = param(256, help="Bottleneck width before the weight-normalised layer (paper: 256).", min=2, max=4096)
+    student_temp: float = param(0.1, help="Student softmax temperature.", min=0.0, min_exclusive=True, max=10.0)
+    teacher_temp: float = param(0.07, help="Teacher softmax temperature after warm-up (sharpening: lower than the student's).", min=0.0, min_exclusive=True, max=10.0)
+    warmup_teacher_temp: float = param(0.04, help="Teacher temperature at the start of the warm-up.", min=0.0, min_exclusive=True, max=10.0)
+    teacher_temp_warmup: float = param(0.3, help="Share of the budget over which the teacher temperature rises linearly.", min=0.0, max=1.0)
+    center_momentum: float = param(0.9, help="Momentum of the centre subtracted from the teacher's outputs.", min=0.0, max=1.0)
+    base_momentum: float = param(0.996, help="Teacher momentum at the start; cosine schedule to final_momentum (paper: 0.996).", min=0.0, max=1.0)
+    final_momentum: float = param(1.0, help="Teacher momentum at the end of the budget.", min=0.0, max=1.0)
+    local_crops: int = param(2, help="Small local crops per image, seen by the student only (paper: 10).", min=0, max=12)
+
+
+class DINO(Objective):
+    """Student = backbone + DINO head; teacher = EMA of both, fed the global crops only.
+
+    Ablations: ``no_centering`` neither subtracts nor updates the centre;
+    ``no_sharpening`` sets the teacher temperature to the student's; ``no_ema`` uses
+    the student itself (detached) as the teacher.
+    """
+
+    name = "dino"
+    title = "DINO"
+    family = "negative-free"
+    description = ("A student network matches the output distribution of a moving-average teacher across crops.\n"
+                   "Centring stops one output dominating, sharpening stops them going uniform.")
+    Params = DINOParams
+    honours = frozenset({"no_augmentation", "no_centering", "no_sharpening", "no_ema", "tiny_batch"})
+    recipe = OptimRecipe(optimizer="adamw", lr=5e-4, weight_decay=0.04)  # paper ViT recipe (its wd rises 0.04 -> 0.4; kept at 0.04)
+
+    def __init__(self, backbone, params: DINOParams, context):
+        super().__init__(backbone, params, context)
+        self.head = DINOHead(backbone.feature_dim, params.hidden_dim, params.bottleneck_dim, params.out_dim)
+        if self.ablated("no_ema"):
+            self.teacher_backbone = self.teacher_head = None
+        else:
+            self.teacher_backbone = ema_copy(backbone)
+            self.teacher_head = ema_copy(self.head)
+        self.register_buffer("center", torch.zeros(1, params.out_dim))
+        self.momentum = 0.0 if self.ablated("no_ema") else params.base_momentum
+        self._pending: list[torch.Tensor] | None = None
+
+    @property
+    def num_local_views(self) -> int:
+        return self.params.local_crops
+
+    def teacher_temperature(self, progress: float) -> float:
+        p = self.params
+        if self.ablated("no_sharpening"):
+            return p.student_temp
+        if p.teacher_temp_warmup > 0 and progress < p.teacher_temp_warmup:
+            return p.warmup_teacher_temp + (p.teacher_temp - p.warmup_teacher_temp) * progress / p.teacher_temp_warmup
+        return p.teacher_temp
+
+    def student(self, x):
+        return self.head(self.backbone(x))
+
+    @torch.no_grad()
+    def teacher(self, x):
+        if self.teacher_backbone is None:
+            return self.student(x)
+        return self.teacher_head(self.teacher_backbone(x))
+
+    def projector_embed(self, images):
+        return self.head.mlp(self.backbone(images))  # the bottleneck: the last space of real dimension
+
+    def training_step(self, batch: Batch, progress: float) -> StepOutput:
+        n_global = self.num_global_views
+        s = forward_crops(self.student, batch.views, self.backbone)
+        t = [x.detach() for x in forward_crops(self.teacher, batch.views[:n_global], self.backbone)]
+        center = None if self.ablated("no_centering") else self.center
+        tt = self.teacher_temperature(progress)
+        loss = dino_loss(s, t, center, self.params.student_temp, tt)
+        self._pending = t
+        with torch.no_grad():
+            probs = F.softmax((torch.cat(t).float() - (0 if center is None else center)) / tt, dim=1)
+            entropy = -(probs * probs.clamp_min(1e-12).log()).sum(1).mean()
+        return StepOutput(loss, {"teacher_temp": tt, "teacher_entropy": entropy, "momentum": self.momentum})
+
+    @torch.no_grad()
+    def after_step(self, progress: float) -> None:
+        if self._pending is not None and not self.ablated("no_centering"):
+            self.center.copy_(dino_center_update(self.center, self._pending, self.params.center_momentum))
+        self._pending = None
+        if self.teacher_backbone is None:
+            return
+        self.momentum = cosine_momentum(self.params.base_momentum, progress, self.params.final_momentum)
+        ema_update(self.teacher_backbone, self.backbone, self.momentum)
+        ema_update(self.teacher_head, self.head, self.momentum)
+
+    @torch.no_grad()
+    def visuals(self, images: torch.Tensor) -> dict[str, Any] | None:
+        """The last layer's [CLS] attention over the patches, per head, when the backbone is a ViT."""
+        fn = getattr(self.backbone, "attention_maps", None)
+        if fn is None:
+            return None
+        maps = fn(images)
+        if not maps:
+            return None
+        last = maps[-1].float()  # B x H x (1+N) x (1+N)
+        cls = last[:, :, 0, 1:]
+        g = int(round(cls.shape[-1] ** 0.5))
+        if g * g != cls.shape[-1]:
+            return None
+        return {"attention": {"maps": cls.reshape(cls.shape[0], cls.shape[1], g, g).cpu(), "grid": g, "layer": len(maps) - 1}}

@@ -1,0 +1,44 @@
+"""Multi-crop forward passes shared by SwAV and DINO (Caron et al. 2020, §3.2).
+
+Crops of one resolution go through the network in one concatenated batch (the
+official code's trick: two forward passes for 2 global + N local crops rather
+than 2 + N), and the outputs come back in the order of the views.
+
+A backbone with a fixed position grid (the ViT: ``pos_embed`` for exactly
+``image_size``) cannot take the smaller local crops; for it they are resized
+to ``image_size`` before the pass, which keeps the content of a local crop
+(a small region of the image) at the cost of the compute a full-size crop needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def fits(backbone: nn.Module, size: int) -> bool:
+    """Whether ``backbone`` accepts ``size`` x ``size`` inputs as they are."""
+    fixed = getattr(backbone, "grid_size", None) is not None and hasattr(backbone, "pos_embed")
+    return not fixed or size == getattr(backbone, "image_size", size)
+
+
+def forward_crops(fn: Callable[[torch.Tensor], torch.Tensor], views: list[torch.Tensor], backbone: nn.Module) -> list[torch.Tensor]:
+    """``fn`` applied to every view, one pass per resolution, outputs in view order."""
+    groups: dict[int, list[int]] = {}
+    for i, v in enumerate(views):
+        groups.setdefault(v.shape[-1], []).append(i)
+    out: list[torch.Tensor | None] = [None] * len(views)
+    for size, idx in groups.items():
+        x = torch.cat([views[i] for i in idx])
+        if not fits(backbone, size):
+            target = int(backbone.image_size)
+            x = F.interpolate(x, size=(target, target), mode="bilinear", align_corners=False)
+        for i, y in zip(idx, fn(x).chunk(len(idx))):
+            out[i] = y
+    return out  # type: ignore[return-value]
+
+
+__all__ = ["fits", "forward_crops"]
