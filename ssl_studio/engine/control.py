@@ -7,7 +7,9 @@ boundary.  This is what keeps Stop responsive without any cross-thread slot.
 
 from __future__ import annotations
 
+import queue
 import threading
+from typing import Any
 
 
 class RunControl:
@@ -15,6 +17,19 @@ class RunControl:
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()
+        self._requests: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+
+    def request_visuals(self, request: dict[str, Any]) -> None:
+        """Ask for fresh pictures from the current model (e.g. another mask ratio); served between steps."""
+        self._requests.put(dict(request))
+
+    def take_requests(self) -> list[dict[str, Any]]:
+        out = []
+        while True:
+            try:
+                out.append(self._requests.get_nowait())
+            except queue.Empty:
+                return out
 
     def pause(self) -> None:
         self._running.clear()

@@ -20,7 +20,7 @@ import torch
 
 from ssl_studio.config import RunConfig, config_to_mapping, validate_config
 from ssl_studio.data import ImageSet
-from ssl_studio.engine import diagnostics
+from ssl_studio.engine import attention, diagnostics
 from ssl_studio.engine.build import build_objective, build_views, effective_batch_size, load_data, resolved_optim
 from ssl_studio.engine.control import RunControl
 from ssl_studio.engine.device import pick_channels_last, pick_device, pick_precision
@@ -313,6 +313,8 @@ class Trainer:
                 self.elapsed += time.perf_counter() - t1  # probes are part of the run's wall-clock cost
             if cfg.probe.visuals_every and self.step % cfg.probe.visuals_every == 0:
                 self._visuals()
+            for request in self.control.take_requests():
+                self._visuals(request)
             if time.perf_counter() - self.last_checkpoint > CHECKPOINT_EVERY_S:
                 self._checkpoint()
         self._checkpoint()
@@ -365,6 +367,12 @@ class Trainer:
                 z = self.objective.projector_embed(x)
             if z is not None:
                 projector_rank = diagnostics.effective_rank(torch.nan_to_num(z.float().cpu()))
+        attention_iou = None
+        backbone = getattr(self.objective, "attention_backbone", self.objective.backbone)
+        if data.masks is not None and attention.has_attention(backbone):
+            first = self.probe_index[:64]
+            x = self.views.plain(data.images[first].to(self.device))
+            attention_iou = attention.attention_iou(backbone, x, data.masks[first])
         event = Probe(
             step=self.step,
             effective_rank=diagnostics.effective_rank(feats),
@@ -380,6 +388,7 @@ class Trainer:
             indices=self.probe_index.numpy(),
             features=feats.numpy(),
             final=final,
+            attention_iou=attention_iou,
         )
         self.emit(event)
         return event
@@ -388,7 +397,13 @@ class Trainer:
     def _visuals(self) -> None:
         self.objective.eval()
         images = self.views.plain(self.imageset.images[self.probe_index[:16]].to(self.device))
-        out = self.objective.visuals(images)
+        out = dict(self.objective.visuals(images) or {})
+        backbone = getattr(self.objective, "attention_backbone", self.objective.backbone)
+        if attention.has_attention(backbone):  # every ViT objective: [CLS] attention, its 60 %-mass mask, IoU
+            masks = self.imageset.masks[self.probe_index[:16]] if self.imageset.masks is not None else None
+            generic = attention.attention_visuals(backbone, images, masks, mean=self.imageset.mean, std=self.imageset.std)
+            if generic is not None:
+                out["attention"] = {**out.get("attention", {}), **generic}
         if not out:
             return
         for kind, payload in out.items():
@@ -409,6 +424,14 @@ class Trainer:
         linear = linear_protocol(train_feats, y_train, val_feats, y_val, data.num_classes, seed=self.cfg.seed)
         self.folder.write_report("knn", knn)
         self.folder.write_report("linear", linear)
-        self.emit(Evaluated(step=self.step, results={"knn": knn, "linear": linear}))
+        results = {"knn": knn, "linear": linear}
+        if hasattr(self.objective, "encode_text"):  # an image-text model: zero-shot, retrieval, seen/unseen pairs
+            from ssl_studio.engine.zeroshot import zeroshot_protocol
+
+            results["zeroshot"] = zeroshot_protocol(self.objective, data, self.views, self.device, held_out=self.cfg.data.held_out,
+                                                    autocast_dtype=self.autocast_dtype)
+            self.folder.write_report("zeroshot", results["zeroshot"])
+            summary["zeroshot_top1"] = results["zeroshot"]["top1"]
+        self.emit(Evaluated(step=self.step, results=results))
         summary.update(knn_k5=knn["k5"], knn_k20=knn["k20"], linear_top1=linear["top1"])
         return summary

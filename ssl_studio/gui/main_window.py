@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from ssl_studio.config import load_config, save_config
-from ssl_studio.engine.events import Failed, Finished, Started, Step
+from ssl_studio.engine.events import Failed, Finished, Started, Step, Visuals
 from ssl_studio.engine.runs import replay_events
 from ssl_studio.gui import theme
 from ssl_studio.gui.experiment_panel import ExperimentPanel
@@ -48,6 +48,23 @@ APPLICATION = "SSL Studio"
 SETTINGS_VERSION = 1  # bump when the dock layout changes shape, so an old saved state is ignored
 TAIL_INTERVAL_MS = 1000
 SHUTDOWN_WAIT_MS = 2000
+
+
+def visual_panel_classes() -> dict[str, type]:
+    """Every panel class in ``ssl_studio.gui.panels`` that declares the ``visual_kind`` it draws."""
+    import importlib
+    import pkgutil
+
+    import ssl_studio.gui.panels as package
+
+    found: dict[str, type] = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for value in vars(module).values():
+            kind = getattr(value, "visual_kind", None)
+            if isinstance(value, type) and isinstance(kind, str) and value.__module__ == module.__name__:
+                found[kind] = value
+    return found
 
 
 def _fmt_duration(seconds: float | None) -> str:
@@ -109,6 +126,8 @@ class MainWindow(QMainWindow):
         self.runs_dir = Path(runs_dir)
         self.settings = settings if settings is not None else QSettings(ORGANIZATION, APPLICATION)
         self.session: TrainingSession | None = None
+        self.current_imageset: Any = None
+        self.visual_panels: dict[str, Any] = {}
         self.state = "idle"
         self.total_steps: int | None = None
         self.current_run: str | None = None
@@ -229,17 +248,11 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.action_open_images)
         file_menu.addAction(self.action_open_cifar)
         file_menu.addSeparator()
-        export_menu = file_menu.addMenu("Export panel")
-        export_menu.setObjectName("menuExport")
+        self.export_menu = file_menu.addMenu("Export panel")
+        self.export_menu.setObjectName("menuExport")
         self.export_actions: dict[tuple[str, str], QAction] = {}
         for panel in self.panels:
-            sub = export_menu.addMenu(panel.title)
-            for fmt in ("png", "svg", "csv"):
-                act = QAction(f"as {fmt.upper()}...", self)
-                act.setObjectName(f"actionExport{type(panel).__name__}{fmt.upper()}")
-                act.triggered.connect(lambda _=False, p=panel, f=fmt: self.choose_export(p, f))
-                sub.addAction(act)
-                self.export_actions[(panel.title, fmt)] = act
+            self._add_export_entries(panel)
         file_menu.addSeparator()
         file_menu.addAction(self.action_quit)
 
@@ -255,6 +268,7 @@ class MainWindow(QMainWindow):
 
         view_menu = bar.addMenu("&View")
         view_menu.setObjectName("menuView")
+        self.view_menu = view_menu
         theme_menu = view_menu.addMenu("Theme")
         for act in self.theme_actions.values():
             theme_menu.addAction(act)
@@ -264,6 +278,46 @@ class MainWindow(QMainWindow):
         view_menu.addSeparator()
         view_menu.addAction(self.action_refresh_runs)
         view_menu.addAction(self.action_reset_layout)
+
+    def _add_export_entries(self, panel) -> None:
+        sub = self.export_menu.addMenu(panel.title)
+        for fmt in ("png", "svg", "csv"):
+            act = QAction(f"as {fmt.upper()}...", self)
+            act.setObjectName(f"actionExport{type(panel).__name__}{fmt.upper()}")
+            act.triggered.connect(lambda _=False, p=panel, f=fmt: self.choose_export(p, f))
+            sub.addAction(act)
+            self.export_actions[(panel.title, fmt)] = act
+
+    def _visual_panel(self, kind: str):
+        """The panel for an objective's visuals (reconstructions, attention, ...), docked the first time
+        such visuals arrive: a panel appears only for objectives that produce its pictures."""
+        if kind in self.visual_panels:
+            return self.visual_panels[kind]
+        cls = visual_panel_classes().get(kind)
+        if cls is None:
+            self.visual_panels[kind] = None
+            return None
+        panel = cls()
+        if hasattr(panel, "requestVisuals"):
+            panel.requestVisuals.connect(self._on_visuals_requested)
+        if self.current_imageset is not None:
+            self._call_panel(panel, "set_imageset", self.current_imageset)
+        dock = self._dock(f"{kind}Dock", getattr(panel, "title", kind.capitalize()), panel)
+        self.addDockWidget(Qt.RightDockWidgetArea, dock)
+        self.tabifyDockWidget(self.embedding_dock, dock)
+        dock.raise_()
+        self.view_menu.insertAction(self.view_menu.actions()[0] if self.view_menu.actions() else None, dock.toggleViewAction())
+        self.visual_panels[kind] = panel
+        self.panels.append(panel)
+        self._add_export_entries(panel)
+        return panel
+
+    def _on_visuals_requested(self, request: dict) -> None:
+        """A panel asks for new pictures from the current model (a new mask, another ratio)."""
+        if self.running:
+            self.session.control.request_visuals(request)
+        else:
+            self.statusBar().showMessage("New pictures need a running model: start or resume a run first.", 5000)
 
     def _fill_presets_menu(self) -> None:
         menu = self.presets_menu
@@ -485,6 +539,7 @@ class MainWindow(QMainWindow):
         self.progress.setValue(int(1000 * done / max(total, 1)))
 
     def _on_data(self, imageset: Any) -> None:
+        self.current_imageset = imageset
         for panel in self.panels:
             self._call_panel(panel, "set_imageset", imageset)
 
@@ -517,6 +572,9 @@ class MainWindow(QMainWindow):
     def _dispatch(self, events: list, live: bool = True) -> None:
         if not events:
             return
+        for ev in events:
+            if isinstance(ev, Visuals):
+                self._visual_panel(ev.kind)
         for panel in self.panels:
             self._call_panel(panel, "handle_events", events)
         for ev in events:
@@ -638,16 +696,15 @@ class MainWindow(QMainWindow):
             cfg = load_config(path / "config.toml")
         except ConfigError:
             return
-        if cfg.data.source != "shapes" or cfg.data.num_images > 20000:
-            return  # loading a folder or CIFAR just for thumbnails would stall the window
+        if cfg.data.source not in ("shapes", "digits") or cfg.data.num_images > 20000:
+            return  # decoding a folder or CIFAR just for thumbnails would stall the window
         try:
             from ssl_studio.data import load_imageset
 
             imageset = load_imageset(cfg.data, seed=cfg.seed, progress=None)
         except Exception:  # noqa: BLE001 - thumbnails are a nicety; the curves still show
             return
-        for panel in self.panels:
-            self._call_panel(panel, "set_imageset", imageset)
+        self._on_data(imageset)
 
     def _poll_tail(self) -> None:
         if self._tail_path is None:

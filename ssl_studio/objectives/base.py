@@ -61,6 +61,8 @@ class ObjectiveContext:
     captions: list[str] | None = None
     ablations: frozenset[str] = frozenset()
     batch_size: int = 256
+    mean: tuple[float, ...] | None = None  # the data's per-channel normalisation, to show images in [0, 1]
+    std: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,12 @@ class Objective(nn.Module):
     def visuals(self, images: torch.Tensor) -> dict[str, Any] | None:
         """Optional pictures for the panels (reconstructions, attention maps, zero-shot scores)."""
         return None
+
+    @torch.no_grad()
+    def visual_request(self, images: torch.Tensor, request: dict[str, Any]) -> dict[str, Any] | None:
+        """Pictures asked for from the GUI between steps (``request`` carries e.g. ``kind``, ``mask_ratio``,
+        ``seed``); objectives whose panels have controls override this."""
+        return self.visuals(images)
 
     def extra_state(self) -> dict[str, Any]:
         """Anything outside ``state_dict`` the objective needs for exact resume."""
