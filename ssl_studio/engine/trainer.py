@@ -185,6 +185,7 @@ class Trainer:
             self.bank_index = None
 
         self.elapsed = 0.0
+        self.last_probe: Probe | None = None
         if checkpoint is not None:
             self._restore(checkpoint)
         for name, text in self.objective.artifacts().items():
@@ -318,9 +319,14 @@ class Trainer:
             if time.perf_counter() - self.last_checkpoint > CHECKPOINT_EVERY_S:
                 self._checkpoint()
         self._checkpoint()
-        probe = self._probe(final=True)
-        self._visuals()
-        summary = self._evaluate()
+        if status == "stopped" and self.last_probe is not None:
+            # a stop must end within a couple of seconds (the window waits on it): no final probe or
+            # evaluation; 'ssl-studio eval' or the runs browser's Evaluate does that later
+            probe, summary = self.last_probe, {}
+        else:
+            probe = self._probe(final=True)
+            self._visuals()
+            summary = self._evaluate()
         summary.update({"effective_rank": probe.effective_rank, "mean_cosine": probe.mean_cosine, "dim_std": probe.dim_std,
                         "steps": self.step, "train_seconds": self.elapsed})
         verdict = diagnostics.collapse_verdict(probe.mean_cosine, probe.effective_rank, probe.feature_dim, probe.projector_rank)
@@ -390,6 +396,7 @@ class Trainer:
             final=final,
             attention_iou=attention_iou,
         )
+        self.last_probe = event
         self.emit(event)
         return event
 
