@@ -1,0 +1,35 @@
+"""Backbones and heads (no Qt).
+
+``build_backbone(cfg, image_size)`` is the one place a backbone is made from a
+``ModelConfig``; every backbone maps ``B x C x S x S`` images to pooled
+features ``B x feature_dim`` and can report its forward FLOPs per image.
+
+- ``convnet``: the CPU default, a small VGG-style ConvNet (see ``convnet.py``
+  for why that shape and the throughput measurements behind it).
+- ``resnet18``: ResNet-18 with the CIFAR stem (He et al. 2016, sec. 4.2).
+- ``vit``: a small ViT (Dosovitskiy et al. 2021) with MAE/I-JEPA/DINO hooks.
+"""
+
+from __future__ import annotations
+
+from ssl_studio.config import BACKBONES, ModelConfig
+from ssl_studio.models.base import Backbone
+from ssl_studio.models.convnet import ConvNet
+from ssl_studio.models.heads import MLPHead
+from ssl_studio.models.resnet import ResNet18
+from ssl_studio.models.vit import ViT
+
+
+def build_backbone(cfg: ModelConfig, image_size: int, in_channels: int = 3) -> Backbone:
+    """Make the backbone ``cfg.backbone`` at width ``cfg.width`` for ``image_size`` inputs."""
+    name = cfg.backbone
+    if name == "convnet":
+        return ConvNet(image_size=image_size, in_channels=in_channels, width=cfg.width)
+    if name == "resnet18":
+        return ResNet18(image_size=image_size, in_channels=in_channels, width=cfg.width)
+    if name == "vit":
+        return ViT(image_size=image_size, in_channels=in_channels, width=cfg.width)
+    raise ValueError(f"model.backbone must be one of {', '.join(BACKBONES)}, got {name!r}")
+
+
+__all__ = ["Backbone", "ConvNet", "MLPHead", "ResNet18", "ViT", "build_backbone"]

@@ -1,0 +1,258 @@
+"""A small Vision Transformer with the hooks masked and predictive objectives need.
+
+Architecture (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words"):
+non-overlapping patches, a linear patch embedding, a [CLS] token, pre-norm
+Transformer blocks (LayerNorm -> multi-head self-attention -> residual,
+LayerNorm -> MLP with GELU -> residual), a final LayerNorm.  The [CLS] token
+after the final norm is the image feature (``feature_dim = embed_dim``).
+
+Sizes for small images: patch ``image_size // 8`` (4 at 32x32, so a 8x8 grid
+of 64 tokens, the usual CIFAR ViT setting), embed dim ``3 x width`` (192 at
+width 64, i.e. ViT-Tiny's width, Touvron et al. 2021), depth 6, 3 heads of
+dimension 64, MLP ratio 4.
+
+Position embeddings are *fixed* 2-D sine-cosine (as in MAE, He et al. 2022,
+and I-JEPA, Assran et al. 2023), not learned: they need no training signal,
+so they are meaningful from step 0, they work unchanged for the encoder's
+subset of patches (MAE), and a decoder or predictor can build exactly the same
+table with :func:`sincos_pos_embed` to tell masked positions apart.  The
+[CLS] token gets no position embedding.
+
+Hooks for later objectives:
+- ``patchify`` / ``unpatchify``: images <-> ``B x N x (p*p*C)`` pixel patches
+  (MAE's reconstruction target), an exact round trip.
+- ``forward_tokens(x, keep)``: final-normed tokens ``B x (1+n) x D``; ``keep``
+  (``B x n`` patch indices) makes the encoder see *only* those patches (MAE's
+  visible set, I-JEPA's context block).
+- ``attention_maps(x)``: softmax attention probabilities of every layer
+  (DINO's attention heat-maps).  The normal forward uses fused
+  ``F.scaled_dot_product_attention``; explicit attention is only built when
+  maps are asked for, and gives the same outputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssl_studio.models.base import Backbone
+
+
+def default_patch_size(image_size: int) -> int:
+    """``image_size // 8`` (at least 2), moved to the nearest divisor of ``image_size``.
+
+    ``image_size // 8`` keeps the grid near 8x8 at any resolution; when it does
+    not divide the image (28 // 8 = 3), the divisor closest to ``image_size / 8``
+    is taken (28 -> 4, a 7x7 grid), preferring the larger patch on ties (fewer
+    tokens, cheaper).
+    """
+    target = max(2, image_size // 8)
+    if image_size % target == 0:
+        return target
+    divisors = [p for p in range(2, image_size + 1) if image_size % p == 0 and p < image_size]
+    if not divisors:
+        raise ValueError(
+            f"ViT cannot split a {image_size}x{image_size} image into equal patches of at least 2 px; "
+            f"choose a data.resolution with a divisor between 2 and {image_size - 1} (e.g. 32)."
+        )
+    return min(divisors, key=lambda p: (abs(p - image_size / 8), -p))
+
+
+def sincos_pos_embed(embed_dim: int, grid_size: int) -> Tensor:
+    """Fixed 2-D sine-cosine position embeddings, ``grid_size**2 x embed_dim`` (row-major).
+
+    Half of the channels encode the row, half the column, each with the 1-D
+    sin/cos frequencies of Vaswani et al. (2017); layout as in MAE's reference
+    code (He et al. 2022).  ``embed_dim`` must be divisible by 4.
+    """
+    if embed_dim % 4 != 0:
+        raise ValueError(f"sincos position embeddings need embed_dim divisible by 4, got {embed_dim}")
+    quarter = embed_dim // 4
+    omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
+    coords = torch.arange(grid_size, dtype=torch.float64)
+    rows, cols = torch.meshgrid(coords, coords, indexing="ij")
+
+    def embed_1d(pos: Tensor) -> Tensor:
+        angles = pos.reshape(-1, 1) * omega.reshape(1, -1)
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    # MAE uses the width coordinate for the first half.
+    return torch.cat([embed_1d(cols), embed_1d(rows)], dim=1).float()
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention; fused SDPA unless the probabilities are wanted."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
+        b, n, d = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each B x H x N x Dh
+        attn: Tensor | None = None
+        if return_attention:
+            scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)
+            attn = scores.float().softmax(dim=-1)
+            out = attn.to(v.dtype) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
+        out = out.transpose(1, 2).reshape(b, n, d)
+        return self.proj(out), attn
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block (Dosovitskiy et al. 2021, eq. 2-3)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
+        y, attn = self.attn(self.norm1(x), return_attention)
+        x = x + y
+        x = x + self.mlp(self.norm2(x))
+        return x, attn
+
+
+class ViT(Backbone):
+    """Small ViT; see the module docstring for the sizes and the hooks.
+
+    Args:
+        image_size: side of the square input.
+        in_channels: image channels.
+        width: base width; ``embed_dim = 3 x width`` (so 3 heads of ``width``).
+        depth: number of Transformer blocks.
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden width over ``embed_dim``.
+        patch_size: override the default ``image_size // 8``.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 32,
+        in_channels: int = 3,
+        width: int = 64,
+        depth: int = 6,
+        num_heads: int = 3,
+        mlp_ratio: float = 4.0,
+        patch_size: int | None = None,
+        embed_dim: int | None = None,
+    ) -> None:
+        super().__init__(image_size, in_channels)
+        p = patch_size if patch_size is not None else default_patch_size(image_size)
+        if image_size % p != 0:
+            raise ValueError(f"ViT patch size {p} does not divide image size {image_size}")
+        d = embed_dim if embed_dim is not None else 3 * int(width)
+        # Heads must split D evenly and sincos needs D % 4 == 0: round down to fit.
+        step = math.lcm(4, num_heads)
+        d = max(step, (d // step) * step)
+        self.patch_size = p
+        self.grid_size = image_size // p
+        self.num_patches = self.grid_size**2
+        self.embed_dim = d
+        self.depth = depth
+        self.num_heads = num_heads
+        self.feature_dim = d
+        # A stride-p conv is the linear patch embedding of Dosovitskiy et al. on patchified pixels.
+        self.patch_embed = nn.Conv2d(in_channels, d, kernel_size=p, stride=p)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.register_buffer("pos_embed", sincos_pos_embed(d, self.grid_size).unsqueeze(0), persistent=False)
+        self.blocks = nn.ModuleList(Block(d, num_heads, mlp_ratio) for _ in range(depth))
+        self.norm = nn.LayerNorm(d, eps=1e-6)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # Truncated normal 0.02 for linear layers and the [CLS] token, as in
+        # the ViT/DeiT/MAE reference code; the patch embedding is initialised
+        # like a linear layer on flattened patches (xavier, as MAE).
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        w = self.patch_embed.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.patch_embed.bias)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    # ---- pixels <-> patches -------------------------------------------------
+    def patchify(self, x: Tensor) -> Tensor:
+        """``B x C x S x S`` -> ``B x N x (p*p*C)``, patches row-major, pixels (row, col, channel)."""
+        b, c, h, w = x.shape
+        p, g = self.patch_size, self.grid_size
+        if h != g * p or w != g * p:
+            raise ValueError(f"patchify expects {g * p}x{g * p} images, got {h}x{w}")
+        x = x.reshape(b, c, g, p, g, p).permute(0, 2, 4, 3, 5, 1)  # B g g p p C
+        return x.reshape(b, g * g, p * p * c)
+
+    def unpatchify(self, patches: Tensor) -> Tensor:
+        """Inverse of :meth:`patchify`."""
+        b, n, k = patches.shape
+        p, g = self.patch_size, self.grid_size
+        c = k // (p * p)
+        if n != g * g or c * p * p != k:
+            raise ValueError(f"unpatchify expects B x {g * g} x (p*p*C) with p={p}, got {tuple(patches.shape)}")
+        x = patches.reshape(b, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4)  # B C g p g p
+        return x.reshape(b, c, g * p, g * p)
+
+    # ---- encoder --------------------------------------------------------------
+    def embed_patches(self, x: Tensor) -> Tensor:
+        """Patch tokens with position embeddings, ``B x N x D`` (no [CLS], no blocks)."""
+        tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # B N D
+        return tokens + self.pos_embed.to(tokens.dtype)
+
+    def _encode(self, x: Tensor, keep: Tensor | None, return_attention: bool) -> tuple[Tensor, list[Tensor]]:
+        tokens = self.embed_patches(x)
+        if keep is not None:
+            if keep.dim() != 2 or keep.shape[0] != tokens.shape[0]:
+                raise ValueError(f"keep must be B x n patch indices, got shape {tuple(keep.shape)} for batch {tokens.shape[0]}")
+            index = keep.to(device=tokens.device, dtype=torch.long).unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
+            tokens = torch.gather(tokens, 1, index)
+        cls = self.cls_token.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
+        h = torch.cat([cls, tokens], dim=1)
+        maps: list[Tensor] = []
+        for block in self.blocks:
+            h, attn = block(h, return_attention)
+            if attn is not None:
+                maps.append(attn)
+        return self.norm(h), maps
+
+    def forward_tokens(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
+        """Final-normed tokens ``B x (1+n) x D``: [CLS] then the kept patches in ``keep``'s order.
+
+        With ``keep`` (``B x n`` indices into the ``num_patches`` patches) the
+        dropped patches never enter the encoder: their pixels cannot affect
+        the result (MAE, He et al. 2022).
+        """
+        return self._encode(x, keep, False)[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_tokens(x)[:, 0]
+
+    def attention_maps(self, x: Tensor, keep: Tensor | None = None) -> list[Tensor]:
+        """Softmax attention of each layer: ``depth`` tensors ``B x H x (1+n) x (1+n)`` (float32)."""
+        return self._encode(x, keep, True)[1]
+
+    def forward_with_attention(self, x: Tensor, keep: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
+        """Tokens and attention maps from one pass (for visuals that need both)."""
+        return self._encode(x, keep, True)
+
+
+__all__ = ["ViT", "default_patch_size", "sincos_pos_embed"]
