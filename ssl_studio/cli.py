@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     p_bench.add_argument("--only", default="views,training", help="comma-separated parts: views, training")
     p_bench.add_argument("--backbones", default="convnet,resnet18,vit")
+    p_bench.add_argument("--gui", action="store_true", help="also measure the window: throughput with panels live, event-loop lateness, scatter redraw")
+    p_bench.add_argument("--gui-seconds", type=float, default=20.0, help="training time per side of the window benchmark")
     _add_study_parser(sub)
     return parser
 
@@ -319,9 +321,10 @@ def cmd_compare(args) -> int:
 def cmd_bench(args) -> int:
     from ssl_studio.benchmarks.report import run_bench
 
-    parts = [p.strip() for p in args.only.split(",") if p.strip()]
-    backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
-    print(run_bench(parts, seconds=args.seconds, backbones=backbones))
+    parts = _split(args.only) or []
+    if args.gui and "gui" not in parts:
+        parts.append("gui")
+    print(run_bench(parts, seconds=args.seconds, backbones=_split(args.backbones), gui_seconds=args.gui_seconds))
     return 0
 
 
