@@ -1,0 +1,741 @@
+"""Every run folder under the runs directory, live or finished, and side-by-side comparison.
+
+Run folders are the contract between the GUI and everything else (``ssl-studio
+train`` in a terminal, ``torchrun`` on another machine), so the browser reads
+only the folder: metrics.jsonl, report.json, config.toml.  It watches the root
+with a QFileSystemWatcher (new and removed folders show at once) and polls every
+two seconds as a fallback (network drives and some platforms send no events).
+Polling is cheap: a folder is re-read only when its metrics.jsonl changed size or
+mtime, and then only from the byte offset it had reached, so a live run with a
+million steps costs what it appended since the last poll, not a re-parse of the
+whole file.  The summary rules are the ones ``engine.runs.summarize_run`` uses.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QFileSystemWatcher, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
+                               QMessageBox, QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget,
+                               QVBoxLayout, QWidget)
+
+from ssl_studio.config import config_to_mapping, load_config
+from ssl_studio.engine.runs import read_metrics
+from ssl_studio.gui.panels import export
+from ssl_studio.gui.panels.base import (RUN_COLOURS, GrowArray, cache_axes, ema_filter, legend_brush, name_control,
+                                        symbol_style, watch_theme)
+
+POLL_MS = 2000
+OVERLAY_EMA = 0.9
+COLUMNS = ("Run", "Objective", "Data", "Status", "Step", "k-NN", "Eff. rank", "Started")
+STATUS_COLOURS = {"completed": "#2E7D32", "running": "#1565C0", "stopped": "#757575", "unknown": "#757575"}
+
+
+def _absolute(path: str | Path) -> Path:
+    """One spelling per folder (the root's listing and Open folder… must name a run the same way)."""
+    return Path(path).expanduser().resolve()
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables as dotted keys: ``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def differing_keys(configs: list[dict[str, Any]]) -> list[str]:
+    """Keys (in first-seen order) whose values are not the same in every config; a missing key differs."""
+    keys: list[str] = []
+    seen = set()
+    for cfg in configs:
+        for k in cfg:
+            if k not in seen:
+                seen.add(k)
+                keys.append(k)
+    missing = object()
+    return [k for k in keys if len({repr(c.get(k, missing)) for c in configs}) > 1]
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+class RunTrack:
+    """One run folder, read incrementally: its summary row and its curves."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.offset = 0
+        self._key: tuple | None = None
+        self._config_key: int | None = None
+        self.records_seen = 0
+        self.config_ok = False
+        self.config_flat: dict[str, Any] | None = None
+        self.objective = self.data = "?"
+        self.status = "unknown"
+        self.step = 0
+        self.knn: float | None = None
+        self.rank: float | None = None
+        self.started: float | None = None
+        self.summary: dict[str, Any] = {}
+        self.evaluated: dict[str, Any] = {}
+        self.steps, self.loss = GrowArray(), GrowArray()
+        self.probe_steps, self.ranks, self.knns = GrowArray(64), GrowArray(64), GrowArray(64)
+        self.mtime = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def valid(self) -> bool:
+        """Listed only if something in it could be read: a folder of garbage is not a run."""
+        return self.records_seen > 0 or self.config_ok
+
+    def update(self) -> bool:
+        """Read what was appended since the last call; True if anything changed."""
+        metrics = self.path / "metrics.jsonl"
+        config = self.path / "config.toml"
+        try:
+            st = metrics.stat()
+            key = (st.st_mtime_ns, st.st_size)
+            self.mtime = st.st_mtime
+        except OSError:
+            key = None
+        try:
+            config_key = config.stat().st_mtime_ns
+        except OSError:
+            config_key = None
+        changed = False
+        if config_key != self._config_key:
+            self._config_key = config_key
+            self.config_flat = None
+            self.config_ok = False
+            if config_key is not None:
+                try:
+                    cfg = load_config(config)
+                    self.config_flat = flatten(config_to_mapping(cfg))
+                    self.config_ok = True
+                    if self.objective == "?":
+                        self.objective, self.data = cfg.objective.name, cfg.data.source
+                except Exception:  # noqa: BLE001 - a config of a newer version, or hand-edited: still diffable raw
+                    self.config_flat = self._raw_config(config)
+            changed = True
+        if key != self._key:
+            if key is not None and key[1] < self.offset:  # rewritten from scratch: read again
+                self._reset_metrics()
+            self._key = key
+            records, self.offset = read_metrics(metrics, self.offset) if key is not None else ([], self.offset)
+            if records:
+                self._consume(records)
+            changed = True
+        return changed
+
+    @staticmethod
+    def _raw_config(path: Path) -> dict[str, Any] | None:
+        try:
+            return flatten(tomllib.loads(path.read_text(encoding="utf-8")))
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+            return None
+
+    def _reset_metrics(self) -> None:
+        self.offset = 0
+        self.records_seen = 0
+        self.status, self.step, self.knn, self.rank, self.started = "unknown", 0, None, None, None
+        self.summary, self.evaluated = {}, {}
+        for arr in (self.steps, self.loss, self.probe_steps, self.ranks, self.knns):
+            arr.clear()
+
+    def _consume(self, records: list[dict[str, Any]]) -> None:
+        steps, losses = [], []
+        for r in records:
+            if not isinstance(r, dict):
+                continue
+            ev = r.get("event")
+            self.records_seen += 1
+            if ev == "step":
+                s, loss = r.get("step"), r.get("loss")
+                if _is_number(s):
+                    self.step = int(s)
+                    if _is_number(loss):
+                        steps.append(s)
+                        losses.append(loss)
+            elif ev == "probe":
+                knn, rank = r.get("knn_acc"), r.get("effective_rank")
+                self.knn = knn if _is_number(knn) else self.knn
+                self.rank = rank if _is_number(rank) else self.rank
+                if _is_number(r.get("step")):
+                    self.probe_steps.append(r["step"])
+                    self.ranks.append(rank if _is_number(rank) else np.nan)
+                    self.knns.append(knn if _is_number(knn) else np.nan)
+            elif ev == "started":
+                self.objective, self.data = str(r.get("objective", "?")), str(r.get("data", "?"))
+                self.started, self.status = r.get("time"), "running"
+            elif ev == "finished":
+                self.status = str(r.get("status", "completed"))
+                if isinstance(r.get("summary"), dict):
+                    self.summary = r["summary"]
+            elif ev == "failed":
+                self.status = str(r.get("status", "failed"))
+            elif ev == "evaluated" and isinstance(r.get("results"), dict):
+                self.evaluated.update(r["results"])
+        if steps:
+            self.steps.extend(steps)
+            self.loss.extend(losses)
+
+    def report(self) -> dict[str, Any]:
+        try:
+            import json
+
+            return json.loads((self.path / "report.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def results(self) -> dict[str, Any]:
+        """The comparison row: summary numbers, then report.json, then the finished summary."""
+        row: dict[str, Any] = {"objective": self.objective, "data": self.data, "status": self.status, "steps": self.step,
+                               "probe k-NN": self.knn, "effective rank": self.rank}
+        report = flatten(self.report() or self.evaluated)  # Evaluated events stand in for a missing report.json
+        row.update({f"report {k}": v for k, v in report.items()})
+        for k, v in flatten(self.summary).items():
+            if f"report knn.{k.removeprefix('knn_')}" in row and k.startswith("knn_"):
+                continue  # the same k-NN numbers the report already holds
+            row[f"summary {k}"] = v
+        return row
+
+
+class _SortItem(QTableWidgetItem):
+    """Sorts by a key (numbers as numbers, missing last) rather than by the displayed text."""
+
+    def __init__(self, text: str, key: Any = None):
+        super().__init__(text)
+        self.key = key
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:
+        a, b = self.key, getattr(other, "key", None)
+        if a is None or b is None:
+            return (a is None) < (b is None) if (a is None) != (b is None) else self.text() < other.text()
+        try:
+            return a < b
+        except TypeError:
+            return str(a) < str(b)
+
+
+class RunsBrowser(QWidget):
+    openRun = Signal(str)
+    rerunRequested = Signal(str)
+
+    use_trash = True  # Delete moves to the desktop trash when it can; tests turn this off
+
+    def __init__(self, runs_dir: str | Path, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("runsBrowser")
+        self.setAccessibleName("Runs browser")
+        self.runs_dir = _absolute(runs_dir)
+        self.tracks: dict[Path, RunTrack] = {}
+        self.extra: set[Path] = set()
+        self.comparison_header: list[str] = []
+        self.comparison_rows: list[list[Any]] = []
+        self.diff_header: list[str] = []
+        self.diff_rows: list[list[Any]] = []
+        self._shown_selection: tuple | None = None
+        self._pools: dict[int, list[pg.PlotDataItem]] = {}
+        self._styles: dict[str, tuple] = {}
+        self._build()
+        self.watcher = QFileSystemWatcher(self)
+        self.watcher.directoryChanged.connect(lambda _p: self._debounce.start())
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(250)  # one refresh for a burst of file events (a run creating its folder)
+        self._debounce.timeout.connect(self.refresh)
+        self.poll_timer = QTimer(self)
+        self.poll_timer.setInterval(POLL_MS)
+        self.poll_timer.timeout.connect(self.refresh)
+        self.poll_timer.start()
+        self.refresh()
+
+    # -- layout ------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.root_label = name_control(QLabel(), "runsRoot", "Runs folder")
+        self.root_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.open_button = name_control(QPushButton("Open"), "runsOpen", "Open run", "Show the selected run in the live panels.")
+        self.open_folder_button = name_control(QPushButton("Open folder…"), "runsOpenFolder", "Open run folder",
+                                               "Add any run folder (or a folder of runs) from anywhere to this list.")
+        self.rerun_button = name_control(QPushButton("Re-run"), "runsRerun", "Re-run",
+                                         "Start a new run with the selected run's exact configuration.")
+        self.delete_button = name_control(QPushButton("Delete"), "runsDelete", "Delete runs",
+                                          "Move the selected run folders to the trash (asks first).")
+        self.refresh_button = name_control(QPushButton("Refresh"), "runsRefresh", "Refresh run list")
+        bar = QHBoxLayout()
+        bar.setContentsMargins(4, 2, 4, 2)
+        for b in (self.open_button, self.open_folder_button, self.rerun_button, self.delete_button, self.refresh_button):
+            bar.addWidget(b)
+        bar.addSpacing(8)
+        bar.addWidget(self.root_label, 1)
+
+        self.table = name_control(QTableWidget(0, len(COLUMNS)), "runsTable", "Runs")
+        self.table.setHorizontalHeaderLabels(list(COLUMNS))
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.table.setAlternatingRowColors(True)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.setSortingEnabled(True)
+        self.table.sortItems(len(COLUMNS) - 1, Qt.SortOrder.DescendingOrder)
+        self.empty_label = name_control(QLabel(), "runsEmpty", "No runs")
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_label.setStyleSheet("color:#777;")
+        top = QWidget()
+        tl = QVBoxLayout(top)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.addLayout(bar)
+        tl.addWidget(self.table, 1)
+        tl.addWidget(self.empty_label)
+
+        # curves
+        self.curves = name_control(pg.GraphicsLayoutWidget(), "runsCurves", "Overlaid curves of the selected runs")
+        self.loss_plot = self.curves.addPlot(row=0, col=0, title=f"loss (EMA {OVERLAY_EMA:g})")
+        self.rank_plot = self.curves.addPlot(row=0, col=1, title="effective rank")
+        self.knn_plot = self.curves.addPlot(row=0, col=2, title="online k-NN")
+        for p in (self.loss_plot, self.rank_plot, self.knn_plot):
+            p.setDownsampling(auto=True, mode="peak")
+            p.setClipToView(True)
+            p.showGrid(x=True, y=True, alpha=0.15)
+            p.setLabel("bottom", "step")
+            cache_axes(p)
+        self.legend = pg.LegendItem(offset=(-6, 6), labelTextSize="8pt", brush=legend_brush())
+        watch_theme([self.legend])
+        self.legend.setParentItem(self.loss_plot.getViewBox())
+
+        # results
+        self.comparison = name_control(QTableWidget(), "runsComparison", "Comparison of results")
+        self.comparison.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.export_csv_button = name_control(QPushButton("Export CSV…"), "runsExportCsv", "Export comparison as CSV")
+        self.export_md_button = name_control(QPushButton("Export Markdown…"), "runsExportMarkdown", "Export comparison as Markdown")
+        results = QWidget()
+        rl = QVBoxLayout(results)
+        rl.setContentsMargins(2, 2, 2, 2)
+        rb = QHBoxLayout()
+        rb.addStretch(1)
+        rb.addWidget(self.export_csv_button)
+        rb.addWidget(self.export_md_button)
+        rl.addWidget(self.comparison, 1)
+        rl.addLayout(rb)
+
+        # config differences
+        self.diff_only = name_control(QCheckBox("Differences only"), "runsDiffOnly", "Show only configuration differences",
+                                      "Show only the settings whose values differ between the selected runs.")
+        self.diff_only.setChecked(True)
+        self.diff_table = name_control(QTableWidget(), "runsConfigDiff", "Configuration comparison")
+        self.diff_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.diff_note = name_control(QLabel(), "runsDiffNote", "Configuration comparison note")
+        config = QWidget()
+        cl = QVBoxLayout(config)
+        cl.setContentsMargins(2, 2, 2, 2)
+        cl.addWidget(self.diff_only)
+        cl.addWidget(self.diff_table, 1)
+        cl.addWidget(self.diff_note)
+
+        self.tabs = name_control(QTabWidget(), "runsTabs", "Comparison views")
+        self.tabs.addTab(self.curves, "Curves")
+        self.tabs.addTab(results, "Results")
+        self.tabs.addTab(config, "Config")
+
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(top)
+        self.splitter.addWidget(self.tabs)
+        self.splitter.setStretchFactor(0, 2)
+        self.splitter.setStretchFactor(1, 3)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.splitter)
+
+        for key, slot, name in ((QKeySequence(Qt.Key.Key_Return), self.open_selected, "runsOpenShortcut"),
+                                (QKeySequence(QKeySequence.StandardKey.Delete), self.delete_selected, "runsDeleteShortcut")):
+            shortcut = QShortcut(key, self.table, context=Qt.ShortcutContext.WidgetShortcut)
+            shortcut.setObjectName(name)
+            shortcut.activated.connect(slot)
+        self.table.itemSelectionChanged.connect(self._selection_changed)
+        self.table.cellDoubleClicked.connect(lambda *_: self.open_selected())
+        self.open_button.clicked.connect(self.open_selected)
+        self.open_folder_button.clicked.connect(self.choose_folder)
+        self.rerun_button.clicked.connect(self.rerun_selected)
+        self.delete_button.clicked.connect(self.delete_selected)
+        self.refresh_button.clicked.connect(self.refresh)
+        self.diff_only.toggled.connect(lambda _on: self._update_diff())
+        self.export_csv_button.clicked.connect(lambda: self._export_dialog("csv"))
+        self.export_md_button.clicked.connect(lambda: self._export_dialog("md"))
+        self._update_buttons()
+
+    def shutdown(self) -> None:
+        self.poll_timer.stop()
+        self._debounce.stop()
+
+    # -- scanning ----------------------------------------------------------------------
+    def set_runs_dir(self, runs_dir: str | Path) -> None:
+        self.runs_dir = _absolute(runs_dir)
+        self.tracks = {p: t for p, t in self.tracks.items() if p in self.extra}
+        self.refresh()
+
+    def _folders(self) -> set[Path]:
+        found: set[Path] = set()
+        if self.runs_dir.is_dir():
+            try:
+                found = {p for p in self.runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+            except OSError:
+                pass
+        return found | {p for p in self.extra if p.is_dir()}
+
+    def refresh(self) -> None:
+        """Rescan the root and re-read folders whose files changed; cheap when nothing did."""
+        root = str(self.runs_dir)
+        if self.runs_dir.is_dir() and root not in self.watcher.directories():
+            self.watcher.addPath(root)
+        self.root_label.setText(f"Runs in {self.runs_dir}")
+        folders = self._folders()
+        changed = False
+        for gone in set(self.tracks) - folders:
+            del self.tracks[gone]
+            changed = True
+        for path in folders:
+            track = self.tracks.get(path)
+            if track is None:
+                track = self.tracks[path] = RunTrack(path)
+            if track.update():
+                changed = True
+        if changed or self.table.rowCount() != len(self.runs()):
+            self._fill_table()
+            self._selection_changed()  # redraws only if a selected run changed
+
+    def runs(self) -> list[RunTrack]:
+        """Listed runs, newest first."""
+        return sorted((t for t in self.tracks.values() if t.valid), key=lambda t: (t.started or t.mtime or 0.0), reverse=True)
+
+    # -- the table ---------------------------------------------------------------------
+    def _fill_table(self) -> None:
+        selected = set(self.selected_paths())
+        runs = self.runs()
+        table = self.table
+        table.blockSignals(True)
+        sort_col = table.horizontalHeader().sortIndicatorSection()
+        sort_order = table.horizontalHeader().sortIndicatorOrder()
+        table.setSortingEnabled(False)
+        table.setRowCount(len(runs))
+        for r, t in enumerate(runs):
+            started = time.strftime("%Y-%m-%d %H:%M", time.localtime(t.started)) if t.started else ""
+            cells = [
+                (t.name, t.name), (t.objective, t.objective), (t.data, t.data), (t.status, t.status),
+                (str(t.step), t.step),
+                (f"{t.knn:.1%}" if t.knn is not None else "", t.knn),
+                (f"{t.rank:.1f}" if t.rank is not None else "", t.rank),
+                (started, t.started or t.mtime),
+            ]
+            for c, (text, key) in enumerate(cells):
+                item = _SortItem(text, key)
+                if c == 0:
+                    item.setData(Qt.ItemDataRole.UserRole, str(t.path))
+                    item.setToolTip(str(t.path))
+                if c == 3:
+                    colour = STATUS_COLOURS.get(t.status, "#C62828")  # failed, diverged at step N
+                    item.setForeground(QColor(colour))
+                if c >= 4:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                table.setItem(r, c, item)
+        table.setSortingEnabled(True)
+        table.sortItems(sort_col, sort_order)
+        table.clearSelection()
+        mode = table.selectionMode()
+        table.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
+        for r in range(table.rowCount()):
+            if Path(table.item(r, 0).data(Qt.ItemDataRole.UserRole)) in selected:
+                table.selectRow(r)
+        table.setSelectionMode(mode)
+        table.blockSignals(False)
+        self.empty_label.setText("" if runs else f"No runs in {self.runs_dir} yet: start one, or use Open folder… to add one from elsewhere.")
+        self.empty_label.setVisible(not runs)
+
+    def selected_paths(self) -> list[Path]:
+        rows = sorted({i.row() for i in self.table.selectedIndexes()})
+        out = []
+        for r in rows:
+            item = self.table.item(r, 0)
+            if item is not None:
+                out.append(Path(item.data(Qt.ItemDataRole.UserRole)))
+        return out
+
+    def selected_tracks(self) -> list[RunTrack]:
+        return [self.tracks[p] for p in self.selected_paths() if p in self.tracks]
+
+    def select_paths(self, paths) -> None:
+        wanted = {Path(p) for p in paths}
+        table = self.table
+        table.blockSignals(True)
+        table.clearSelection()
+        mode = table.selectionMode()
+        table.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
+        for r in range(table.rowCount()):
+            if Path(table.item(r, 0).data(Qt.ItemDataRole.UserRole)) in wanted:
+                table.selectRow(r)
+        table.setSelectionMode(mode)
+        table.blockSignals(False)
+        self._selection_changed(force=True)
+
+    def _update_buttons(self) -> None:
+        tracks = self.selected_tracks()
+        self.open_button.setEnabled(len(tracks) >= 1)
+        self.rerun_button.setEnabled(len(tracks) == 1 and (tracks[0].path / "config.toml").is_file())
+        self.delete_button.setEnabled(len(tracks) >= 1)
+        self.export_csv_button.setEnabled(bool(tracks))
+        self.export_md_button.setEnabled(bool(tracks))
+
+    def _selection_changed(self, force: bool = False) -> None:
+        tracks = self.selected_tracks()
+        key = tuple((t.path, t.offset, t._config_key) for t in tracks)
+        self._update_buttons()
+        if not force and key == self._shown_selection:
+            return
+        self._shown_selection = key
+        self._update_curves(tracks)
+        self._update_comparison(tracks)
+        self._update_diff()
+
+    # -- comparison views --------------------------------------------------------------
+    def _curve(self, plot, k: int) -> pg.PlotDataItem:
+        """The k-th curve of a plot, created empty once and reused (removing clip-to-view items
+        from a plot trips pyqtgraph, and reuse allocates nothing per refresh)."""
+        pool = self._pools.setdefault(id(plot), [])
+        while len(pool) <= k:
+            curve = pg.PlotDataItem([], [], skipFiniteCheck=False)
+            plot.addItem(curve)
+            pool.append(curve)
+        return pool[k]
+
+    def _style(self, colour: str):
+        """One pen and one symbol style per run colour, reused (see base.symbol_style)."""
+        if colour not in self._styles:
+            self._styles[colour] = (pg.mkPen(colour, width=2), symbol_style(colour))
+        return self._styles[colour]
+
+    def _update_curves(self, tracks: list[RunTrack]) -> None:
+        self.legend.clear()
+        used = {id(p): 0 for p in (self.loss_plot, self.rank_plot, self.knn_plot)}
+
+        def draw(plot, x, y, colour, name=None, symbols=False):
+            curve = self._curve(plot, used[id(plot)])
+            used[id(plot)] += 1
+            sym = dict(symbol="o", symbolSize=4, **self._style(colour)[1]) if symbols else dict(symbol=None)
+            curve.setData(x, y, pen=self._style(colour)[0], name=name, **sym)
+            curve.show()
+            if name:
+                self.legend.addItem(curve, name)
+
+        for i, t in enumerate(tracks):
+            colour = RUN_COLOURS[i % len(RUN_COLOURS)]
+            if t.loss.n:
+                y = t.loss.view
+                z = ema_filter(y, OVERLAY_EMA, float(y[0]))
+                draw(self.loss_plot, t.steps.view, z, colour, t.name)
+            if t.probe_steps.n:
+                ok = np.isfinite(t.ranks.view)
+                if ok.any():
+                    draw(self.rank_plot, t.probe_steps.view[ok], t.ranks.view[ok], colour, symbols=True)
+                ok = np.isfinite(t.knns.view)
+                if ok.any():
+                    draw(self.knn_plot, t.probe_steps.view[ok], t.knns.view[ok], colour, symbols=True)
+        for plot in (self.loss_plot, self.rank_plot, self.knn_plot):
+            for curve in self._pools.get(id(plot), [])[used[id(plot)]:]:
+                curve.setData([], [])
+                curve.hide()
+        self._curves_used = used
+
+    def curve_counts(self) -> dict[str, int]:
+        """How many runs each overlay plot draws (tests, accessibility)."""
+        return {name: sum(c.isVisible() for c in self._pools.get(id(p), []))
+                for name, p in (("loss", self.loss_plot), ("rank", self.rank_plot), ("knn", self.knn_plot))}
+
+    def _update_comparison(self, tracks: list[RunTrack]) -> None:
+        rows_by_run = [t.results() for t in tracks]
+        keys: list[str] = []
+        for row in rows_by_run:
+            keys += [k for k in row if k not in keys]
+        self.comparison_header = ["metric"] + [t.name for t in tracks]
+        self.comparison_rows = [[k] + [row.get(k) for row in rows_by_run] for k in keys]
+        _fill(self.comparison, self.comparison_header, self.comparison_rows, highlight_best=True)
+
+    def _update_diff(self) -> None:
+        tracks = self.selected_tracks()
+        configs = [t.config_flat or {} for t in tracks]
+        if self.diff_only.isChecked():
+            keys = differing_keys(configs) if len(configs) > 1 else []
+        else:
+            keys = []
+            for c in configs:
+                keys += [k for k in c if k not in keys]
+        missing = "(not set)"
+        self.diff_header = ["setting"] + [t.name for t in tracks]
+        self.diff_rows = [[k] + [c.get(k, missing) for c in configs] for k in keys]
+        _fill(self.diff_table, self.diff_header, self.diff_rows)
+        if not tracks:
+            note = "Select runs to compare their configurations."
+        elif self.diff_only.isChecked() and len(tracks) < 2:
+            note = "Select two or more runs to see how their configurations differ (or untick Differences only)."
+        elif self.diff_only.isChecked() and not keys:
+            note = "The selected runs have identical configurations."
+        else:
+            note = f"{len(keys)} setting{'s' if len(keys) != 1 else ''}" + (" differ." if self.diff_only.isChecked() else ".")
+        unreadable = [t.name for t in tracks if t.config_flat is None]
+        if unreadable:
+            note += f"  No readable config.toml in: {', '.join(unreadable)}."
+        self.diff_note.setText(note)
+
+    # -- actions -----------------------------------------------------------------------
+    def open_selected(self) -> None:
+        paths = self.selected_paths()
+        if paths:
+            self.openRun.emit(str(paths[0]))
+
+    def rerun_selected(self) -> None:
+        paths = self.selected_paths()
+        if len(paths) == 1 and (paths[0] / "config.toml").is_file():
+            self.rerunRequested.emit(str(paths[0] / "config.toml"))
+
+    def choose_folder(self) -> None:
+        start = str(self.runs_dir if self.runs_dir.is_dir() else Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Open a run folder", start)
+        if folder:
+            self.add_folder(folder)
+
+    def add_folder(self, folder: str | Path) -> bool:
+        """Add a run folder from anywhere (or every run inside a folder of runs) and select it."""
+        folder = _absolute(folder)
+        candidates = [folder]
+        if not (folder / "metrics.jsonl").exists() and not (folder / "config.toml").exists() and folder.is_dir():
+            candidates = [p for p in sorted(folder.iterdir()) if p.is_dir()]
+        added = []
+        for p in candidates:
+            track = self.tracks.get(p) or RunTrack(p)
+            track.update()
+            if track.valid:
+                self.tracks[p] = track
+                if p.parent != self.runs_dir:
+                    self.extra.add(p)
+                added.append(p)
+        if not added:
+            QMessageBox.warning(self, "Not a run folder",
+                                f"{folder} is not a run folder: it has no readable metrics.jsonl or config.toml, and no run folders inside.")
+            return False
+        self._fill_table()
+        self.select_paths(added)
+        return True
+
+    def confirm_delete(self, tracks: list[RunTrack]) -> bool:
+        names = "\n".join(f"  {t.name}" for t in tracks[:10]) + ("\n  …" if len(tracks) > 10 else "")
+        live = [t.name for t in tracks if t.status == "running" and time.time() - t.mtime < 60]
+        warning = f"\n\n{', '.join(live)} still seems to be running." if live else ""
+        where = "to the trash" if self.use_trash else "permanently"
+        answer = QMessageBox.question(self, "Delete runs", f"Delete {len(tracks)} run folder{'s' if len(tracks) != 1 else ''} {where}?\n\n{names}{warning}",
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def delete_selected(self) -> list[Path]:
+        tracks = self.selected_tracks()
+        if not tracks or not self.confirm_delete(tracks):
+            return []
+        deleted, errors = [], []
+        for t in tracks:
+            try:
+                moved = False
+                if self.use_trash:
+                    from PySide6.QtCore import QFile
+
+                    result = QFile.moveToTrash(str(t.path))
+                    moved = result[0] if isinstance(result, tuple) else bool(result)
+                if not moved:
+                    shutil.rmtree(t.path)
+                deleted.append(t.path)
+            except OSError as exc:
+                errors.append(f"{t.name}: {exc.strerror or exc}")
+            self.tracks.pop(t.path, None)
+            self.extra.discard(t.path)
+        if errors:
+            QMessageBox.warning(self, "Could not delete", "Some run folders could not be deleted:\n" + "\n".join(errors))
+        self.table.clearSelection()
+        self.refresh()
+        self._fill_table()
+        self._selection_changed(force=True)
+        return deleted
+
+    # -- export ------------------------------------------------------------------------
+    def export_comparison_csv(self, path: str | Path) -> None:
+        export.write_csv(path, self.comparison_header, self.comparison_rows)
+
+    def export_comparison_markdown(self, path: str | Path) -> None:
+        text = "## Results\n\n" + export.table_to_markdown(self.comparison_header, self.comparison_rows)
+        if self.diff_rows:
+            title = "Configuration differences" if self.diff_only.isChecked() else "Configuration"
+            text += f"\n## {title}\n\n" + export.table_to_markdown(self.diff_header, self.diff_rows)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text, encoding="utf-8")
+
+    def export_curves_png(self, path: str | Path) -> None:
+        export.export_widget_png(self.curves, path)
+
+    def _export_dialog(self, kind: str) -> None:
+        filters = {"csv": "CSV (*.csv)", "md": "Markdown (*.md)"}
+        path, _ = QFileDialog.getSaveFileName(self, "Export comparison", str(Path.home() / f"comparison.{kind}"), filters[kind])
+        if not path:
+            return
+        try:
+            (self.export_comparison_csv if kind == "csv" else self.export_comparison_markdown)(path)
+        except OSError as exc:
+            QMessageBox.warning(self, "Export failed", f"Could not write {path}: {exc.strerror or exc}.")
+
+
+_ACCURACY_LEAF = re.compile(r"^(knn_)?(k\d+|top\d|acc|accuracy|knn_acc|linear_acc|zero_shot|finetune)$")
+
+
+def _is_accuracy(metric: str) -> bool:
+    """Rows where higher is better and the best deserves bold: accuracies, not counts or seconds."""
+    return metric == "probe k-NN" or bool(_ACCURACY_LEAF.match(metric.split(" ")[-1].split(".")[-1]))
+
+
+def _fill(table: QTableWidget, header: list[str], rows: list[list[Any]], highlight_best: bool = False) -> None:
+    """Rows as given (first column as the row header); bold the best number of a row of accuracies."""
+    table.clear()
+    table.setColumnCount(max(len(header) - 1, 0))
+    table.setRowCount(len(rows))
+    table.setHorizontalHeaderLabels(header[1:])
+    table.setVerticalHeaderLabels([str(r[0]) for r in rows])
+    for r, row in enumerate(rows):
+        values = row[1:]
+        best = None
+        if highlight_best and len(values) > 1 and _is_accuracy(str(row[0])):
+            nums = [v for v in values if _is_number(v) and math.isfinite(v)]
+            best = max(nums) if nums else None
+        for c, v in enumerate(values):
+            item = QTableWidgetItem(export.format_cell(v))
+            if _is_number(v):
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            if best is not None and v == best:
+                font = item.font()
+                font.setBold(True)
+                item.setFont(font)
+            table.setItem(r, c, item)
+    table.resizeColumnsToContents()
