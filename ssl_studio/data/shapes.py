@@ -52,7 +52,7 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 COLOURS: tuple[str, ...] = tuple(PALETTE)
 
 SIZES: tuple[str, ...] = ("small", "medium", "large")
-SIZE_RADIUS = (0.15, 0.21, 0.28)  # object radius as a share of the image side
+SIZE_RADIUS = (0.2, 0.27, 0.34)  # object radius as a share of the image side: the shape must survive a random crop
 
 # 3×3 grid of named positions: (name, phrase in a caption, x share, y share).
 POSITIONS: tuple[tuple[str, str, float, float], ...] = (
@@ -69,8 +69,18 @@ POSITIONS: tuple[tuple[str, str, float, float], ...] = (
 
 BACKGROUNDS: tuple[str, ...] = ("plain", "striped", "checkered", "noisy", "gradient", "dotted")
 
+# Caption phrasings, one drawn per image (seeded): every one names all five attributes, in a
+# different order and syntax, so that a text encoder has to read the words, not their slots.
+CAPTION_TEMPLATES: tuple[str, ...] = (
+    "a {size} {colour} {shape} {phrase} on a {background} background",
+    "a {colour} {shape}, {size}, {position}, on a {background} background",
+    "a {background} background with a {size} {colour} {shape} {phrase}",
+    "a picture of a {size} {colour} {shape} {phrase}, {background} background",
+    "a {size} {shape} in {colour} {phrase} against a {background} background",
+)
+
 CLUTTER_ITEMS = 3  # distractors per image, each present with probability CLUTTER_P
-CLUTTER_P = 0.75
+CLUTTER_P = 0.5
 NOISE_STD = 5.0  # grey levels of per-pixel sensor noise over everything
 
 
@@ -382,10 +392,15 @@ def _draw_params(n: int, res: int, seed: int) -> tuple[dict[str, torch.Tensor], 
     background = torch.randint(len(BACKGROUNDS), (n,), generator=g)
     obj_rgb = torch.tensor([PALETTE[c] for c in COLOURS], dtype=torch.float32)[colour]
     obj_rgb = (obj_rgb + (torch.rand(n, 3, generator=g) - 0.5) * 24).clamp(0, 255)
-    bg_rgb = torch.rand(n, 2, 3, generator=g) * 215 + 20
-    # Keep each background colour visibly away from the object's colour.
-    close = (bg_rgb - obj_rgb[:, None, :]).norm(dim=-1, keepdim=True) < 90
-    bg_rgb = torch.where(close, torch.remainder(bg_rgb + 128, 256), bg_rgb)
+    # The texture's two colours are close: the background varies a lot between images (raw pixels
+    # stay a poor feature) but stays quieter than the object within one, so the shape is the salient
+    # thing a view-invariant representation can latch onto (with strong contrast, instance
+    # discrimination is solved by the background texture alone and shape k-NN stays at chance).
+    base_rgb = torch.rand(n, 1, 3, generator=g) * 195 + 30
+    # Keep the background visibly away from the object's colour (both texture colours move together).
+    close = (base_rgb - obj_rgb[:, None, :]).norm(dim=-1, keepdim=True) < 110
+    base_rgb = torch.where(close, torch.remainder(base_rgb + 128, 256).clamp(30, 225), base_rgb)
+    bg_rgb = (base_rgb + (torch.rand(n, 2, 3, generator=g) - 0.5) * 70).clamp(0, 255)
     rotation = torch.rand(n, generator=g) * 2 * math.pi
     bg_angle = torch.rand(n, 1, 1, generator=g) * math.pi
     clutter_xy = torch.rand(n, CLUTTER_ITEMS, 2, generator=g) * res
@@ -475,9 +490,14 @@ def generate(
     position_names = [POSITIONS[i][0] for i in position.tolist()]
     background_names = [BACKGROUNDS[i] for i in background.tolist()]
     phrases = [POSITIONS[i][1] for i in position.tolist()]
+    # One phrasing per image, drawn from its own generator so that the images do not change.
+    g_caption = torch.Generator()
+    g_caption.manual_seed(int(seed) * 7919 + 3)
+    template = torch.randint(len(CAPTION_TEMPLATES), (n,), generator=g_caption).tolist()
     captions = [
-        f"a {sz} {co} {sh} {ph} on a {bg} background"
-        for sz, co, sh, ph, bg in zip(size_names, colour_names, shape_names, phrases, background_names)
+        CAPTION_TEMPLATES[t].format(size=sz, colour=co, shape=sh, phrase=ph, position=po, background=bg)
+        for t, sz, co, sh, ph, po, bg in zip(template, size_names, colour_names, shape_names, phrases, position_names,
+                                             background_names)
     ]
     return RawImages(
         name="shapes",

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ssl_studio.models import MLPHead
-from ssl_studio.objectives.base import Batch, Objective, OptimRecipe, StepOutput
+from ssl_studio.objectives.base import Batch, ProjectedObjective, OptimRecipe, StepOutput
 from ssl_studio.objectives.losses import barlow_twins_loss
 from ssl_studio.params import param
 
@@ -27,7 +26,7 @@ class BarlowParams:
     proj_dim: int = param(1024, help="Output width of the projector (paper: 8192).", min=2, max=16384)
 
 
-class BarlowTwins(Objective):
+class BarlowTwins(ProjectedObjective):
     """Invariance on the diagonal, decorrelation off it; ``no_covariance`` keeps only the diagonal."""
 
     name = "barlow"
@@ -41,17 +40,7 @@ class BarlowTwins(Objective):
 
     def __init__(self, backbone, params: BarlowParams, context):
         super().__init__(backbone, params, context)
-        if self.ablated("no_projector"):
-            self.projector = None
-        else:
-            self.projector = MLPHead(backbone.feature_dim, params.proj_hidden, params.proj_dim, num_layers=3)
-
-    def project(self, x):
-        h = self.backbone(x)
-        return h if self.projector is None else self.projector(h)
-
-    def projector_embed(self, images):
-        return self.project(images)
+        self.build_projector(params.proj_hidden, params.proj_dim, num_layers=3)
 
     def training_step(self, batch: Batch, progress: float) -> StepOutput:
         z1, z2 = self.project(torch.cat([batch.views[0], batch.views[1]])).chunk(2)

@@ -170,6 +170,26 @@ class Objective(nn.Module):
         return groups
 
 
+class ProjectedObjective(Objective):
+    """An objective whose loss sees a projection head on the backbone (SimCLR, Barlow Twins, VICReg).
+
+    Under the ``no_projector`` ablation the loss sees the backbone's features directly.
+    """
+
+    def build_projector(self, hidden_dim: int, out_dim: int, num_layers: int = 2) -> None:
+        from ssl_studio.models import MLPHead
+
+        self.projector = None if self.ablated("no_projector") else MLPHead(self.backbone.feature_dim, hidden_dim, out_dim,
+                                                                            num_layers=num_layers)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.backbone(x)
+        return h if self.projector is None else self.projector(h)
+
+    def projector_embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.project(images)
+
+
 def ema_copy(module: nn.Module) -> nn.Module:
     """A frozen copy used as a momentum target (BYOL, MoCo, DINO)."""
     target = copy.deepcopy(module)

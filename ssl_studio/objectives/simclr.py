@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ssl_studio.models import MLPHead
-from ssl_studio.objectives.base import Batch, Objective, OptimRecipe, StepOutput
+from ssl_studio.objectives.base import Batch, ProjectedObjective, OptimRecipe, StepOutput
 from ssl_studio.objectives.losses import contrastive_accuracy, nt_xent
 from ssl_studio.params import param
 
@@ -27,7 +26,7 @@ class SimCLRParams:
     proj_dim: int = param(128, help="Output width of the projection head (the space the loss sees).", min=2, max=4096)
 
 
-class SimCLR(Objective):
+class SimCLR(ProjectedObjective):
     name = "simclr"
     title = "SimCLR"
     family = "contrastive"
@@ -39,17 +38,7 @@ class SimCLR(Objective):
 
     def __init__(self, backbone, params: SimCLRParams, context):
         super().__init__(backbone, params, context)
-        if self.ablated("no_projector"):
-            self.projector = None
-        else:
-            self.projector = MLPHead(backbone.feature_dim, params.proj_hidden, params.proj_dim, num_layers=2)
-
-    def project(self, x):
-        h = self.backbone(x)
-        return h if self.projector is None else self.projector(h)
-
-    def projector_embed(self, images):
-        return self.project(images)
+        self.build_projector(params.proj_hidden, params.proj_dim, num_layers=2)
 
     def training_step(self, batch: Batch, progress: float) -> StepOutput:
         v1, v2 = batch.views[0], batch.views[1]

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ssl_studio.models import MLPHead
-from ssl_studio.objectives.base import Batch, Objective, OptimRecipe, StepOutput
+from ssl_studio.objectives.base import Batch, ProjectedObjective, OptimRecipe, StepOutput
 from ssl_studio.objectives.losses import vicreg_loss
 from ssl_studio.params import param
 
@@ -29,7 +28,7 @@ class VICRegParams:
     proj_dim: int = param(1024, help="Output width of the expander (paper: 8192).", min=2, max=16384)
 
 
-class VICReg(Objective):
+class VICReg(ProjectedObjective):
     """The three terms are reported every step; an ablated term is still measured but not trained on."""
 
     name = "vicreg"
@@ -43,17 +42,7 @@ class VICReg(Objective):
 
     def __init__(self, backbone, params: VICRegParams, context):
         super().__init__(backbone, params, context)
-        if self.ablated("no_projector"):
-            self.projector = None
-        else:
-            self.projector = MLPHead(backbone.feature_dim, params.proj_hidden, params.proj_dim, num_layers=3)
-
-    def project(self, x):
-        h = self.backbone(x)
-        return h if self.projector is None else self.projector(h)
-
-    def projector_embed(self, images):
-        return self.project(images)
+        self.build_projector(params.proj_hidden, params.proj_dim, num_layers=3)
 
     def training_step(self, batch: Batch, progress: float) -> StepOutput:
         p = self.params
