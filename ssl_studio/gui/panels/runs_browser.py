@@ -9,6 +9,13 @@ Polling is cheap: a folder is re-read only when its metrics.jsonl changed size o
 mtime, and then only from the byte offset it had reached, so a live run with a
 million steps costs what it appended since the last poll, not a re-parse of the
 whole file.  The summary rules are the ones ``engine.runs.summarize_run`` uses.
+
+Evaluate… runs ``engine.evaluate.evaluate_run`` on the selected runs, one after
+another, in a background thread (``gui.evaluation.EvaluationJob``) with a progress
+bar and Cancel; the Results tab puts the protocols side by side (one column per
+protocol from ``engine.compare.compare_runs``, scores or ranks) with Kendall's tau
+between every pair of protocols, because protocols can rank the same runs
+differently.
 """
 
 from __future__ import annotations
@@ -21,24 +28,41 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import itertools
+
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QFileSystemWatcher, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
-                               QMessageBox, QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget,
+from PySide6.QtCore import QEvent, QFileSystemWatcher, QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QColor, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox,
+                               QFileDialog, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QMenu, QMessageBox,
+                               QProgressBar, QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget,
                                QVBoxLayout, QWidget)
 
 from ssl_studio.config import config_to_mapping, load_config
+from ssl_studio.engine.compare import Comparison, compare_runs
+from ssl_studio.engine.evaluate import PROTOCOLS
 from ssl_studio.engine.runs import read_metrics
+from ssl_studio.gui.evaluation import DEFAULT_PROTOCOLS, EvaluationJob, protocol_title
 from ssl_studio.gui.panels import export
 from ssl_studio.gui.panels.base import (RUN_COLOURS, GrowArray, cache_axes, ema_filter, legend_brush, name_control,
                                         symbol_style, watch_theme)
 
 POLL_MS = 2000
 OVERLAY_EMA = 0.9
-COLUMNS = ("Run", "Objective", "Data", "Status", "Step", "k-NN", "Eff. rank", "Started")
+COLUMNS = ("Run", "Objective", "Data", "Status", "Step", "k-NN", "Eff. rank", "Evaluated", "Started")
 STATUS_COLOURS = {"completed": "#2E7D32", "running": "#1565C0", "stopped": "#757575", "unknown": "#757575"}
+# compare_runs' protocol names -> column titles
+PROTOCOL_COLUMNS = {"knn": "k-NN@20", "linear": "linear", "finetune": "fine-tune", "linear@1%": "linear @1 %",
+                    "linear@10%": "linear @10 %", "finetune@1%": "fine-tune @1 %", "finetune@10%": "fine-tune @10 %",
+                    "zero-shot": "zero-shot"}
+# report.json sections -> the runs table's Evaluated column
+EVALUATED_SHORT = {"knn": "k-NN", "linear": "linear", "finetune": "fine-tune", "fractions": "fractions", "zeroshot": "zero-shot"}
+ERROR_COLOUR = "#C62828"
+
+
+def protocol_column(name: str) -> str:
+    return PROTOCOL_COLUMNS.get(name, name)
 
 
 def _absolute(path: str | Path) -> Path:
@@ -83,6 +107,8 @@ class RunTrack:
         self.offset = 0
         self._key: tuple | None = None
         self._config_key: int | None = None
+        self.report_key: tuple | None = None
+        self._report: dict[str, Any] | None = None
         self.records_seen = 0
         self.config_ok = False
         self.config_flat: dict[str, Any] | None = None
@@ -122,6 +148,10 @@ class RunTrack:
         except OSError:
             config_key = None
         changed = False
+        if self._report_stat() != self.report_key:  # evaluated here, by ssl-studio eval, or elsewhere
+            self._report = None
+            self.report()
+            changed = True
         if config_key != self._config_key:
             self._config_key = config_key
             self.config_flat = None
@@ -198,13 +228,33 @@ class RunTrack:
             self.steps.extend(steps)
             self.loss.extend(losses)
 
-    def report(self) -> dict[str, Any]:
+    def _report_stat(self) -> tuple | None:
         try:
-            import json
+            st = (self.path / "report.json").stat()
+            return (st.st_mtime_ns, st.st_size)
+        except OSError:
+            return None
 
-            return json.loads((self.path / "report.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
+    def report(self) -> dict[str, Any]:
+        """report.json, re-read only when it changed (a stat per call)."""
+        key = self._report_stat()
+        if self._report is None or key != self.report_key:
+            self.report_key = key
+            self._report = {}
+            if key is not None:
+                try:
+                    import json
+
+                    data = json.loads((self.path / "report.json").read_text(encoding="utf-8"))
+                    self._report = data if isinstance(data, dict) else {}
+                except (OSError, ValueError):
+                    self._report = {}
+        return self._report
+
+    def evaluated_protocols(self) -> list[str]:
+        """The protocols report.json holds results for, in PROTOCOLS order."""
+        report = self.report() or self.evaluated
+        return [p for p in PROTOCOLS if isinstance(report.get(p), dict)]
 
     def results(self) -> dict[str, Any]:
         """The comparison row: summary numbers, then report.json, then the finished summary."""
@@ -254,6 +304,20 @@ class RunsBrowser(QWidget):
         self.diff_header: list[str] = []
         self.diff_rows: list[list[Any]] = []
         self._shown_selection: tuple | None = None
+        self._job: EvaluationJob | None = None
+        self._finished_job: EvaluationJob | None = None
+        self._job_path: Path | None = None
+        self._pending: list[tuple[Path, tuple[str, ...], str, float]] = []
+        self._job_index = 0  # position of the running job in the current batch (for "run 2 of 3")
+        self._job_total = 0
+        self._batch_notes: list[str] = []
+        self._batch_errors: list[str] = []
+        self._watched_window: QWidget | None = None
+        self._close_after_evaluation: QWidget | None = None
+        self.comparison_result: Comparison | None = None
+        self.protocol_header: list[str] = []
+        self.protocol_rows: list[list[Any]] = []
+        self.agreement_rows: list[list[Any]] = []
         self._pools: dict[int, list[pg.PlotDataItem]] = {}
         self._styles: dict[str, tuple] = {}
         self._build()
@@ -278,15 +342,39 @@ class RunsBrowser(QWidget):
                                                "Add any run folder (or a folder of runs) from anywhere to this list.")
         self.rerun_button = name_control(QPushButton("Re-run"), "runsRerun", "Re-run",
                                          "Start a new run with the selected run's exact configuration.")
+        self.evaluate_button = name_control(QPushButton("Evaluate…"), "evaluateButton", "Evaluate runs",
+                                            "Evaluate the selected runs by k-NN, linear probe, fine-tuning and more; "
+                                            "the results go into each run's report.json.")
         self.delete_button = name_control(QPushButton("Delete"), "runsDelete", "Delete runs",
                                           "Move the selected run folders to the trash (asks first).")
         self.refresh_button = name_control(QPushButton("Refresh"), "runsRefresh", "Refresh run list")
         bar = QHBoxLayout()
         bar.setContentsMargins(4, 2, 4, 2)
-        for b in (self.open_button, self.open_folder_button, self.rerun_button, self.delete_button, self.refresh_button):
+        for b in (self.open_button, self.open_folder_button, self.rerun_button, self.evaluate_button, self.delete_button,
+                  self.refresh_button):
             bar.addWidget(b)
         bar.addSpacing(8)
         bar.addWidget(self.root_label, 1)
+
+        # evaluation: progress while one runs, then a one-line outcome
+        self.evaluation_progress = name_control(QProgressBar(), "evaluationProgress", "Evaluation progress")
+        self.evaluation_progress.setRange(0, 1000)
+        self.evaluation_progress.setTextVisible(True)
+        self.cancel_evaluation_button = name_control(QPushButton("Cancel"), "cancelEvaluationButton", "Cancel evaluation",
+                                                     "Stop the evaluation; protocols already finished stay in report.json.")
+        self.evaluation_message = name_control(QLabel(), "evaluationMessage", "Evaluation message")
+        self.evaluation_message.setWordWrap(True)
+        self.evaluation_message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.dismiss_evaluation_button = name_control(QPushButton("Dismiss"), "dismissEvaluationMessage",
+                                                      "Dismiss evaluation message")
+        self.evaluation_bar = name_control(QWidget(), "evaluationBar", "Evaluation")
+        eb = QHBoxLayout(self.evaluation_bar)
+        eb.setContentsMargins(4, 0, 4, 2)
+        eb.addWidget(self.evaluation_progress, 2)
+        eb.addWidget(self.cancel_evaluation_button)
+        eb.addWidget(self.evaluation_message, 3)
+        eb.addWidget(self.dismiss_evaluation_button)
+        self.evaluation_bar.hide()
 
         self.table = name_control(QTableWidget(0, len(COLUMNS)), "runsTable", "Runs")
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
@@ -306,6 +394,7 @@ class RunsBrowser(QWidget):
         tl = QVBoxLayout(top)
         tl.setContentsMargins(0, 0, 0, 0)
         tl.addLayout(bar)
+        tl.addWidget(self.evaluation_bar)
         tl.addWidget(self.table, 1)
         tl.addWidget(self.empty_label)
 
@@ -329,6 +418,38 @@ class RunsBrowser(QWidget):
         self.comparison.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.export_csv_button = name_control(QPushButton("Export CSV…"), "runsExportCsv", "Export comparison as CSV")
         self.export_md_button = name_control(QPushButton("Export Markdown…"), "runsExportMarkdown", "Export comparison as Markdown")
+        # protocols side by side: a column per protocol, scores or ranks, and how far the protocols agree
+        self.rank_view = name_control(QCheckBox("Ranks"), "rankViewCheck", "Show ranks instead of scores",
+                                      "Show each run's rank under each protocol (1 = best) instead of its score.")
+        self.protocol_table = name_control(QTableWidget(), "protocolComparison", "Protocol comparison",
+                                           "The headline accuracy of every protocol the selected runs were evaluated by.")
+        self.protocol_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.protocol_note = name_control(QLabel(), "protocolNote", "Protocol comparison note")
+        self.protocol_note.setWordWrap(True)
+        self.agreement_table = name_control(QTableWidget(0, 3), "agreementTable", "Agreement between protocols",
+                                            "Kendall's tau between the rankings two protocols give the selected runs: "
+                                            "+1 the same order, -1 the reverse; – when fewer than two runs have both "
+                                            "(or one protocol scores them all the same).")
+        self.agreement_table.setHorizontalHeaderLabels(["protocols", "Kendall's τ", "runs"])
+        self.agreement_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.agreement_table.verticalHeader().hide()
+        self.agreement_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        protocols = QWidget()
+        pl = QVBoxLayout(protocols)
+        pl.setContentsMargins(0, 0, 0, 0)
+        ph = QHBoxLayout()
+        ph.addWidget(QLabel("Protocols"))
+        ph.addStretch(1)
+        ph.addWidget(self.rank_view)
+        pl.addLayout(ph)
+        psplit = QSplitter(Qt.Orientation.Horizontal)
+        psplit.addWidget(self.protocol_table)
+        psplit.addWidget(self.agreement_table)
+        psplit.setStretchFactor(0, 3)
+        psplit.setStretchFactor(1, 2)
+        pl.addWidget(psplit, 1)
+        pl.addWidget(self.protocol_note)
+
         results = QWidget()
         rl = QVBoxLayout(results)
         rl.setContentsMargins(2, 2, 2, 2)
@@ -336,7 +457,12 @@ class RunsBrowser(QWidget):
         rb.addStretch(1)
         rb.addWidget(self.export_csv_button)
         rb.addWidget(self.export_md_button)
-        rl.addWidget(self.comparison, 1)
+        self.results_splitter = QSplitter(Qt.Orientation.Vertical)
+        self.results_splitter.addWidget(protocols)
+        self.results_splitter.addWidget(self.comparison)
+        self.results_splitter.setStretchFactor(0, 2)
+        self.results_splitter.setStretchFactor(1, 3)
+        rl.addWidget(self.results_splitter, 1)
         rl.addLayout(rb)
 
         # config differences
@@ -372,21 +498,89 @@ class RunsBrowser(QWidget):
             shortcut = QShortcut(key, self.table, context=Qt.ShortcutContext.WidgetShortcut)
             shortcut.setObjectName(name)
             shortcut.activated.connect(slot)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._context_menu)
+        self.action_open = self._action("Open", "runsActionOpen", self.open_selected)
+        self.action_evaluate = self._action("Evaluate…", "runsActionEvaluate", self.evaluate_selected)
+        self.action_rerun = self._action("Re-run", "runsActionRerun", self.rerun_selected)
+        self.action_delete = self._action("Delete…", "runsActionDelete", self.delete_selected)
         self.table.itemSelectionChanged.connect(self._selection_changed)
         self.table.cellDoubleClicked.connect(lambda *_: self.open_selected())
         self.open_button.clicked.connect(self.open_selected)
         self.open_folder_button.clicked.connect(self.choose_folder)
         self.rerun_button.clicked.connect(self.rerun_selected)
         self.delete_button.clicked.connect(self.delete_selected)
+        self.evaluate_button.clicked.connect(self.evaluate_selected)
+        self.cancel_evaluation_button.clicked.connect(self.cancel_evaluation)
+        self.dismiss_evaluation_button.clicked.connect(self._dismiss_message)
+        self.rank_view.toggled.connect(lambda _on: self._fill_protocols())
         self.refresh_button.clicked.connect(self.refresh)
         self.diff_only.toggled.connect(lambda _on: self._update_diff())
         self.export_csv_button.clicked.connect(lambda: self._export_dialog("csv"))
         self.export_md_button.clicked.connect(lambda: self._export_dialog("md"))
         self._update_buttons()
 
+    def _action(self, text: str, name: str, slot) -> QAction:
+        action = QAction(text, self)
+        action.setObjectName(name)
+        action.triggered.connect(lambda _checked=False: slot())
+        return action
+
+    def _context_menu(self, pos) -> None:
+        menu = self.context_menu()
+        menu.popup(self.table.viewport().mapToGlobal(pos))
+
+    def context_menu(self) -> QMenu:
+        """The table's right-click menu (built per click so its entries match the selection)."""
+        menu = QMenu(self)
+        name_control(menu, "runsContextMenu", "Run actions")
+        menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self._update_buttons()
+        for action in (self.action_open, self.action_evaluate, self.action_rerun):
+            menu.addAction(action)
+        menu.addSeparator()
+        menu.addAction(self.action_delete)
+        return menu
+
     def shutdown(self) -> None:
+        """Stop polling; cancel a running evaluation and wait for its thread (the window calls this on close)."""
         self.poll_timer.stop()
         self._debounce.stop()
+        self._pending.clear()
+        if self._job is not None:
+            self._job.shutdown()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override (the browser as a window of its own)
+        self.shutdown()
+        super().closeEvent(event)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        self._watch_window()
+
+    def _watch_window(self) -> None:
+        """Closing the main window while an evaluation runs: cancel it first, then close (see eventFilter).
+
+        The top-most ancestor, not window(): a floating dock is a window of its own but its parent is the main one."""
+        top = self
+        while top.parentWidget() is not None:
+            top = top.parentWidget()
+        if top is not self and top is not self._watched_window:
+            if self._watched_window is not None:
+                self._watched_window.removeEventFilter(self)
+            top.installEventFilter(self)
+            self._watched_window = top
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        if obj is self._watched_window and event.type() == QEvent.Type.Close and self.evaluating:
+            # the thread must end before the window (and this browser) goes: cancel, close when it has
+            self._close_after_evaluation = obj
+            self._pending.clear()
+            self._job.cancel()
+            self.evaluation_progress.setFormat("Cancelling the evaluation; the window closes by itself…")
+            event.ignore()
+            return True
+        return super().eventFilter(obj, event)
 
     # -- scanning ----------------------------------------------------------------------
     def set_runs_dir(self, runs_dir: str | Path) -> None:
@@ -440,11 +634,14 @@ class RunsBrowser(QWidget):
         table.setRowCount(len(runs))
         for r, t in enumerate(runs):
             started = time.strftime("%Y-%m-%d %H:%M", time.localtime(t.started)) if t.started else ""
+            evaluated = t.evaluated_protocols()
+            evaluated_text = "evaluating…" if t.path == self._job_path else ", ".join(EVALUATED_SHORT[p] for p in evaluated)
             cells = [
                 (t.name, t.name), (t.objective, t.objective), (t.data, t.data), (t.status, t.status),
                 (str(t.step), t.step),
                 (f"{t.knn:.1%}" if t.knn is not None else "", t.knn),
                 (f"{t.rank:.1f}" if t.rank is not None else "", t.rank),
+                (evaluated_text, len(evaluated)),
                 (started, t.started or t.mtime),
             ]
             for c, (text, key) in enumerate(cells):
@@ -455,7 +652,9 @@ class RunsBrowser(QWidget):
                 if c == 3:
                     colour = STATUS_COLOURS.get(t.status, "#C62828")  # failed, diverged at step N
                     item.setForeground(QColor(colour))
-                if c >= 4:
+                if c == 7 and evaluated:
+                    item.setToolTip("report.json has: " + ", ".join(protocol_title(p) for p in evaluated))
+                if 4 <= c <= 6:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 table.setItem(r, c, item)
         table.setSortingEnabled(True)
@@ -502,12 +701,21 @@ class RunsBrowser(QWidget):
         self.open_button.setEnabled(len(tracks) >= 1)
         self.rerun_button.setEnabled(len(tracks) == 1 and (tracks[0].path / "config.toml").is_file())
         self.delete_button.setEnabled(len(tracks) >= 1)
+        can_evaluate = bool(tracks) and not self.evaluating and all((t.path / "config.toml").is_file() for t in tracks)
+        self.evaluate_button.setEnabled(can_evaluate)
+        self.evaluate_button.setToolTip(
+            "An evaluation is running; wait for it or cancel it." if self.evaluating else
+            "Evaluate the selected runs by k-NN, linear probe, fine-tuning and more; the results go into each run's report.json.")
+        self.action_open.setEnabled(self.open_button.isEnabled())
+        self.action_evaluate.setEnabled(can_evaluate)
+        self.action_rerun.setEnabled(self.rerun_button.isEnabled())
+        self.action_delete.setEnabled(self.delete_button.isEnabled())
         self.export_csv_button.setEnabled(bool(tracks))
         self.export_md_button.setEnabled(bool(tracks))
 
     def _selection_changed(self, force: bool = False) -> None:
         tracks = self.selected_tracks()
-        key = tuple((t.path, t.offset, t._config_key) for t in tracks)
+        key = tuple((t.path, t.offset, t._config_key, t.report_key) for t in tracks)
         self._update_buttons()
         if not force and key == self._shown_selection:
             return
@@ -578,6 +786,88 @@ class RunsBrowser(QWidget):
         self.comparison_header = ["metric"] + [t.name for t in tracks]
         self.comparison_rows = [[k] + [row.get(k) for row in rows_by_run] for k in keys]
         _fill(self.comparison, self.comparison_header, self.comparison_rows, highlight_best=True)
+        self._update_protocols(tracks)
+
+    def _update_protocols(self, tracks: list[RunTrack]) -> None:
+        """compare_runs on the selected runs: a column per protocol, ranks, and Kendall's tau per pair."""
+        self.comparison_result = None
+        if tracks:
+            try:
+                self.comparison_result = compare_runs([t.path for t in tracks], labels=[t.name for t in tracks])
+            except Exception:  # noqa: BLE001 - an unreadable report.json is a run without results, not a crash
+                self.comparison_result = None
+        self._fill_protocols()
+
+    def _fill_protocols(self) -> None:
+        cmp = self.comparison_result
+        protocols = cmp.protocols if cmp is not None else []
+        ranked = self.rank_view.isChecked()
+        self.protocol_header = ["run"] + [protocol_column(p) for p in protocols]
+        self.protocol_rows = []
+        if cmp is not None:
+            for i, run in enumerate(cmp.runs):
+                self.protocol_rows.append([run] + [(cmp.ranks[p][i] if ranked else cmp.scores[p][i]) for p in protocols])
+        table = self.protocol_table
+        table.clear()
+        table.setColumnCount(len(protocols))
+        table.setRowCount(len(self.protocol_rows))
+        table.setHorizontalHeaderLabels(self.protocol_header[1:])
+        table.setVerticalHeaderLabels([str(r[0]) for r in self.protocol_rows])
+        for c, p in enumerate(protocols):
+            scores = cmp.scores[p]
+            present = [v for v in scores if v is not None]
+            best = max(present) if len(set(present)) > 1 else None  # bold marks a winner, not a tie of all
+            for r, row in enumerate(self.protocol_rows):
+                score, rank = scores[r], cmp.ranks[p][r]
+                if score is None:
+                    text = "–"
+                elif ranked:
+                    text = str(rank)
+                else:
+                    text = f"{score:.3f}"
+                item = QTableWidgetItem(text)
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if score is not None:
+                    item.setToolTip(f"{row[0]}, {protocol_column(p)}: {score:.4f} (rank {rank} of "
+                                    f"{sum(v is not None for v in scores)})")
+                    if score == best:
+                        font = item.font()
+                        font.setBold(True)
+                        item.setFont(font)
+                table.setItem(r, c, item)
+        table.resizeColumnsToContents()
+
+        # agreement: every pair of the protocols shown, "–" where tau is undefined
+        self.agreement_rows = []
+        for a, b in itertools.combinations(protocols, 2):
+            both = sum(x is not None and y is not None for x, y in zip(cmp.scores[a], cmp.scores[b]))
+            tau = cmp.agreement.get((a, b))
+            self.agreement_rows.append([f"{protocol_column(a)} vs {protocol_column(b)}",
+                                        None if tau is None or not math.isfinite(tau) else tau, both])
+        at = self.agreement_table
+        at.setRowCount(len(self.agreement_rows))
+        for r, (pair, tau, both) in enumerate(self.agreement_rows):
+            cells = [QTableWidgetItem(pair), QTableWidgetItem("–" if tau is None else f"{tau:+.2f}"), QTableWidgetItem(str(both))]
+            for item in cells[1:]:
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            if tau is None:
+                cells[1].setToolTip("Fewer than two runs were scored by both protocols." if both < 2 else
+                                    "Undefined: one of the protocols scores every one of these runs the same.")
+            for c, item in enumerate(cells):
+                at.setItem(r, c, item)
+        at.resizeColumnToContents(1)
+        at.resizeColumnToContents(2)
+
+        n_runs = len(cmp.runs) if cmp is not None else 0
+        if not protocols:
+            note = ("Select runs to compare them by protocol." if not n_runs else
+                    "No evaluation results for the selected runs yet: use Evaluate… (k-NN, linear probe, fine-tuning, …).")
+        elif n_runs < 2:
+            note = "Select two or more evaluated runs to see whether the protocols rank them alike."
+        else:
+            note = ("Kendall's τ: +1 when two protocols rank the selected runs in the same order, −1 when in the reverse order."
+                    + ("  Cells show ranks (1 = best)." if ranked else ""))
+        self.protocol_note.setText(note)
 
     def _update_diff(self) -> None:
         tracks = self.selected_tracks()
@@ -656,6 +946,10 @@ class RunsBrowser(QWidget):
 
     def delete_selected(self) -> list[Path]:
         tracks = self.selected_tracks()
+        if self._job_path is not None and any(t.path == self._job_path for t in tracks):
+            QMessageBox.warning(self, "Run is being evaluated",
+                                f"{self._job_path.name} is being evaluated; cancel the evaluation before deleting it.")
+            return []
         if not tracks or not self.confirm_delete(tracks):
             return []
         deleted, errors = [], []
@@ -682,12 +976,168 @@ class RunsBrowser(QWidget):
         self._selection_changed(force=True)
         return deleted
 
+    # -- evaluation --------------------------------------------------------------------
+    @property
+    def evaluating(self) -> bool:
+        return self._job is not None and not self._job.done
+
+    @property
+    def evaluation_job(self) -> EvaluationJob | None:
+        return self._job
+
+    def evaluate_selected(self) -> bool:
+        """Ask which protocols (a small dialog), then evaluate the selected runs one after another."""
+        tracks = [t for t in self.selected_tracks() if (t.path / "config.toml").is_file()]
+        if not tracks or self.evaluating:
+            return False
+        dialog = EvaluateDialog(self, [t.name for t in tracks], text_capable=any(_has_text_tower(t.objective) for t in tracks))
+        try:
+            if dialog.exec() != QDialog.DialogCode.Accepted or not dialog.protocols():
+                return False
+            return self.start_evaluation([t.path for t in tracks], dialog.protocols(), dialog.device(), dialog.finetune_epochs())
+        finally:
+            dialog.deleteLater()
+
+    def start_evaluation(self, paths, protocols=DEFAULT_PROTOCOLS, device: str = "auto", finetune_epochs: float = 3.0) -> bool:
+        """Evaluate ``paths`` in turn in a background thread; False when one is already running."""
+        if self.evaluating:
+            return False
+        protocols = tuple(p for p in PROTOCOLS if p in protocols)  # the engine's order: zero-shot, which may refuse, last
+        self._pending = [(_absolute(p), protocols, device, float(finetune_epochs)) for p in paths]
+        if not self._pending or not protocols:
+            self._pending = []
+            return False
+        self._job_index, self._job_total = 0, len(self._pending)
+        self._batch_notes, self._batch_errors = [], []
+        self._close_after_evaluation = None
+        self._start_next()
+        return True
+
+    def cancel_evaluation(self) -> None:
+        """Cancel the running evaluation (and those queued after it); finished protocols stay in report.json."""
+        self._pending.clear()
+        if self.evaluating:
+            self._job.cancel()
+            self.cancel_evaluation_button.setEnabled(False)
+            self.evaluation_progress.setFormat(f"Cancelling the evaluation of {self._job_path.name}…")
+
+    def _start_next(self) -> None:
+        if not self._pending:
+            self._evaluation_done()
+            return
+        path, protocols, device, epochs = self._pending.pop(0)
+        self._job_index += 1
+        job = EvaluationJob(path, protocols, device=device, finetune_epochs=epochs)
+        job.progress.connect(self._on_job_progress)
+        job.finished.connect(self._on_job_finished)
+        job.failed.connect(self._on_job_failed)
+        job.cancelled.connect(self._on_job_cancelled)
+        self._job, self._job_path = job, path
+        self.evaluation_bar.show()
+        self.evaluation_progress.show()
+        self.cancel_evaluation_button.show()
+        self.cancel_evaluation_button.setEnabled(True)
+        self.evaluation_message.hide()
+        self.dismiss_evaluation_button.hide()
+        self.evaluation_progress.setValue(0)
+        self.evaluation_progress.setFormat(f"{self._run_heading()}: loading the checkpoint…")
+        self._update_buttons()
+        self._fill_table()
+        job.start()
+
+    def _run_heading(self) -> str:
+        name = self._job_path.name if self._job_path is not None else ""
+        return name + (f" ({self._job_index} of {self._job_total})" if self._job_total > 1 else "")
+
+    def _on_job_progress(self, protocol: str, fraction: float) -> None:
+        job = self._job
+        if job is None or job.cancel_requested:
+            return
+        which = f", protocol {job.protocols.index(protocol) + 1} of {len(job.protocols)}" if protocol in job.protocols and len(job.protocols) > 1 else ""
+        self.evaluation_progress.setValue(int(round(fraction * 1000)))
+        self.evaluation_progress.setFormat(f"{self._run_heading()}: {protocol_title(protocol)}{which} – %p%")
+
+    def _on_job_finished(self, results: dict) -> None:
+        headline = []
+        for name, (key, title) in (("knn", ("k20", "k-NN@20")), ("linear", ("top1", "linear")), ("finetune", ("top1", "fine-tune")),
+                                   ("zeroshot", ("top1", "zero-shot"))):
+            value = results.get(name, {}).get(key) if isinstance(results.get(name), dict) else None
+            if _is_number(value):
+                headline.append(f"{title} {value:.3f}")
+        if "fractions" in results:
+            headline.append("label fractions done")
+        self._batch_notes.append(f"Evaluated {self._job_path.name}: {', '.join(headline) or 'done'}.")
+        self._job_ended()
+
+    def _on_job_failed(self, message: str) -> None:
+        self._batch_errors.append(f"Could not evaluate {self._job_path.name}: {message}")
+        self._job_ended()
+
+    def _on_job_cancelled(self) -> None:
+        self._pending.clear()
+        self._batch_notes.append(f"Cancelled the evaluation of {self._job_path.name}; protocols finished before the cancel are kept.")
+        self._job_ended()
+
+    def _job_ended(self) -> None:
+        path = self._job_path
+        self._finished_job = self._job  # dropped at the next start, not inside its own signal
+        self._job, self._job_path = None, None
+        track = self.tracks.get(path) if path is not None else None
+        if track is not None:
+            track.update()  # report.json changed: the row, the comparison and the protocols follow
+        self._fill_table()
+        self._selection_changed(force=True)
+        self._start_next()
+
+    def _evaluation_done(self) -> None:
+        self.evaluation_progress.hide()
+        self.cancel_evaluation_button.hide()
+        lines = self._batch_errors + self._batch_notes
+        if lines:
+            self.evaluation_message.setText("\n".join(lines))
+            self.evaluation_message.setStyleSheet(f"color:{ERROR_COLOUR};" if self._batch_errors else "")
+            self.evaluation_message.show()
+            self.dismiss_evaluation_button.show()
+            self.evaluation_bar.show()
+        else:
+            self.evaluation_bar.hide()
+        self._update_buttons()
+        window, self._close_after_evaluation = self._close_after_evaluation, None
+        if window is not None:
+            QTimer.singleShot(0, window.close)
+
+    def _dismiss_message(self) -> None:
+        self.evaluation_message.clear()
+        if not self.evaluating:
+            self.evaluation_bar.hide()
+
     # -- export ------------------------------------------------------------------------
+    def _protocol_export_rows(self) -> list[list[Any]]:
+        """Score and rank rows per protocol, in the comparison's layout (a column per run)."""
+        cmp = self.comparison_result
+        rows: list[list[Any]] = []
+        if cmp is not None:
+            for p in cmp.protocols:
+                rows.append([protocol_column(p)] + list(cmp.scores[p]))
+                rows.append([f"{protocol_column(p)} rank"] + list(cmp.ranks[p]))
+        return rows
+
     def export_comparison_csv(self, path: str | Path) -> None:
-        export.write_csv(path, self.comparison_header, self.comparison_rows)
+        export.write_csv(path, self.comparison_header, self._protocol_export_rows() + self.comparison_rows)
 
     def export_comparison_markdown(self, path: str | Path) -> None:
-        text = "## Results\n\n" + export.table_to_markdown(self.comparison_header, self.comparison_rows)
+        text = ""
+        cmp = self.comparison_result
+        if cmp is not None and cmp.protocols:
+            header = ["run"] + [protocol_column(p) for p in cmp.protocols]
+            rows = [[run] + ["–" if cmp.scores[p][i] is None else f"{cmp.scores[p][i]:.3f} (#{cmp.ranks[p][i]})" for p in cmp.protocols]
+                    for i, run in enumerate(cmp.runs)]
+            text += "## Protocols\n\n" + export.table_to_markdown(header, rows)
+            if self.agreement_rows:
+                agreement = [[pair, "–" if tau is None else f"{tau:+.2f}", both] for pair, tau, both in self.agreement_rows]
+                text += "\n## Agreement between protocols (Kendall's tau)\n\n" + export.table_to_markdown(["protocols", "tau", "runs"], agreement)
+            text += "\n"
+        text += "## Results\n\n" + export.table_to_markdown(self.comparison_header, self.comparison_rows)
         if self.diff_rows:
             title = "Configuration differences" if self.diff_only.isChecked() else "Configuration"
             text += f"\n## {title}\n\n" + export.table_to_markdown(self.diff_header, self.diff_rows)
@@ -706,6 +1156,92 @@ class RunsBrowser(QWidget):
             (self.export_comparison_csv if kind == "csv" else self.export_comparison_markdown)(path)
         except OSError as exc:
             QMessageBox.warning(self, "Export failed", f"Could not write {path}: {exc.strerror or exc}.")
+
+
+def _has_text_tower(objective_name: str) -> bool:
+    """Whether an objective has a text tower (zero-shot needs one), from its class, without building it."""
+    try:
+        from ssl_studio.objectives import get_objective
+
+        cls = get_objective(objective_name)
+    except Exception:  # noqa: BLE001 - an unknown objective: let evaluate_run say what is wrong
+        return False
+    return callable(getattr(cls, "encode_text", None)) and callable(getattr(cls, "encode_image", None))
+
+
+PROTOCOL_TIPS = {
+    "knn": "Weighted k-NN (k = 5 and 20, cosine) on frozen features; takes seconds.",
+    "linear": "Logistic regression on frozen, standardised features; weight decay chosen on 10 % of the training images.",
+    "finetune": "Trains a copy of the backbone with a new head (the run's own weights stay as they are); the slowest.",
+    "fractions": "Linear probe and fine-tuning with 1 %, 10 % and 100 % of the labels.",
+    "zeroshot": "Classifies by text prompts with the run's text tower; needs an image-text objective such as clip.",
+}
+
+
+class EvaluateDialog(QDialog):
+    """Which protocols, how long to fine-tune, on which device."""
+
+    def __init__(self, parent: QWidget | None, run_names: list[str], text_capable: bool = False,
+                 defaults=DEFAULT_PROTOCOLS, finetune_epochs: float = 3.0):
+        super().__init__(parent)
+        name_control(self, "evaluateDialog", "Evaluate runs")
+        self.setWindowTitle("Evaluate runs")
+        shown = ", ".join(run_names[:3]) + (f" and {len(run_names) - 3} more" if len(run_names) > 3 else "")
+        intro = name_control(QLabel(f"Evaluate {shown} from {'its' if len(run_names) == 1 else 'their'} last checkpoint. "
+                                    "Results are added to report.json; the run itself is not changed."),
+                             "evaluateIntro", "What will be evaluated")
+        intro.setWordWrap(True)
+        self.checks: dict[str, QCheckBox] = {}
+        box = QVBoxLayout()
+        for p in PROTOCOLS:
+            check = name_control(QCheckBox(protocol_title(p)), f"evaluateProtocol_{p}", f"Evaluate by {protocol_title(p)}",
+                                 PROTOCOL_TIPS.get(p))
+            check.setChecked(p in defaults and (p != "zeroshot" or text_capable))
+            if p == "zeroshot" and not text_capable:
+                check.setEnabled(False)
+                check.setToolTip(PROTOCOL_TIPS["zeroshot"] + " None of the selected runs has one.")
+            check.toggled.connect(lambda _on: self._update())
+            self.checks[p] = check
+            box.addWidget(check)
+        self.epochs = name_control(QDoubleSpinBox(), "evaluateFinetuneEpochs", "Fine-tuning epochs",
+                                   "Passes over the training images when fine-tuning (at least 40 steps are taken).")
+        self.epochs.setRange(0.1, 1000.0)
+        self.epochs.setDecimals(1)
+        self.epochs.setSingleStep(0.5)
+        self.epochs.setValue(finetune_epochs)
+        self.device_box = name_control(QComboBox(), "evaluateDevice", "Evaluation device",
+                                       "auto: the device the run was configured for.")
+        self.device_box.addItems(["auto", "cpu", "cuda", "mps"])
+        form = QFormLayout()
+        form.addRow("Fine-tuning epochs", self.epochs)
+        form.addRow("Device", self.device_box)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        ok = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
+        ok.setText("Evaluate")
+        name_control(ok, "evaluateStart", "Start evaluation")
+        name_control(self.buttons.button(QDialogButtonBox.StandardButton.Cancel), "evaluateCancelDialog", "Cancel")
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(intro)
+        layout.addLayout(box)
+        layout.addLayout(form)
+        layout.addWidget(self.buttons)
+        self._update()
+
+    def _update(self) -> None:
+        chosen = self.protocols()
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(bool(chosen))
+        self.epochs.setEnabled("finetune" in chosen or "fractions" in chosen)
+
+    def protocols(self) -> tuple[str, ...]:
+        return tuple(p for p, c in self.checks.items() if c.isChecked() and c.isEnabled())
+
+    def finetune_epochs(self) -> float:
+        return float(self.epochs.value())
+
+    def device(self) -> str:
+        return self.device_box.currentText()
 
 
 _ACCURACY_LEAF = re.compile(r"^(knn_)?(k\d+|top\d|acc|accuracy|knn_acc|linear_acc|zero_shot|finetune)$")
