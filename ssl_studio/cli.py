@@ -330,8 +330,9 @@ def cmd_bench(args) -> int:
 
 def _add_study_parser(sub) -> None:
     p = sub.add_parser("study", help="several runs at matched budgets, summarised as a table and a figure")
-    p.add_argument("kind", choices=["collapse", "protocols"],
-                   help="collapse: every healthy/broken preset pair; protocols: every method evaluated by every protocol")
+    p.add_argument("kind", choices=["collapse", "protocols", "mae-vs-ijepa", "clip"],
+                   help="collapse: every healthy/broken preset pair; protocols: every method evaluated by every protocol; "
+                        "mae-vs-ijepa: MAE, I-JEPA and DINO on one ViT; clip: CLIP and SigLIP with held-out compositions")
     p.add_argument("--data", default="shapes", help="shapes, digits, folder:PATH or cifar:PATH")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--minutes-per-run", type=float, default=3.0, help="wall-clock budget of each run (default 3)")
@@ -340,6 +341,7 @@ def _add_study_parser(sub) -> None:
     p.add_argument("--methods", help="protocols study: comma-separated objectives (default every one that needs no captions)")
     p.add_argument("--protocols", default="knn,linear,finetune,fractions", help="protocols study: which protocols")
     p.add_argument("--finetune-epochs", type=float, default=3.0, help="protocols study: fine-tuning epochs")
+    p.add_argument("--held-out", help="clip study: comma-separated colour-shape pairs kept out of training (e.g. red-triangle)")
     p.add_argument("--out", default="runs/studies", help="folder under which the study folder is created")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting for every run, e.g. batch_size=128")
 
@@ -363,6 +365,13 @@ def cmd_study(args) -> int:
         from ssl_studio.studies.protocols import run_protocols_study as run_study
 
         common.update(methods=_split(args.methods), protocols=tuple(_split(args.protocols) or ()), finetune_epochs=args.finetune_epochs)
+    elif args.kind == "mae-vs-ijepa":
+        from ssl_studio.studies.masked import run_masked_study as run_study
+    elif args.kind == "clip":
+        from ssl_studio.studies.clip import run_clip_study as run_study
+
+        if args.held_out:
+            common.update(held_out=_split(args.held_out))
     else:
         from ssl_studio.studies.collapse import run_collapse_study as run_study
 
