@@ -42,6 +42,20 @@ def _read_digits() -> tuple[np.ndarray, np.ndarray]:
     return bunch.images, bunch.target
 
 
+# Phrasings of a digit's caption; the k-th image of each class takes phrasing k mod len (deterministic, balanced).
+CAPTION_TEMPLATES = ("a handwritten {word}", "the digit {digit}", "a handwritten digit {word}", "the number {word}, written by hand",
+                     "a {digit}, written by hand", "an image of the digit {digit}")
+
+
+def digit_captions(labels: list[int]) -> list[str]:
+    seen = [0] * 10
+    out = []
+    for y in labels:
+        out.append(CAPTION_TEMPLATES[seen[y] % len(CAPTION_TEMPLATES)].format(word=NUMBER_WORDS[y], digit=y))
+        seen[y] += 1
+    return out
+
+
 def load_digits_images(resolution: int = 32, progress: Callable[[int, int], None] | None = None) -> RawImages:
     images, target = _read_digits()
     x = torch.as_tensor(images, dtype=torch.float32)  # N×8×8 in 0..16
@@ -57,7 +71,7 @@ def load_digits_images(resolution: int = 32, progress: Callable[[int, int], None
         images=images,
         labels=labels,
         class_names=[str(i) for i in range(10)],
-        captions=[f"a handwritten {NUMBER_WORDS[i]}" for i in labels.tolist()],
+        captions=digit_captions(labels.tolist()),
     )
 
 

@@ -19,8 +19,13 @@ def load_data(cfg: RunConfig, progress=None) -> ImageSet:
         raise ConfigError("data.source", f"{cfg.data.source!r} has no class labels, which {objective_cls.title} needs; "
                           "use a folder with one sub-folder per class, or choose a self-supervised objective")
     if objective_cls.needs_captions and imageset.captions is None:
-        raise ConfigError("data.source", f"{cfg.data.source!r} has no captions, which {objective_cls.title} needs; "
-                          "add captions.csv or class sub-folders")
+        if imageset.labels is None or not imageset.class_names:
+            raise ConfigError("data.source", f"{cfg.data.source!r} has neither captions nor class labels, and {objective_cls.title} "
+                              "needs one of them; add captions.csv (columns file,caption) or a .txt caption beside each image, "
+                              "or sort the images into class sub-folders (their names become captions)")
+        from ssl_studio.objectives.clip import class_captions  # classes but no captions: "a photo of a <class>", ...
+
+        imageset.captions = class_captions(imageset.labels.tolist(), imageset.class_names, seed=cfg.seed)
     if len(imageset.train_index) < 2:
         raise ConfigError("data.source", f"{cfg.data.source!r} has only {len(imageset.train_index)} training images; at least 2 are needed")
     return imageset
@@ -45,6 +50,8 @@ def build_objective(cfg: RunConfig, imageset: ImageSet) -> Objective:
         captions=imageset.captions,
         ablations=frozenset(cfg.ablations),
         batch_size=effective_batch_size(cfg, len(imageset.train_index)),
+        mean=tuple(imageset.mean) if imageset.mean is not None else None,
+        std=tuple(imageset.std) if imageset.std is not None else None,
     )
     return objective_cls(backbone, params, context)
 

@@ -197,7 +197,7 @@ def finetune_protocol(backbone: torch.nn.Module, views, images: torch.Tensor, la
             "val_images": len(val_index), "seconds": time.perf_counter() - t0}
 
 
-PROTOCOLS = ("knn", "linear", "finetune", "fractions")
+PROTOCOLS = ("knn", "linear", "finetune", "fractions", "zeroshot")
 LABEL_FRACTIONS = (0.01, 0.1, 1.0)
 
 
@@ -273,6 +273,12 @@ def evaluate_run(run_dir, protocols=("knn",), device: str = "auto", progress: Ca
                 ft = finetune(data.train_index[sub], share)
                 table[f"{fraction:g}"] = {"labels": len(sub), "linear": lin["top1"], "finetune": ft["top1"]}
             results[name] = {"fractions": table, "seconds": time.perf_counter() - t0}
+        elif name == "zeroshot":
+            from ssl_studio.engine.zeroshot import has_text_tower, zeroshot_protocol
+
+            if not has_text_tower(objective):
+                raise ConfigError("protocols", f"zeroshot needs an image-text objective (clip), but this run trained {cfg.objective.name}")
+            results[name] = zeroshot_protocol(objective, data, views, dev, held_out=cfg.data.held_out, autocast_dtype=autocast_dtype)
         if progress:
             progress(name, 1.0)
         folder.write_report(name, results[name])

@@ -14,6 +14,9 @@ _MODULES = (
     "dino",
     "barlow",
     "vicreg",
+    "mae",
+    "ijepa",
+    "clip",
     "supervised",
 )
 

@@ -278,3 +278,136 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, invariance_weight: float = 2
         covariance = covariance + _off_diagonal(cov).pow(2).sum() / d
     loss = invariance_weight * invariance + variance_weight * variance + covariance_weight * covariance
     return {"loss": loss, "invariance": invariance, "variance": variance, "covariance": covariance}
+
+
+# --------------------------------------------------------------------------- masked and predictive (MAE, I-JEPA)
+
+
+def patch_normalise(patches: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MAE's ``norm_pix_loss`` target: each patch minus its mean, over sqrt(var + eps).
+
+    Returns ``(normalised, mean, std)`` with ``mean``/``std`` of shape ``... x 1``, so
+    ``normalised * std + mean`` undoes it (how reconstructions are shown).  The
+    variance is the unbiased one, exactly as ``target.var(dim=-1)`` in the reference code.
+    """
+    mean = patches.mean(dim=-1, keepdim=True)
+    var = patches.var(dim=-1, keepdim=True)
+    std = (var + eps).sqrt()
+    return (patches - mean) / std, mean, std
+
+
+def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_pix: bool = False) -> torch.Tensor:
+    """Mean squared error on the *masked* patches only (He et al. 2022, sec. 3 "Reconstruction target").
+
+    ``pred``, ``target``: ``B x N x K`` patches; ``mask``: ``B x N``, 1 where a patch was
+    hidden.  Per-patch MSE (mean over the K pixel values), averaged over hidden patches.
+    With ``norm_pix`` the target is each patch normalised by its own mean and std.
+    """
+    if pred.shape != target.shape or mask.shape != pred.shape[:2]:
+        raise ValueError(f"mae_loss: pred {tuple(pred.shape)}, target {tuple(target.shape)} and mask {tuple(mask.shape)} do not match")
+    target = target.float()
+    if norm_pix:
+        target = patch_normalise(target)[0]
+    per_patch = (pred.float() - target).pow(2).mean(dim=-1)
+    m = mask.to(per_patch.dtype)
+    return (per_patch * m).sum() / m.sum().clamp_min(1.0)
+
+
+def ijepa_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "smooth_l1") -> torch.Tensor:
+    """Distance between predicted and target patch embeddings (Assran et al. 2023, eq. 1).
+
+    The paper writes the average L2 distance; the official code uses
+    ``F.smooth_l1_loss`` (Huber with beta 1): ``kind`` picks "mse" or "smooth_l1".
+    The target is expected to be layer-normalised already and detached.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"ijepa_loss: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(pred.float(), target.float())
+    if kind == "mse":
+        return F.mse_loss(pred.float(), target.float())
+    raise ValueError(f"ijepa_loss: kind must be 'smooth_l1' or 'mse', got {kind!r}")
+
+
+# ---------------------------------------------------------------------------
+# Cross-modal: CLIP and SigLIP (image-text pairs).
+# ---------------------------------------------------------------------------
+
+import math  # noqa: E402 - used only by the cross-modal section below
+
+CLIP_INIT_LOG_SCALE = math.log(1 / 0.07)  # Radford et al. 2021, sec. 2.5: temperature initialised at 0.07
+CLIP_MAX_LOG_SCALE = math.log(100.0)  # ... and the logit scale clipped at 100 "to prevent scaling the logits by more than 100"
+SIGLIP_INIT_LOG_SCALE = math.log(10.0)  # Zhai et al. 2023, sec. 3.2 / algorithm 1: t' = log 10
+SIGLIP_INIT_BIAS = -10.0  # ... and b = -10, so that the many negatives start near their target
+
+
+def _log_scale(value, max_log_scale: float | None) -> torch.Tensor:
+    t = value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+    t = t.float()
+    if max_log_scale is not None:
+        t = t.clamp(max=max_log_scale)
+    return t
+
+
+def _check_positives(name: str, positives: torch.Tensor | None, n: int, device) -> torch.Tensor:
+    if positives is None:
+        return torch.eye(n, dtype=torch.bool, device=device)
+    if positives.shape != (n, n):
+        raise ValueError(f"{name} needs a {n}×{n} positives mask, got {tuple(positives.shape)}")
+    positives = positives.to(device=device, dtype=torch.bool)
+    if not bool(torch.diagonal(positives).all()):
+        raise ValueError(f"{name}: every image must be a positive of its own caption (the mask's diagonal must be True)")
+    return positives
+
+
+def clip_loss(image: torch.Tensor, text: torch.Tensor, log_scale: torch.Tensor | float = CLIP_INIT_LOG_SCALE,
+              positives: torch.Tensor | None = None, max_log_scale: float | None = CLIP_MAX_LOG_SCALE,
+              normalize: bool = True) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE (Radford et al. 2021, fig. 3): (CE(image→text) + CE(text→image)) / 2.
+
+    logits = exp(log_scale) · norm(image) · norm(text)ᵀ; image i must pick caption i
+    among the B captions of the batch and caption i image i among the images.
+    ``log_scale`` is the learnable log of the inverse temperature, clamped at
+    ``max_log_scale`` (ln 100).  ``positives`` (B×B bool, diagonal True) marks
+    other pairs that are just as right, e.g. two images with the same caption
+    text: the target then spreads evenly over them instead of calling a correct
+    caption a negative (CLIP's web captions rarely repeat; class-name captions do).
+    """
+    _check_pair("clip_loss", image, text)
+    img, txt = image.float(), text.float()
+    if normalize:
+        img, txt = F.normalize(img, dim=1), F.normalize(txt, dim=1)
+    scale = _log_scale(log_scale, max_log_scale).to(img.device).exp()
+    logits = scale * img @ txt.T
+    n = len(img)
+    if positives is None:
+        target = torch.arange(n, device=img.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    pos = _check_positives("clip_loss", positives, n, img.device).float()
+    i2t = -(pos / pos.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
+    t2i = -(pos.T / pos.T.sum(1, keepdim=True) * F.log_softmax(logits.T, dim=1)).sum(1).mean()
+    return (i2t + t2i) / 2
+
+
+def siglip_loss(image: torch.Tensor, text: torch.Tensor, log_scale: torch.Tensor | float = SIGLIP_INIT_LOG_SCALE,
+                bias: torch.Tensor | float = SIGLIP_INIT_BIAS, positives: torch.Tensor | None = None,
+                max_log_scale: float | None = None, normalize: bool = True) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss (Zhai et al. 2023, eq. 2 and algorithm 1).
+
+    Every image-caption pair of the batch is an independent binary problem:
+    logits = exp(t')·norm(image)·norm(text)ᵀ + b, label +1 on the diagonal (and on
+    ``positives``) and -1 elsewhere, loss = -Σ log σ(label · logit) / B.  No
+    softmax couples the pairs, so the loss needs no all-gather of the batch and
+    does not depend on its size the way InfoNCE does.  The paper does not clamp
+    t'; ``max_log_scale`` can.
+    """
+    _check_pair("siglip_loss", image, text)
+    img, txt = image.float(), text.float()
+    if normalize:
+        img, txt = F.normalize(img, dim=1), F.normalize(txt, dim=1)
+    scale = _log_scale(log_scale, max_log_scale).to(img.device).exp()
+    b = bias.float() if isinstance(bias, torch.Tensor) else torch.tensor(float(bias))
+    logits = scale * img @ txt.T + b.to(img.device)
+    n = len(img)
+    labels = 2 * _check_positives("siglip_loss", positives, n, img.device).float() - 1
+    return -F.logsigmoid(labels * logits).sum() / n

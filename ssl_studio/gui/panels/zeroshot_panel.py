@@ -1,0 +1,615 @@
+"""Zero-shot predictions of an image-text model, live, with prompts the user can rewrite.
+
+A grid of probe images shows each one's three best class prompts and their
+probabilities as training goes (from the ``Visuals`` events of kind
+"zeroshot": normalised image embeddings, the class embeddings of the default
+prompts, the logit scale).  The class names and prompt templates are editable
+and re-score at once, without retraining: the panel asks its *scorer* (a
+``ssl_studio.engine.zeroshot.TextScorer`` the window binds to the run, reading
+a CPU copy of the text tower, never the model being trained) for new class
+embeddings and re-ranks.  A caption box ranks the probe images by similarity
+to any sentence, and after evaluation the confusion matrix shows where the
+prompts fail; clicking a cell lists its images.
+
+Probe images are found in the ImageSet by the indices of the latest ``Probe``
+event: the trainer's visuals are the first images of the probe set.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QScrollArea, QSplitter,
+                               QVBoxLayout, QWidget)
+
+from ssl_studio.engine.events import Evaluated, Probe, Started, Visuals
+from ssl_studio.gui.panels.base import Panel, image_to_pixmap, name_control
+
+GRID_COLUMNS = 4
+MAX_CELLS = 16
+TOP_K = 3
+SEARCH_RESULTS = 10
+CELL_IMAGES = 12
+RESCORE_DELAY_MS = 150  # typing in an editor re-scores after a pause this long
+
+Scorer = Callable[[list[str]], Any]
+
+
+def _fill(template: str, name: str) -> str:
+    return template.replace("{}", name) if "{}" in template else f"{template} {name}".strip()
+
+
+def ensemble(scorer: Scorer, class_names: Sequence[str], templates: Sequence[str]) -> np.ndarray | None:
+    """C×D class embeddings: mean of each class's normalised prompt embeddings, renormalised."""
+    if not class_names or not templates:
+        return None
+    flat = [_fill(t, c) for c in class_names for t in templates]
+    emb = scorer(flat)
+    if emb is None:
+        return None
+    emb = np.asarray(emb, dtype=np.float32)
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    emb = emb.reshape(len(class_names), len(templates), -1).mean(1)
+    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+
+def probabilities(image_emb: np.ndarray, class_emb: np.ndarray, logit_scale: float, logit_bias: float | None, kind: str) -> np.ndarray:
+    """CLIP: softmax over classes of scale·cos; SigLIP: an independent sigmoid per class (as the engine computes them)."""
+    logits = float(logit_scale) * np.asarray(image_emb, np.float32) @ np.asarray(class_emb, np.float32).T
+    if kind == "siglip":
+        return 1.0 / (1.0 + np.exp(-(logits + float(logit_bias or 0.0))))
+    logits = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class _Cell(QFrame):
+    """One image with a few lines of text under it."""
+
+    def __init__(self, name: str, size: int = 64, lines: int = 3):
+        super().__init__()
+        self.setObjectName(name)
+        self.setAccessibleName(name)
+        v = QVBoxLayout(self)
+        v.setContentsMargins(2, 2, 2, 2)
+        v.setSpacing(1)
+        self.image = QLabel()
+        self.image.setFixedSize(size, size)
+        self.image.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.text = QLabel()
+        self.text.setStyleSheet("font-size: 10px;")
+        self.text.setTextFormat(Qt.TextFormat.RichText)
+        self.text.setMinimumWidth(size + 40)
+        v.addWidget(self.image, 0, Qt.AlignmentFlag.AlignHCenter)
+        v.addWidget(self.text)
+        self.size = size
+
+
+class ZeroShotPanel(Panel):
+    title = "Zero-shot"
+    visual_kind = "zeroshot"
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("zeroshotPanel")
+        self.setAccessibleName("Zero-shot panel")
+        self.scorer: Scorer | None = None
+        self._build()
+        self.clear()
+
+    # -- layout ------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.status = name_control(QLabel("Waiting for the first zero-shot visuals…"), "zeroshotStatus", "Zero-shot status")
+        self.status.setWordWrap(True)
+
+        grid_host = QWidget()
+        self.grid = QGridLayout(grid_host)
+        self.grid.setContentsMargins(2, 2, 2, 2)
+        self.grid.setSpacing(4)
+        self.cells = []
+        for k in range(MAX_CELLS):
+            cell = _Cell(f"zeroshotCell{k}")
+            cell.hide()
+            self.grid.addWidget(cell, k // GRID_COLUMNS, k % GRID_COLUMNS)
+            self.cells.append(cell)
+        grid_scroll = QScrollArea()
+        grid_scroll.setWidget(grid_host)
+        grid_scroll.setWidgetResizable(True)
+        grid_scroll.setFrameShape(QFrame.Shape.NoFrame)
+
+        self.class_edit = name_control(QPlainTextEdit(), "zeroshotClasses", "Class names",
+                                       "One class name per line; the predictions re-score as you type (no retraining).")
+        self.template_edit = name_control(QPlainTextEdit(), "zeroshotTemplates", "Prompt templates",
+                                          "One template per line, {} is the class name; the class embedding is the mean of its prompts.")
+        for edit in (self.class_edit, self.template_edit):
+            edit.setMaximumHeight(130)
+        self.prompt_note = name_control(QLabel(""), "zeroshotPromptNote", "Prompt note")
+        self.prompt_note.setWordWrap(True)
+        self.prompt_note.setStyleSheet("font-size: 10px; color: #a05000;")
+        editors = QWidget()
+        ev = QVBoxLayout(editors)
+        ev.setContentsMargins(2, 0, 2, 0)
+        ev.addWidget(QLabel("Classes"))
+        ev.addWidget(self.class_edit)
+        ev.addWidget(QLabel("Templates ({} = class)"))
+        ev.addWidget(self.template_edit)
+        ev.addWidget(self.prompt_note)
+
+        self.search_edit = name_control(QLineEdit(), "zeroshotSearch", "Caption search",
+                                        "Type any caption: the probe images are ranked by cosine similarity to it.")
+        self.search_edit.setPlaceholderText("Type a caption, e.g. a small red triangle at the top left")
+        self.search_note = name_control(QLabel(""), "zeroshotSearchNote", "Caption search note")
+        self.search_note.setStyleSheet("font-size: 10px;")
+        strip = QWidget()
+        sl = QHBoxLayout(strip)
+        sl.setContentsMargins(2, 0, 2, 0)
+        sl.setSpacing(4)
+        self.search_cells = []
+        for k in range(SEARCH_RESULTS):
+            cell = _Cell(f"zeroshotSearchResult{k}", size=48, lines=1)
+            cell.hide()
+            sl.addWidget(cell)
+            self.search_cells.append(cell)
+        sl.addStretch(1)
+        search_scroll = QScrollArea()
+        search_scroll.setWidget(strip)
+        search_scroll.setWidgetResizable(True)
+        search_scroll.setFixedHeight(96)
+        search_scroll.setFrameShape(QFrame.Shape.NoFrame)
+
+        self.plot_widget = pg.PlotWidget()
+        self.plot_widget.setObjectName("zeroshotConfusion")
+        self.plot_widget.setAccessibleName("Zero-shot confusion matrix")
+        self.plot = self.plot_widget.getPlotItem()
+        self.plot.setTitle("Confusion (after evaluation)", size="9pt")
+        self.plot.invertY(True)
+        self.plot.setAspectLocked(True)
+        self.plot.hideButtons()
+        self.plot.setMenuEnabled(False)
+        self.plot.getViewBox().setMouseEnabled(False, False)
+        self.plot.setLabel("left", "true")
+        self.plot.setLabel("bottom", "predicted")
+        self.confusion_image = pg.ImageItem()
+        self.confusion_image.setLookupTable(pg.colormap.get("viridis").getLookupTable(nPts=256))
+        self.plot.addItem(self.confusion_image)
+        self._confusion_texts: list = []
+        self.cell_caption = name_control(QLabel("Click a cell of the confusion matrix to see its images."), "zeroshotCellCaption",
+                                         "Confusion cell caption")
+        self.cell_caption.setWordWrap(True)
+        cell_strip = QWidget()
+        cl = QHBoxLayout(cell_strip)
+        cl.setContentsMargins(2, 0, 2, 0)
+        cl.setSpacing(3)
+        self.cell_images = []
+        for k in range(CELL_IMAGES):
+            cell = _Cell(f"zeroshotCellImage{k}", size=40, lines=1)
+            cell.hide()
+            cl.addWidget(cell)
+            self.cell_images.append(cell)
+        cl.addStretch(1)
+        cell_scroll = QScrollArea()
+        cell_scroll.setWidget(cell_strip)
+        cell_scroll.setWidgetResizable(True)
+        cell_scroll.setFixedHeight(80)
+        cell_scroll.setFrameShape(QFrame.Shape.NoFrame)
+
+        right = QWidget()
+        rv = QVBoxLayout(right)
+        rv.setContentsMargins(0, 0, 0, 0)
+        rv.addWidget(editors)
+        rv.addWidget(self.plot_widget, 1)
+        rv.addWidget(self.cell_caption)
+        rv.addWidget(cell_scroll)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(grid_scroll)
+        split.addWidget(right)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+
+        root = QVBoxLayout(self)
+        root.setContentsMargins(0, 0, 0, 0)
+        root.setSpacing(2)
+        root.addWidget(self.status)
+        root.addWidget(split, 1)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Caption"))
+        row.addWidget(self.search_edit, 1)
+        root.addLayout(row)
+        root.addWidget(self.search_note)
+        root.addWidget(search_scroll)
+
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(RESCORE_DELAY_MS)
+        self._timer.timeout.connect(self._prompts_edited)
+        self.class_edit.textChanged.connect(self._timer.start)
+        self.template_edit.textChanged.connect(self._timer.start)
+        self._search_timer = QTimer(self)
+        self._search_timer.setSingleShot(True)
+        self._search_timer.setInterval(RESCORE_DELAY_MS)
+        self._search_timer.timeout.connect(lambda: self.search(self.search_edit.text()))
+        self.search_edit.textChanged.connect(self._search_timer.start)
+        self.search_edit.returnPressed.connect(lambda: self.search(self.search_edit.text()))
+        self.plot_widget.scene().sigMouseClicked.connect(self._confusion_clicked)
+
+    # -- the interface -----------------------------------------------------------------
+    def clear(self) -> None:
+        self.step = 0
+        self.image_emb: np.ndarray | None = None
+        self.event_class_emb: np.ndarray | None = None
+        self.event_class_names: list[str] | None = None
+        self.event_templates: list[str] | None = None
+        self.class_emb: np.ndarray | None = None
+        self.probs: np.ndarray | None = None
+        self.scored_names: list[str] = []
+        self.logit_scale, self.logit_bias, self.kind = 1.0, None, "clip"
+        self.probe_indices: np.ndarray | None = None
+        self.probe_features: np.ndarray | None = None
+        self._projected: tuple[Any, np.ndarray] | None = None
+        self.search_ranking: list[tuple[int, float]] = []
+        self.confusion: np.ndarray | None = None
+        self.confusion_names: list[str] = []
+        self.eval_indices = self.eval_preds = self.eval_labels = None
+        self.selected_cell: tuple[int, int] | None = None
+        self.cell_members: list[int] = []
+        self.report: dict | None = None
+        for cell in self.cells + self.search_cells + self.cell_images:
+            cell.hide()
+        self.confusion_image.clear()
+        self._clear_confusion_texts()
+        self.status.setText("Waiting for the first zero-shot visuals…")
+        self.prompt_note.setText("")
+        self.search_note.setText("")
+
+    def set_scorer(self, scorer: Scorer | None) -> None:
+        """``scorer(texts) -> N×D normalised text embeddings`` (or None while it has nothing to score with)."""
+        self.scorer = scorer
+        self._projected = None
+        if self.image_emb is not None:
+            self.rescore()
+
+    def handle_events(self, events: Sequence[Any]) -> None:
+        visuals = None
+        for ev in events:
+            if isinstance(ev, Started):
+                if ev.resumed_from_step == 0 and self.image_emb is not None:
+                    self.clear()
+                if ev.class_names:
+                    self.class_names = list(ev.class_names)
+            elif isinstance(ev, Probe) and ev.indices is not None:
+                self.probe_indices = np.asarray(ev.indices).astype(np.int64)
+                if ev.features is not None and len(ev.features) == len(ev.indices):
+                    self.probe_features = np.asarray(ev.features, np.float32)
+                    self._projected = None
+            elif isinstance(ev, Visuals) and ev.kind == self.visual_kind:
+                visuals = ev
+            elif isinstance(ev, Evaluated) and isinstance(ev.results, dict) and "zeroshot" in ev.results:
+                self.set_report(ev.results["zeroshot"])
+        if visuals is not None:
+            self.set_visuals(visuals.arrays, visuals.info, visuals.step)
+
+    # -- live predictions --------------------------------------------------------------
+    def set_visuals(self, arrays: dict[str, np.ndarray], info: dict[str, Any] | None = None, step: int = 0) -> None:
+        info = info or {}
+        self.step = int(step)
+        emb = arrays.get("image_embeddings")
+        if emb is None:
+            return
+        self.image_emb = np.asarray(emb, np.float32)
+        self.logit_scale = float(info.get("logit_scale", arrays.get("logit_scale", 1.0)) or 1.0)
+        bias = info.get("logit_bias")
+        self.logit_bias = None if bias is None else float(bias)
+        self.kind = str(info.get("kind", "clip"))
+        cls = arrays.get("class_embeddings")
+        self.event_class_emb = None if cls is None else np.asarray(cls, np.float32)
+        self.event_class_names = list(info.get("class_names") or self.class_names or [])
+        self.event_templates = list(info.get("templates") or [])
+        if not self.class_lines() and self.event_class_names:
+            self._set_editor(self.class_edit, self.event_class_names)
+        if not self.template_lines() and self.event_templates:
+            self._set_editor(self.template_edit, self.event_templates)
+        self._projected = None
+        self.rescore()
+        if self.search_edit.text().strip():
+            self.search(self.search_edit.text())
+
+    @staticmethod
+    def _lines(edit: QPlainTextEdit) -> list[str]:
+        return [line.strip() for line in edit.toPlainText().splitlines() if line.strip()]
+
+    def class_lines(self) -> list[str]:
+        return self._lines(self.class_edit)
+
+    def template_lines(self) -> list[str]:
+        return self._lines(self.template_edit)
+
+    def _set_editor(self, edit: QPlainTextEdit, lines: Sequence[str]) -> None:
+        edit.blockSignals(True)
+        edit.setPlainText("\n".join(lines))
+        edit.blockSignals(False)
+
+    def set_prompts(self, class_names: Sequence[str] | None = None, templates: Sequence[str] | None = None) -> None:
+        """Replace the class names and/or templates and re-score now."""
+        if class_names is not None:
+            self._set_editor(self.class_edit, list(class_names))
+        if templates is not None:
+            self._set_editor(self.template_edit, list(templates))
+        self.rescore()
+
+    def _prompts_edited(self) -> None:
+        self.rescore()
+
+    def _current_class_embeddings(self) -> tuple[np.ndarray | None, list[str], str]:
+        names, templates = self.class_lines(), self.template_lines() or ["{}"]
+        unchanged = names == (self.event_class_names or []) and templates == (self.event_templates or ["{}"])
+        if self.scorer is not None and names:
+            emb = ensemble(self.scorer, names, templates)
+            if emb is not None:
+                return emb, names, "your prompts" if not unchanged else "the default prompts"
+        if unchanged and self.event_class_emb is not None:
+            return self.event_class_emb, names, "the default prompts"
+        if names and self.event_class_emb is not None and len(names) == len(self.event_class_emb):
+            return self.event_class_emb, list(self.event_class_names or names), "the default prompts (edits need the run's text encoder)"
+        return None, names, ""
+
+    def rescore(self) -> None:
+        """Class embeddings from the current names and templates; every probe image's top-3."""
+        self._timer.stop()
+        if self.image_emb is None:
+            return
+        emb, names, source = self._current_class_embeddings()
+        self.class_emb, self.scored_names = emb, names
+        self._update_prompt_note()
+        if emb is None or not len(names):
+            self.probs = None
+            self.status.setText(f"Step {self.step}: no class names to score; type some on the right.")
+            self._draw_cells()
+            return
+        self.probs = probabilities(self.image_emb, emb, self.logit_scale, self.logit_bias, self.kind)
+        how = "softmax" if self.kind != "siglip" else "sigmoid per class"
+        self.status.setText(f"Step {self.step}: top-{TOP_K} of {len(names)} classes for {len(self.image_emb)} probe images, "
+                            f"scored with {source} ({how}, logit scale {self.logit_scale:.1f}).")
+        self._draw_cells()
+
+    def top_predictions(self, i: int, k: int = TOP_K) -> list[tuple[str, float]]:
+        if self.probs is None:
+            return []
+        order = np.argsort(-self.probs[i], kind="stable")[:k]
+        return [(self.scored_names[j], float(self.probs[i, j])) for j in order]
+
+    def _image_index(self, i: int) -> int | None:
+        if self.probe_indices is None or i >= len(self.probe_indices):
+            return None
+        return int(self.probe_indices[i])
+
+    def _true_name(self, index: int | None) -> str | None:
+        imageset = self.imageset
+        labels = getattr(imageset, "labels", None) if imageset is not None else None
+        names = self.class_names or getattr(imageset, "class_names", None)
+        if index is None or labels is None or not names or index >= len(labels):
+            return None
+        return str(names[int(labels[index])])
+
+    def _pixmap(self, index: int | None, size: int):
+        images = getattr(self.imageset, "images", None) if self.imageset is not None else None
+        if index is None or images is None or not 0 <= index < len(images):
+            return None
+        return image_to_pixmap(images[index], size)
+
+    def _draw_cells(self) -> None:
+        n = 0 if self.image_emb is None else min(len(self.image_emb), MAX_CELLS)
+        for i, cell in enumerate(self.cells):
+            if i >= n:
+                cell.hide()
+                continue
+            index = self._image_index(i)
+            pix = self._pixmap(index, cell.size)
+            if pix is not None:
+                cell.image.setPixmap(pix)
+            else:
+                cell.image.setText("?" if index is None else f"#{index}")
+            truth = self._true_name(index)
+            lines = []
+            for name, p in self.top_predictions(i):
+                mark = "<b>" if truth is not None and name == truth else ""
+                end = "</b>" if mark else ""
+                lines.append(f"{mark}{name} {p:.2f}{end}")
+            head = f"<i>{truth}</i><br>" if truth is not None else ""
+            cell.text.setText(head + "<br>".join(lines))
+            cell.setToolTip(f"image #{index}" if index is not None else "probe image")
+            cell.show()
+
+    def _update_prompt_note(self) -> None:
+        notes = []
+        if self.scorer is None and (self.class_lines() != (self.event_class_names or []) or
+                                    (self.template_lines() or ["{}"]) != (self.event_templates or ["{}"])):
+            notes.append("Edited prompts are scored once the run's text encoder is connected.")
+        unknown_fn = getattr(self.scorer, "unknown_words", None)
+        if unknown_fn is not None:
+            words = sorted({w for c in self.class_lines() for t in (self.template_lines() or ["{}"]) for w in unknown_fn(_fill(t, c))})
+            if words:
+                notes.append("Not in the captions' vocabulary (read as <unk>): " + ", ".join(words[:12]))
+        self.prompt_note.setText(" ".join(notes))
+
+    # -- caption search ----------------------------------------------------------------
+    def _search_pool(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(unit image embeddings, image indices) to rank: every probe image when the scorer can project
+        the probe's backbone features, else the visuals' probe images."""
+        project = getattr(self.scorer, "project_images", None)
+        if project is not None and self.probe_features is not None:
+            if self._projected is None or self._projected[0] is not getattr(self.scorer, "snapshot", None):
+                z = project(self.probe_features)
+                if z is not None:
+                    self._projected = (getattr(self.scorer, "snapshot", None), np.asarray(z, np.float32))
+            if self._projected is not None:
+                return self._projected[1], self.probe_indices
+        if self.image_emb is None:
+            return None, None
+        idx = self.probe_indices[: len(self.image_emb)] if self.probe_indices is not None else None
+        return self.image_emb, idx
+
+    def search(self, text: str) -> list[tuple[int, float]]:
+        """Rank the probe images by similarity to ``text``; returns (position in the pool, cosine) best first."""
+        self._search_timer.stop()
+        text = text.strip()
+        self.search_ranking = []
+        if not text:
+            self.search_note.setText("")
+            self._draw_search([], None)
+            return []
+        if self.scorer is None:
+            self.search_note.setText("Caption search needs the run's text encoder (open a live or finished CLIP run).")
+            self._draw_search([], None)
+            return []
+        q = self.scorer([text])
+        pool, idx = self._search_pool()
+        if q is None or pool is None:
+            self.search_note.setText("No image embeddings yet: wait for the first zero-shot visuals.")
+            self._draw_search([], None)
+            return []
+        sims = pool @ np.asarray(q, np.float32)[0]
+        order = np.argsort(-sims, kind="stable")[:SEARCH_RESULTS]
+        self.search_ranking = [(int(j), float(sims[j])) for j in order]
+        unknown_fn = getattr(self.scorer, "unknown_words", None)
+        unknown = unknown_fn(text) if unknown_fn is not None else []
+        note = f"Best {len(order)} of {len(pool)} probe images for “{text}”"
+        if unknown:
+            note += f" (unknown words read as <unk>: {', '.join(unknown)})"
+        self.search_note.setText(note)
+        self._draw_search(self.search_ranking, idx)
+        return self.search_ranking
+
+    def _draw_search(self, ranking: list[tuple[int, float]], idx: np.ndarray | None) -> None:
+        for k, cell in enumerate(self.search_cells):
+            if k >= len(ranking):
+                cell.hide()
+                continue
+            j, sim = ranking[k]
+            index = int(idx[j]) if idx is not None and j < len(idx) else None
+            pix = self._pixmap(index, cell.size)
+            if pix is not None:
+                cell.image.setPixmap(pix)
+            else:
+                cell.image.setText(f"#{index}" if index is not None else str(j))
+            cell.text.setText(f"{sim:.2f}")
+            cap = getattr(self.imageset, "captions", None) if self.imageset is not None else None
+            cell.setToolTip(cap[index] if cap is not None and index is not None and index < len(cap) else f"image #{index}")
+            cell.show()
+
+    # -- confusion matrix --------------------------------------------------------------
+    def load_report(self, source: str | Path | dict) -> None:
+        """The zero-shot section of a run's report.json (a run folder, the file, or the parsed dict)."""
+        if isinstance(source, dict):
+            report = source
+        else:
+            path = Path(source)
+            path = path / "report.json" if path.is_dir() else path
+            report = json.loads(path.read_text(encoding="utf-8"))
+        if "zeroshot" in report:
+            report = report["zeroshot"]
+        self.set_report(report)
+
+    def set_report(self, report: dict) -> None:
+        conf = report.get("confusion")
+        if conf is None:
+            return
+        self.report = report
+        self.confusion = np.asarray(conf, dtype=np.float64)
+        self.confusion_names = list(report.get("class_names") or self.class_names or [str(i) for i in range(len(self.confusion))])
+        self.eval_indices = np.asarray(report.get("indices", []), np.int64)
+        self.eval_preds = np.asarray(report.get("predictions", []), np.int64)
+        self.eval_labels = np.asarray(report.get("labels", []), np.int64)
+        rows = self.confusion.sum(1, keepdims=True)
+        share = self.confusion / np.maximum(rows, 1)
+        self.confusion_image.setImage(share.T, levels=(0.0, 1.0))  # ImageItem's first axis is x: columns = predicted
+        self._clear_confusion_texts()
+        c = len(self.confusion)
+        if c <= 20:
+            for i in range(c):
+                for j in range(c):
+                    if self.confusion[i, j]:
+                        t = pg.TextItem(f"{int(self.confusion[i, j])}", anchor=(0.5, 0.5),
+                                        color="#000" if share[i, j] > 0.6 else "#fff")
+                        t.setPos(j + 0.5, i + 0.5)
+                        self.plot.addItem(t)
+                        self._confusion_texts.append(t)
+        ticks = [(k + 0.5, n[:8]) for k, n in enumerate(self.confusion_names)]
+        self.plot.getAxis("bottom").setTicks([ticks])
+        self.plot.getAxis("left").setTicks([ticks])
+        top1 = report.get("top1")
+        extra = ""
+        if report.get("seen") is not None or report.get("unseen") is not None:
+            fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+            extra = f", seen pairs {fmt(report.get('seen'))}, unseen pairs {fmt(report.get('unseen'))}"
+        self.plot.setTitle(f"Confusion: zero-shot top-1 {top1:.3f}{extra}" if top1 is not None else "Confusion", size="9pt")
+
+    def _clear_confusion_texts(self) -> None:
+        for t in self._confusion_texts:
+            self.plot.removeItem(t)
+        self._confusion_texts = []
+
+    def _confusion_clicked(self, ev) -> None:
+        if self.confusion is None or ev.button() != Qt.MouseButton.LeftButton:
+            return
+        vb = self.plot.getViewBox()
+        if not vb.sceneBoundingRect().contains(ev.scenePos()):
+            return
+        p = vb.mapSceneToView(ev.scenePos())
+        row, col = int(np.floor(p.y())), int(np.floor(p.x()))
+        if 0 <= row < len(self.confusion) and 0 <= col < len(self.confusion):
+            self.select_cell(row, col)
+
+    def select_cell(self, true_class: int, predicted: int) -> list[int]:
+        """Show the held-out images of class ``true_class`` predicted as ``predicted``; returns their indices."""
+        self.selected_cell = (true_class, predicted)
+        members: list[int] = []
+        if self.eval_indices is not None and len(self.eval_indices):
+            mask = (self.eval_labels == true_class) & (self.eval_preds == predicted)
+            members = self.eval_indices[mask].tolist()
+        self.cell_members = members
+        names = self.confusion_names
+        count = int(self.confusion[true_class, predicted]) if self.confusion is not None else len(members)
+        self.cell_caption.setText(f"{names[true_class]} predicted as {names[predicted]}: {count} image{'s' if count != 1 else ''}"
+                                  + (f" (showing {min(len(members), CELL_IMAGES)})" if members else ""))
+        for k, cell in enumerate(self.cell_images):
+            if k >= len(members):
+                cell.hide()
+                continue
+            pix = self._pixmap(members[k], cell.size)
+            if pix is not None:
+                cell.image.setPixmap(pix)
+            else:
+                cell.image.setText(f"#{members[k]}")
+            cell.text.setText(f"#{members[k]}")
+            cell.show()
+        return members
+
+    def set_imageset(self, imageset) -> None:
+        super().set_imageset(imageset)
+        if self.image_emb is not None:
+            self._draw_cells()
+
+    # -- export ------------------------------------------------------------------------
+    def plot_scene_item(self):
+        return self.plot
+
+    def table(self):
+        header = ["cell", "image_index", "true_class"] + [f"{kind}{k + 1}" for k in range(TOP_K) for kind in ("class", "p")]
+        rows = []
+        n = 0 if self.image_emb is None else len(self.image_emb)
+        for i in range(n):
+            index = self._image_index(i)
+            row: list[Any] = [i, "" if index is None else index, self._true_name(index) or ""]
+            for name, p in self.top_predictions(i):
+                row += [name, round(p, 6)]
+            rows.append(row)
+        return header, rows
+
+
+__all__ = ["ZeroShotPanel", "ensemble", "probabilities"]

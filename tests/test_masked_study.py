@@ -1,0 +1,60 @@
+"""The MAE vs I-JEPA vs DINO study, end to end on a tiny budget."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from ssl_studio.params import ConfigError
+from ssl_studio.studies.masked import COLUMNS, redraw_figure, run_masked_study
+
+TINY = {"data.num_images": 128, "batch_size": 16, "model.width": 16, "probe.size": 32, "probe.every": 0, "probe.visuals_every": 0,
+        "precision": "float32"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_masked_study_end_to_end(tmp_path):
+    logs = []
+    study = run_masked_study(data="shapes", out=tmp_path, steps=2, overrides=TINY, log=logs.append)
+    for name in ("table.md", "table.csv", "study.json", "figure.png"):
+        assert (study / name).exists(), name
+    meta = json.loads((study / "study.json").read_text())
+    rows = meta["rows"]
+    assert [r["method"] for r in rows] == ["ViT at initialisation", "MAE", "I-JEPA", "DINO (ViT)"]
+    assert [r["status"] for r in rows] == ["reference", "completed", "completed", "completed"]
+    assert meta["budget"] == {"steps": 2}
+    init = rows[0]
+    for r in rows:
+        assert r["attention_iou"] is not None and 0.0 <= r["attention_iou"] <= 1.0, r["method"]
+        assert len(r["attention_distance"]) == 6 and all(d >= 0 for d in r["attention_distance"])
+        assert r["knn_k20"] is not None and r["linear_top1"] is not None and r["effective_rank"] is not None
+    # every run starts from the same ViT: their step-0 probes agree with each other
+    starts = {round(r["initial_probe_iou"], 6) for r in rows[1:]}
+    assert len(starts) == 1 and init["initial_probe_iou"] is not None
+    with open(study / "table.csv") as fh:
+        table = list(csv.reader(fh))
+    assert tuple(table[0]) == COLUMNS and len(table) == 5
+    assert "ViT at initialisation" in (study / "table.md").read_text()
+    fig = Image.open(study / "figure.png")
+    assert fig.size[0] > 600 and fig.size[1] > 300
+    assert any("masked study" in line for line in logs)
+    (study / "figure.png").unlink()
+    assert redraw_figure(study).exists()  # from study.json and pictures.npz
+
+
+def test_masked_study_refuses_bad_budgets(tmp_path):
+    with pytest.raises(ConfigError):
+        run_masked_study(out=tmp_path, minutes_per_run=0)
+    with pytest.raises(ConfigError):
+        run_masked_study(out=tmp_path, steps=0)
