@@ -293,6 +293,8 @@ def test_clip_trains_on_shapes_and_reports_zeroshot(tmp_path, loss):
     zs = [e for e in events if isinstance(e, Evaluated)][-1].results["zeroshot"]
     assert 0.0 <= zs["top1"] <= 1.0 and len(zs["confusion"]) == 10
     assert {"image_to_text", "text_to_image"} <= set(zs["recall"])
+    assert set(zs["attributes"]) == {"colour", "size", "position", "background", "shape"}
+    assert zs["attributes"]["position"]["classes"] == 9 and zs["attributes"]["shape"]["top1"] == zs["top1"]
     folder = RunFolder(result.run_dir, create=False)
     report = folder.read_report()
     assert report["zeroshot"]["top1"] == zs["top1"]

@@ -140,9 +140,11 @@ def test_caption_search_ranks_probe_images(panel):
 
 def test_confusion_matrix_from_an_evaluated_event_and_cell_images(panel, tmp_path):
     report = {"top1": 0.5, "class_names": CLASSES, "confusion": [[2, 1, 0], [0, 1, 0], [0, 0, 0]],
-              "indices": [3, 4, 5, 6], "labels": [0, 0, 0, 1], "predictions": [0, 1, 0, 1], "seen": 0.6, "unseen": 0.2}
+              "indices": [3, 4, 5, 6], "labels": [0, 0, 0, 1], "predictions": [0, 1, 0, 1], "seen": 0.6, "unseen": 0.2,
+              "attributes": {"colour": {"top1": 0.9, "chance": 0.1}, "shape": {"top1": 0.5, "chance": 1 / 3}}}
     panel.handle_events([Evaluated(step=10, results={"knn": {}, "zeroshot": report})])
     assert panel.confusion.shape == (3, 3) and "unseen pairs 0.200" in panel.plot.titleLabel.text
+    assert "colour 0.90 (chance 0.10)" in panel.attribute_label.text() and "shape 0.50" in panel.attribute_label.text()
     assert panel.select_cell(0, 0) == [3, 5]
     assert "circle predicted as circle: 2 images" in panel.cell_caption.text()
     assert panel.select_cell(0, 1) == [4] and panel.cell_images[0].isVisibleTo(panel)

@@ -23,16 +23,19 @@ with near-square ratios (a small crop can cut the object out, enlarge a
 trained with a random square crop and nothing else (Radford et al. 2021,
 sec. 2.5).
 
-What CLIP learns is what tells the captions *of one batch* apart.  A shapes
-caption names five attributes; colour, size, position and background alone
-already make almost every caption of a 256-image batch unique (1,620
-combinations), so nothing forces the image tower to see the shape, the
-hardest attribute for a small ConvNet, and zero-shot shape prompts stay near
-chance while retrieval looks excellent: the lab's first zero-shot failure.
-``word_dropout`` (off by default, as in the paper) drops random words from
-each caption every step: a caption reduced to "a triangle at the top" is still
-true, pairs that differ only in the shape become common, and short prompts
-like "a triangle" stop being out of the text tower's distribution.
+What CLIP learns is what tells the captions *of one batch* apart, and the
+cheapest image features that do it.  A shapes caption names five attributes;
+colour and position alone (90 combinations) already tell most captions of a
+batch apart, and they are far easier for a small ConvNet than the shape.
+Measured (ConvNet width 32, 4,000 images, batch 128, 300 steps, 2 CPU cores):
+held-out retrieval recall@5 0.95 among 400 pairs, zero-shot colour 0.92,
+position 0.85, size 0.55, background 0.17 (chance 0.17) and shape 0.155
+(chance 0.10), the lab's first zero-shot failure; the report's ``attributes``
+section and the panel show it for any run.  ``word_dropout`` (off by default,
+as in the paper) drops random words from each caption every step, so that
+pairs differing only in the shape become more common and short prompts like
+"a triangle" are no longer out of the text tower's distribution; at the same
+300 steps it did not raise shape accuracy (0.135).
 """
 
 from __future__ import annotations

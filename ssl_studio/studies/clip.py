@@ -130,6 +130,7 @@ def _row(method: str, result, report: dict[str, Any], splits: dict[str, Any] | N
         "i2t_r1": rec.get("image_to_text", {}).get("r1"), "i2t_r5": rec.get("image_to_text", {}).get("r5"),
         "t2i_r1": rec.get("text_to_image", {}).get("r1"), "t2i_r5": rec.get("text_to_image", {}).get("r5"),
         "run_dir": str(result.run_dir) if result.run_dir else "",
+        "zs_attributes": {k: v.get("top1") for k, v in (zs.get("attributes") or {}).items()},
     }
 
 
@@ -222,6 +223,13 @@ def write_study(study_dir: Path, rows: list[dict[str, Any]], meta: dict[str, Any
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r[key]) for _, key in COLUMNS) + " |")
+    attr_rows = [r for r in rows if r.get("zs_attributes")]
+    if attr_rows:
+        names = list(attr_rows[0]["zs_attributes"])
+        lines += ["", "Zero-shot accuracy of each attribute the captions name (which words the image tower can see):", "",
+                  "| method | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        for r in attr_rows:
+            lines.append(f"| {r['method']} | " + " | ".join(_fmt(r["zs_attributes"].get(n)) for n in names) + " |")
     (study_dir / "table.md").write_text("\n".join(head + lines) + "\n", encoding="utf-8")
     buf = io.StringIO()
     w = csv.writer(buf)

@@ -178,6 +178,10 @@ class ZeroShotPanel(Panel):
         self.confusion_image.setLookupTable(pg.colormap.get("viridis").getLookupTable(nPts=256))
         self.plot.addItem(self.confusion_image)
         self._confusion_texts: list = []
+        self.attribute_label = name_control(QLabel(""), "zeroshotAttributes", "Zero-shot accuracy by caption attribute",
+                                            "Zero-shot accuracy of each word the captions name: which of them the image tower can see.")
+        self.attribute_label.setWordWrap(True)
+        self.attribute_label.setStyleSheet("font-size: 10px;")
         self.cell_caption = name_control(QLabel("Click a cell of the confusion matrix to see its images."), "zeroshotCellCaption",
                                          "Confusion cell caption")
         self.cell_caption.setWordWrap(True)
@@ -203,6 +207,7 @@ class ZeroShotPanel(Panel):
         rv.setContentsMargins(0, 0, 0, 0)
         rv.addWidget(editors)
         rv.addWidget(self.plot_widget, 1)
+        rv.addWidget(self.attribute_label)
         rv.addWidget(self.cell_caption)
         rv.addWidget(cell_scroll)
 
@@ -262,6 +267,7 @@ class ZeroShotPanel(Panel):
         for cell in self.cells + self.search_cells + self.cell_images:
             cell.hide()
         self.confusion_image.clear()
+        self.attribute_label.setText("")
         self._clear_confusion_texts()
         self.status.setText("Waiting for the first zero-shot visuals…")
         self.prompt_note.setText("")
@@ -542,6 +548,10 @@ class ZeroShotPanel(Panel):
         ticks = [(k + 0.5, n[:8]) for k, n in enumerate(self.confusion_names)]
         self.plot.getAxis("bottom").setTicks([ticks])
         self.plot.getAxis("left").setTicks([ticks])
+        attrs = report.get("attributes") or {}
+        self.attribute_label.setText(
+            "Zero-shot by attribute: " + " · ".join(f"{k} {v['top1']:.2f} (chance {v['chance']:.2f})" for k, v in attrs.items()
+                                                     if v.get("top1") is not None) if attrs else "")
         top1 = report.get("top1")
         extra = ""
         if report.get("seen") is not None or report.get("unseen") is not None:
