@@ -44,7 +44,7 @@ def run_bench(parts: list[str], seconds: float = 3.0, backbones: list[str] | Non
                          f"{row['matmul_flops_per_s'] / 1e9:,.1f} | {row['ratio']:.2f} |")
         lines.append("")
     if "gui" in parts:
-        from ssl_studio.benchmarks.gui import bench_gui
+        from ssl_studio.gui.benchmark import bench_gui  # Qt lives only under gui/
 
         r = bench_gui(seconds=gui_seconds)
         lines += ["## Window", ""] + [f"- {k}: {v}" for k, v in r.items()] + [""]

@@ -17,7 +17,7 @@ shared machine mean little:
 (d) ``set_probe`` + ``processEvents`` + ``grab`` of the embedding panel with
     10,000 random points in 10 classes, median of 11.
 
-Run ``python -m ssl_studio.benchmarks.gui [--seconds S]``; it prints a table.
+Run ``python -m ssl_studio.gui.benchmark [--seconds S]``; it prints a table.
 """
 
 from __future__ import annotations
