@@ -375,18 +375,22 @@ def draw_figure(rows: list[MaskedRow], pictures: dict[str, Any], path: Path, tit
     d.rectangle([cx, cy, cx + chart_w, cy + ch], outline=(200, 200, 200))
     colours = [(120, 120, 120), (214, 39, 40), (31, 119, 180), (44, 160, 44), (148, 103, 189)]
     if dist_rows:
-        top_d = max(max(r.attention_distance) for r in dist_rows) * 1.1 or 1.0
+        # the y axis spans the data (distances of near-uniform attention all sit near the grid's mean distance)
+        lo_d = min(min(r.attention_distance) for r in dist_rows)
+        hi_d = max(max(r.attention_distance) for r in dist_rows)
+        pad = max(0.5, 0.1 * (hi_d - lo_d))
+        lo_d, top_d = max(0.0, lo_d - pad), hi_d + pad
         depth = max(len(r.attention_distance) for r in dist_rows)
         for k, r in enumerate(dist_rows):
             colour = colours[k % len(colours)]
-            pts = [(cx + (chart_w * (l + 0.5) / depth), cy + ch - ch * v / top_d) for l, v in enumerate(r.attention_distance)]
+            pts = [(cx + (chart_w * (l + 0.5) / depth), cy + ch - ch * (v - lo_d) / (top_d - lo_d)) for l, v in enumerate(r.attention_distance)]
             if len(pts) > 1:
                 d.line(pts, fill=colour, width=2)
             for px, py in pts:
                 d.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
             d.text((cx + 6, cy + ch + 6 + 14 * k), r.method, fill=colour, font=f_small)
-        d.text((cx - 30, cy - 2), f"{top_d:.0f}", fill=(120, 120, 120), font=f_small)
-        d.text((cx - 14, cy + ch - 10), "0", fill=(120, 120, 120), font=f_small)
+        d.text((cx - 34, cy - 2), f"{top_d:.1f}", fill=(120, 120, 120), font=f_small)
+        d.text((cx - 34, cy + ch - 10), f"{lo_d:.1f}", fill=(120, 120, 120), font=f_small)
         d.text((cx + chart_w - 60, cy + ch + 6), f"layers 1-{depth}", fill=(120, 120, 120), font=f_small)
     d.text((12, height - 22), "heat: last-layer [CLS] attention, heads averaged; white: 60 %-mass mask; green: object patches",
            fill=(90, 90, 90), font=f_small)
