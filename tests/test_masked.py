@@ -365,3 +365,28 @@ def test_ijepa_block_ranges_are_checked_at_config_time():
 
     with pytest.raises(ConfigError, match="objective.target_scale_min"):
         config_from_mapping({"objective": {"name": "ijepa", "target_scale_min": 0.3, "target_scale_max": 0.2}, "model": {"backbone": "vit"}})
+
+
+def test_a_panel_request_is_served_between_steps_with_the_asked_ratio(tmp_path):
+    """The reconstruction panel's slider reaches the running model through RunControl, not a queued slot."""
+    from ssl_studio.config import config_from_mapping
+    from ssl_studio.engine.control import RunControl
+    from ssl_studio.engine.events import Step, Visuals
+    from ssl_studio.engine.trainer import Trainer
+
+    control, seen = RunControl(), []
+
+    def callback(event):
+        if isinstance(event, Step) and event.step == 2:
+            control.request_visuals({"kind": "reconstruction", "mask_ratio": 0.5, "seed": 3})
+        if isinstance(event, Visuals) and event.kind == "reconstruction":
+            seen.append(event)
+
+    cfg = config_from_mapping({"objective": {"name": "mae"}, "model": {"backbone": "vit", "width": 16}, "data": {"num_images": 128},
+                               "batch_size": 16, "budget": {"steps": 4}, "probe": {"every": 0, "size": 32, "visuals_every": 0},
+                               "precision": "float32", "out": str(tmp_path)})
+    assert Trainer(cfg, callback=callback, control=control).run().status == "completed"
+    requested = [e for e in seen if e.info.get("requested")]
+    assert len(requested) == 1 and requested[0].step == 2
+    assert requested[0].info["mask_ratio"] == pytest.approx(0.5, abs=0.05)
+    assert requested[0].arrays["mask"].mean() == pytest.approx(0.5, abs=0.05)

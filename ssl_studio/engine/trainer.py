@@ -401,12 +401,16 @@ class Trainer:
         return event
 
     @torch.no_grad()
-    def _visuals(self) -> None:
+    def _visuals(self, request: dict[str, Any] | None = None) -> None:
+        """The objective's pictures on the fixed probe images; ``request`` (from a panel) asks for specific ones."""
         self.objective.eval()
         images = self.views.plain(self.imageset.images[self.probe_index[:16]].to(self.device))
-        out = dict(self.objective.visuals(images) or {})
+        if request is not None:
+            out = dict(self.objective.visual_request(images, request) or {})
+        else:
+            out = dict(self.objective.visuals(images) or {})
         backbone = getattr(self.objective, "attention_backbone", self.objective.backbone)
-        if attention.has_attention(backbone):  # every ViT objective: [CLS] attention, its 60 %-mass mask, IoU
+        if request is None and attention.has_attention(backbone):  # every ViT objective: [CLS] attention, its 60 %-mass mask, IoU
             masks = self.imageset.masks[self.probe_index[:16]] if self.imageset.masks is not None else None
             generic = attention.attention_visuals(backbone, images, masks, mean=self.imageset.mean, std=self.imageset.std)
             if generic is not None:

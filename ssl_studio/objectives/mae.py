@@ -212,6 +212,13 @@ class MAE(Objective):
     def visuals(self, images: torch.Tensor) -> dict[str, Any] | None:
         return {"reconstruction": self.reconstruct(images, self.params.mask_ratio, PROBE_MASK_SEED)}
 
+    @torch.no_grad()
+    def visual_request(self, images: torch.Tensor, request: dict[str, Any]) -> dict[str, Any] | None:
+        """The reconstruction panel's slider and "New mask" button: the same images under the asked-for mask."""
+        payload = self.reconstruct(images, request.get("mask_ratio"), int(request.get("seed", PROBE_MASK_SEED)))
+        payload["requested"] = True
+        return {"reconstruction": payload}
+
 
 def reconstruction_from_run(run_dir, mask_ratio: float, seed: int, num_images: int = 16, device: str = "cpu"):
     """A ``Visuals(kind="reconstruction")`` event for a *finished* run folder: its last checkpoint,

@@ -38,7 +38,6 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QScrollArea, QSl
 from ssl_studio.engine.attention import (
     BACKGROUND,
     GAP,
-    TILE_SCALE,
     dim_outside,
     grid_to_pixels,
     heat_overlay,
