@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval = sub.add_parser("eval", help="evaluate a run's checkpoint")
     p_eval.add_argument("run", help="the run folder")
     p_eval.add_argument("--protocols", default="knn,linear,finetune",
-                        help="comma-separated protocols: knn, linear, finetune, fractions (1%%, 10%%, 100%% of the labels)")
+                        help="comma-separated protocols: knn, linear, finetune, fractions (1%%, 10%%, 100%% of the labels), "
+                             "zeroshot (CLIP runs), baselines (the backbone at initialisation and raw pixels)")
     p_eval.add_argument("--device", default="auto")
     p_eval.add_argument("--finetune-epochs", type=float, default=3.0)
     p_compare = sub.add_parser("compare", help="compare evaluated runs: a table per protocol, ranks, agreement")

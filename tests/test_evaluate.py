@@ -79,3 +79,29 @@ def test_eval_and_compare_end_to_end_on_two_tiny_runs(tmp_path, capsys):
     assert (tmp_path / "cmp.csv").read_text().startswith("run,")
     comparison = compare_runs(runs)
     assert set(comparison.protocols) >= {"knn", "linear", "finetune"}
+
+
+def test_baselines_rebuild_the_initial_backbone_and_read_raw_pixels(tmp_path):
+    """The reference rows a run has to beat: its own network at step 0, and pixels."""
+    import json
+
+    from ssl_studio.engine.evaluate import embed_images, evaluate_run, knn_protocol, load_trained
+
+    args = ["train", "--objective", "simclr", "--data", "digits", "--steps", "3", "--batch-size", "32", "--set", "model.width=8",
+            "--set", "probe.size=64", "--set", "probe.every=0", "--precision", "float32", "--quiet", "--out", str(tmp_path)]
+    assert main(args) == 0
+    run = next(p for p in tmp_path.iterdir() if p.is_dir())
+    first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    result = evaluate_run(run, ("baselines", "knn"))["baselines"]
+    assert set(result["init"]) == {"k5", "k20", "linear"} and set(result["pixels"]) == {"k5", "k20"}
+    assert result["pixels"]["k20"] > 0.85  # handwritten digits are close to separable in pixel space
+    # the initial network is the one the run started from (same seed), not the trained one
+    cfg, data, trained, views, dev, _, _ = load_trained(run, "cpu")
+    feats = [embed_images(trained.embed, data.images[i], views.plain) for i in (data.train_index, data.val_index)]
+    trained_knn = knn_protocol(feats[0], data.labels[data.train_index], feats[1], data.labels[data.val_index], data.num_classes)
+    assert result["init"]["k20"] != pytest.approx(trained_knn["k20"], abs=1e-9) or result["init"]["k5"] != pytest.approx(trained_knn["k5"], abs=1e-9)
+    assert first["event"] == "started"
+    from ssl_studio.engine.evaluate import report_markdown
+
+    text = report_markdown(run)
+    assert "backbone at initialisation" in text and "raw pixels" in text

@@ -343,3 +343,17 @@ def test_app_main_opens_the_window_and_returns(qtbot, tmp_path, settings):
     assert app_module.main(runs_dir=tmp_path / "runs") == 0
     assert seen["windows"] and seen["objective"] == "simclr" and seen["icon"]
     assert QApplication.applicationName() == "SSL Studio"
+
+
+def test_a_live_clip_run_gives_the_zero_shot_panel_its_text_tower(window, qtbot):
+    """Edited prompts re-score against the running model's own text tower, not a stand-in."""
+    rec = start(window, qtbot, tiny(steps=8, objective={"name": "clip"}, probe={"every": 4, "size": 64, "visuals_every": 4}))
+    qtbot.waitUntil(lambda: window.visual_panels.get("zeroshot") is not None, timeout=RUN_TIMEOUT_MS)
+    panel = window.visual_panels["zeroshot"]
+    qtbot.waitUntil(lambda: panel.scorer is not None and panel.scorer.ready and panel.image_emb is not None, timeout=RUN_TIMEOUT_MS)
+    assert panel.scorer._objective is window.session.worker.trainer.objective
+    panel.set_prompts(class_names=["circle", "square", "red"])
+    assert panel.probs.shape[1] == 3 and panel.scored_names == ["circle", "square", "red"]
+    with qtbot.waitSignal(window.session.finished, timeout=RUN_TIMEOUT_MS):
+        pass
+    assert rec.of(Finished)[0].status == "completed" and window.panel_errors == {}

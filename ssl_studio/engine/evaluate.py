@@ -197,7 +197,7 @@ def finetune_protocol(backbone: torch.nn.Module, views, images: torch.Tensor, la
             "val_images": len(val_index), "seconds": time.perf_counter() - t0}
 
 
-PROTOCOLS = ("knn", "linear", "finetune", "fractions", "zeroshot")
+PROTOCOLS = ("knn", "linear", "finetune", "fractions", "zeroshot", "baselines")
 LABEL_FRACTIONS = (0.01, 0.1, 1.0)
 
 
@@ -273,6 +273,8 @@ def evaluate_run(run_dir, protocols=("knn",), device: str = "auto", progress: Ca
                 ft = finetune(data.train_index[sub], share)
                 table[f"{fraction:g}"] = {"labels": len(sub), "linear": lin["top1"], "finetune": ft["top1"]}
             results[name] = {"fractions": table, "seconds": time.perf_counter() - t0}
+        elif name == "baselines":
+            results[name] = baselines_protocol(cfg, data, views, dev, autocast_dtype)
         elif name == "zeroshot":
             from ssl_studio.engine.zeroshot import has_text_tower, zeroshot_protocol
 
@@ -283,6 +285,35 @@ def evaluate_run(run_dir, protocols=("knn",), device: str = "auto", progress: Ca
             progress(name, 1.0)
         folder.write_report(name, results[name])
     return results
+
+
+def baselines_protocol(cfg, data, views, device, autocast_dtype=None) -> dict:
+    """What training has to beat: the same backbone at initialisation, and raw pixels.
+
+    The initial backbone is rebuilt from the run's own config and seed
+    (``build_objective`` seeds before it builds), so it is exactly the network
+    the run started from; a random ConvNet is a strong k-NN feature on small
+    images, which is why "better than raw pixels" is not enough.  Pixels are
+    the normalised, flattened images.  k-NN (k = 5, 20) and the linear probe,
+    with the same settings as the trained run's.
+    """
+    from ssl_studio.engine.build import build_objective
+
+    t0 = time.perf_counter()
+    initial = build_objective(cfg, data).to(device).eval()
+    y_train, y_val = data.labels[data.train_index], data.labels[data.val_index]
+    train_x, val_x = data.images[data.train_index], data.images[data.val_index]
+    f_train = embed_images(initial.embed, train_x, views.plain, device=device, autocast_dtype=autocast_dtype)
+    f_val = embed_images(initial.embed, val_x, views.plain, device=device, autocast_dtype=autocast_dtype)
+    knn_init = knn_protocol(f_train, y_train, f_val, y_val, data.num_classes)
+    lin_init = linear_protocol(f_train, y_train, f_val, y_val, data.num_classes, seed=cfg.seed)
+    flat = lambda x: views.plain(x).flatten(1)  # noqa: E731
+    p_train = embed_images(flat, train_x, lambda x: x, device=device)
+    p_val = embed_images(flat, val_x, lambda x: x, device=device)
+    knn_pix = knn_protocol(p_train, y_train, p_val, y_val, data.num_classes)
+    return {"init": {"k5": knn_init["k5"], "k20": knn_init["k20"], "linear": lin_init["top1"]},
+            "pixels": {"k5": knn_pix["k5"], "k20": knn_pix["k20"]},
+            "train_images": len(train_x), "val_images": len(val_x), "seconds": time.perf_counter() - t0}
 
 
 def report_markdown(run_dir) -> str:
@@ -306,4 +337,9 @@ def report_markdown(run_dir) -> str:
     if "zeroshot" in report:
         r = report["zeroshot"]
         lines.append(f"| zero-shot | {r['top1']:.3f} | {r.get('prompts', '')} | {r.get('seconds', 0):.1f} |")
+    if "baselines" in report:
+        r = report["baselines"]
+        lines.append(f"| baseline: backbone at initialisation | k-NN {r['init']['k5']:.3f} / {r['init']['k20']:.3f}, linear {r['init']['linear']:.3f} "
+                     f"| same seed, same protocols | {r['seconds']:.1f} |")
+        lines.append(f"| baseline: raw pixels | k-NN {r['pixels']['k5']:.3f} / {r['pixels']['k20']:.3f} | normalised, flattened | |")
     return "\n".join(lines) + "\n"

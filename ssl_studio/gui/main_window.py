@@ -312,6 +312,23 @@ class MainWindow(QMainWindow):
         self._add_export_entries(panel)
         return panel
 
+    def _attach_text_scorer(self, panel) -> None:
+        """Give the zero-shot panel the running model's text tower, so edited prompts re-score at once.
+
+        The scorer reads the objective's ``text_snapshot``, a CPU copy the training thread
+        swaps in at each visuals step; the GUI thread never touches the training model.
+        """
+        trainer = getattr(getattr(self.session, "worker", None), "trainer", None)
+        objective = getattr(trainer, "objective", None)
+        if objective is None or not hasattr(objective, "text_snapshot"):
+            return
+        current = getattr(panel.scorer, "_objective", None)
+        if current is objective:
+            return
+        from ssl_studio.engine.zeroshot import TextScorer
+
+        panel.set_scorer(TextScorer(objective))
+
     def _on_visuals_requested(self, request: dict) -> None:
         """A panel asks for new pictures from the current model (a new mask, another ratio)."""
         if self.running:
@@ -574,7 +591,9 @@ class MainWindow(QMainWindow):
             return
         for ev in events:
             if isinstance(ev, Visuals):
-                self._visual_panel(ev.kind)
+                panel = self._visual_panel(ev.kind)
+                if live and panel is not None and hasattr(panel, "set_scorer"):
+                    self._attach_text_scorer(panel)
         for panel in self.panels:
             self._call_panel(panel, "handle_events", events)
         for ev in events:
