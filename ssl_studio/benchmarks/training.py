@@ -155,7 +155,7 @@ def bench_training(
     seconds: float = 3.0,
     device: str = "cpu",
     modes: Sequence[str] = tuple(MODES),
-    width: int = 64,
+    width: int = 0,
     roof_seconds: float | None = None,
     threads: int | None = None,
 ) -> list[dict]:
@@ -235,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--width", type=int, default=0, help="backbone width (0 = each backbone's default)")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="PyTorch threads (0 = leave as is)")

@@ -223,6 +223,7 @@ class ExperimentPanel(QWidget):
         self.width_spin = _name(QSpinBox(), "widthSpin", "Backbone width", _tooltip(ModelConfig, "width"))
         w = _spec(ModelConfig, "width")
         self.width_spin.setRange(int(w.min), int(w.max))
+        self.width_spin.setSpecialValueText("backbone default")  # shown at 0, the config's "take the backbone's own"
         self.width_spin.setValue(int(w.default))
         self.width_spin.valueChanged.connect(self._changed)
         form.addRow("Width", self.width_spin)

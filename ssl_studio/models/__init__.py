@@ -20,16 +20,22 @@ from ssl_studio.models.resnet import ResNet18
 from ssl_studio.models.vit import ViT
 
 
+# What ``model.width = 0`` means for each backbone: the ConvNet's measured best
+# per CPU-minute (see convnet.py), the standard ResNet-18, ViT-Tiny's 192 dims.
+DEFAULT_WIDTH = {"convnet": 32, "resnet18": 64, "vit": 64}
+
+
 def build_backbone(cfg: ModelConfig, image_size: int, in_channels: int = 3) -> Backbone:
     """Make the backbone ``cfg.backbone`` at width ``cfg.width`` for ``image_size`` inputs."""
     name = cfg.backbone
+    width = cfg.width or DEFAULT_WIDTH.get(name, 64)
     if name == "convnet":
-        return ConvNet(image_size=image_size, in_channels=in_channels, width=cfg.width)
+        return ConvNet(image_size=image_size, in_channels=in_channels, width=width)
     if name == "resnet18":
-        return ResNet18(image_size=image_size, in_channels=in_channels, width=cfg.width)
+        return ResNet18(image_size=image_size, in_channels=in_channels, width=width)
     if name == "vit":
-        return ViT(image_size=image_size, in_channels=in_channels, width=cfg.width)
+        return ViT(image_size=image_size, in_channels=in_channels, width=width)
     raise ValueError(f"model.backbone must be one of {', '.join(BACKBONES)}, got {name!r}")
 
 
-__all__ = ["Backbone", "ConvNet", "MLPHead", "ResNet18", "ViT", "build_backbone"]
+__all__ = ["Backbone", "ConvNet", "MLPHead", "ResNet18", "ViT", "build_backbone", "DEFAULT_WIDTH"]
