@@ -207,6 +207,10 @@ class ConsoleProgress:
             parts = [f"{event.status} after {event.step} steps ({_fmt_time(s.get('train_seconds'))} of training)"]
             if "knn_k20" in s:
                 parts.append(f"k-NN@20 {s['knn_k20']:.3f}, k-NN@5 {s['knn_k5']:.3f}, linear probe {s['linear_top1']:.3f}")
+            if s.get("zeroshot_top1") is not None:
+                parts.append(f"zero-shot top-1 {s['zeroshot_top1']:.3f}")
+            if s.get("recall_i2t_r5") is not None:
+                parts.append(f"image-to-text recall@5 {s['recall_i2t_r5']:.3f}")
             parts.append(f"effective rank {s.get('effective_rank', float('nan')):.1f}")
             parts.append(f"mean cosine {s.get('mean_cosine', float('nan')):.3f}")
             if s.get("collapse"):

@@ -387,6 +387,26 @@ def test_clip_trains_on_a_captioned_folder(tmp_path):
     assert _falls(losses), losses
 
 
+def test_an_unlabelled_captioned_folder_is_evaluated_by_retrieval(tmp_path):
+    """No labels, so no k-NN or zero-shot classes; image-text retrieval on the held-out pairs still says what CLIP learned."""
+    from ssl_studio.engine.evaluate import evaluate_run
+
+    root = tmp_path / "pics"
+    _write_folder(root, classes=False, captions=True)
+    cfg = tiny(tmp_path, data={"source": f"folder:{root}", "resolution": 16, "val_fraction": 0.2}, batch_size=16,
+               budget={"steps": 4}, optim={"lr": 0.004})
+    result, events, _ = _run(cfg)
+    zs = [e for e in events if isinstance(e, Evaluated)][-1].results["zeroshot"]
+    assert zs["top1"] is None and zs["recall"]["pairs"] == 6 and zs["recall"]["distinct_captions"] <= 6
+    assert 0.0 <= zs["recall"]["image_to_text"]["r5"] <= 1.0
+    assert "recall_i2t_r5" in result.summary and "knn_k20" not in result.summary
+    again = evaluate_run(result.run_dir, ["zeroshot"])
+    assert again["zeroshot"]["recall"] == zs["recall"]
+    with pytest.raises(ConfigError) as err:
+        evaluate_run(result.run_dir, ["knn", "zeroshot"])
+    assert err.value.field == "data.source" and "no labels" in str(err.value) and "knn" in str(err.value)
+
+
 def test_folder_needs_captions_or_classes(tmp_path):
     from ssl_studio.engine.build import load_data
 

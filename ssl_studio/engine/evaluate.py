@@ -234,17 +234,23 @@ def evaluate_run(run_dir, protocols=("knn",), device: str = "auto", progress: Ca
     from ssl_studio.engine.device import pick_precision
     from ssl_studio.params import ConfigError
 
-    cfg, data, objective, views, dev, folder, step = load_trained(run_dir, device)
-    if data.labels is None or len(data.val_index) == 0:
-        raise ConfigError("data.source", f"{cfg.data.source!r} has no labels or no held-out images, so it cannot be evaluated by {', '.join(protocols)}")
-    autocast_dtype = pick_precision(cfg.precision, dev)
-    train_feats = embed_images(objective.embed, data.images[data.train_index], views.plain, device=dev, autocast_dtype=autocast_dtype)
-    val_feats = embed_images(objective.embed, data.images[data.val_index], views.plain, device=dev, autocast_dtype=autocast_dtype)
-    results: dict = {"step": step}
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         raise ConfigError("protocols", f"has unknown protocol {unknown[0]!r} (known: {', '.join(PROTOCOLS)})")
-    y_train, y_val = data.labels[data.train_index], data.labels[data.val_index]
+    cfg, data, objective, views, dev, folder, step = load_trained(run_dir, device)
+    if len(data.val_index) == 0:
+        raise ConfigError("data.val_fraction", f"is 0 for {cfg.data.source!r}, so no images were held out to evaluate on; "
+                                                "train with data.val_fraction above 0")
+    needs_labels = [p for p in protocols if p != "zeroshot"]  # zero-shot falls back to retrieval on captions alone
+    if data.labels is None and needs_labels:
+        raise ConfigError("data.source", f"{cfg.data.source!r} has no labels, so it cannot be evaluated by {', '.join(needs_labels)}"
+                                         " (only zeroshot, for image-text runs on captioned images, works without labels)")
+    autocast_dtype = pick_precision(cfg.precision, dev)
+    results: dict = {"step": step}
+    if needs_labels:
+        train_feats = embed_images(objective.embed, data.images[data.train_index], views.plain, device=dev, autocast_dtype=autocast_dtype)
+        val_feats = embed_images(objective.embed, data.images[data.val_index], views.plain, device=dev, autocast_dtype=autocast_dtype)
+        y_train, y_val = data.labels[data.train_index], data.labels[data.val_index]
 
     def finetune(index, share_of_progress=(0.0, 1.0)):
         lo, hi = share_of_progress

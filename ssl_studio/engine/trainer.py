@@ -426,23 +426,28 @@ class Trainer:
     def _evaluate(self) -> dict[str, Any]:
         data = self.imageset
         summary: dict[str, Any] = {}
-        if data.labels is None or len(data.val_index) == 0:
+        if len(data.val_index) == 0:
             return summary
-        train_feats = self._embed(data.train_index)
-        val_feats = self._embed(data.val_index)
-        y_train, y_val = data.labels[data.train_index], data.labels[data.val_index]
-        knn = knn_protocol(train_feats, y_train, val_feats, y_val, data.num_classes)
-        linear = linear_protocol(train_feats, y_train, val_feats, y_val, data.num_classes, seed=self.cfg.seed)
-        self.folder.write_report("knn", knn)
-        self.folder.write_report("linear", linear)
-        results = {"knn": knn, "linear": linear}
-        if hasattr(self.objective, "encode_text"):  # an image-text model: zero-shot, retrieval, seen/unseen pairs
+        results: dict[str, Any] = {}
+        if data.labels is not None:
+            train_feats = self._embed(data.train_index)
+            val_feats = self._embed(data.val_index)
+            y_train, y_val = data.labels[data.train_index], data.labels[data.val_index]
+            results["knn"] = knn_protocol(train_feats, y_train, val_feats, y_val, data.num_classes)
+            results["linear"] = linear_protocol(train_feats, y_train, val_feats, y_val, data.num_classes, seed=self.cfg.seed)
+            summary.update(knn_k5=results["knn"]["k5"], knn_k20=results["knn"]["k20"], linear_top1=results["linear"]["top1"])
+        # An image-text model: zero-shot with labels, retrieval with captions alone (an unlabelled captioned folder).
+        if hasattr(self.objective, "encode_text") and (data.labels is not None or data.captions is not None):
             from ssl_studio.engine.zeroshot import zeroshot_protocol
 
             results["zeroshot"] = zeroshot_protocol(self.objective, data, self.views, self.device, held_out=self.cfg.data.held_out,
                                                     autocast_dtype=self.autocast_dtype)
-            self.folder.write_report("zeroshot", results["zeroshot"])
             summary["zeroshot_top1"] = results["zeroshot"]["top1"]
+            if "recall" in results["zeroshot"]:
+                summary["recall_i2t_r5"] = results["zeroshot"]["recall"].get("image_to_text", {}).get("r5")
+        if not results:
+            return summary
+        for name, value in results.items():
+            self.folder.write_report(name, value)
         self.emit(Evaluated(step=self.step, results=results))
-        summary.update(knn_k5=knn["k5"], knn_k20=knn["k20"], linear_top1=linear["top1"])
         return summary
