@@ -125,3 +125,6 @@ def test_collapse_study_end_to_end(tmp_path):
     data = json.loads((study / "study.json").read_text(encoding="utf-8"))
     assert data["budget"] == {"steps": 2} and len(data["rows"]) == 4 and data["rows"][0]["spectrum"]
     assert any("4 runs" in line for line in lines)
+    ref = data["reference"]  # the random backbone every healthy method must beat, on the same held-out images
+    assert 0.0 <= ref["init_knn_k20"] <= 1.0 and 0.0 <= ref["pixels_knn_k20"] <= 1.0 and ref["chance"] == 0.1
+    assert f"the backbone at initialisation reaches k-NN@20 {ref['init_knn_k20']:.3f}" in md

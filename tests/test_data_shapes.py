@@ -110,3 +110,16 @@ def test_raw_pixels_are_a_poor_feature():
     s = load_imageset(DataConfig(source="shapes", num_images=2000), seed=0)
     acc = _knn_accuracy(s.images[s.train_index], s.labels[s.train_index], s.images[s.val_index], s.labels[s.val_index])
     assert acc < 0.4
+
+
+def test_shapes_recommends_whole_object_crops_unless_the_user_or_objective_says_otherwise():
+    from ssl_studio.config import config_from_mapping
+    from ssl_studio.engine.build import effective_augment
+
+    def crop_min(**mapping):
+        return effective_augment(config_from_mapping(mapping)).crop_scale_min
+
+    assert crop_min(objective={"name": "simclr"}, data={"source": "shapes"}) == 0.85
+    assert crop_min(objective={"name": "simclr"}, data={"source": "digits"}) == 0.2  # the lab's default
+    assert crop_min(objective={"name": "simclr"}, data={"source": "shapes"}, augment={"crop_scale_min": 0.3}) == 0.3
+    assert crop_min(objective={"name": "mae"}, data={"source": "shapes"}, model={"backbone": "vit"}) == 0.2  # MAE's own

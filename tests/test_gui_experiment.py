@@ -198,3 +198,15 @@ def test_every_control_is_named(panel):
                  "lrEdit", "seedSpin", "deviceCombo", "errorLabel", "startButton", "pauseButton", "stopButton"):
         w = panel.findChild(QWidget, name)
         assert w is not None and w.accessibleName(), name
+
+
+def test_the_panel_says_where_data_and_objective_adjust_the_augmentation(panel):
+    panel.load_config(config_from_mapping({"objective": {"name": "simclr"}, "data": {"source": "shapes"}}))
+    assert panel.valid
+    note = panel.augment_note.text()
+    assert not panel.augment_note.isHidden() and "crop scale min 0.85 (the shapes data)" in note
+    panel.load_config(config_from_mapping({"objective": {"name": "simclr"}, "data": {"source": "digits"}}))
+    assert panel.augment_note.isHidden() and panel.augment_note.text() == ""
+    panel.load_config(config_from_mapping({"objective": {"name": "simclr"}, "data": {"source": "shapes"},
+                                           "augment": {"crop_scale_min": 0.3}}))
+    assert panel.augment_note.isHidden()  # the user's own value is used as is

@@ -6,6 +6,6 @@ ImageSet; every user-facing failure is a DataError naming the field.
 """
 
 from ssl_studio.data.imageset import DataError, ImageSet
-from ssl_studio.data.sources import load_imageset
+from ssl_studio.data.sources import augment_defaults, load_imageset
 
-__all__ = ["DataError", "ImageSet", "load_imageset"]
+__all__ = ["DataError", "ImageSet", "augment_defaults", "load_imageset"]

@@ -93,6 +93,17 @@ CAPTION_TEMPLATES: tuple[str, ...] = (
     "a {size} {shape} in {colour} {phrase} against a {background} background",
 )
 
+# The augmentation this data set needs, used wherever the user kept the lab's default (an
+# objective's own paper settings still win, e.g. MAE's 0.2).  The object covers 30-55 % of the
+# frame, so a crop of 20 % of the area (the lab's ImageNet-style default) usually cuts it apart
+# and the two views share only colour and texture: the cheap instance cues.  SimCLR, 3 minutes
+# a run, two runs side by side (1 thread each, 6,000 images, width 32, batch 128, 300-350
+# steps), k-NN@20 / linear probe on the 600 held-out images by crop_scale_min:
+#     0.2: 0.247 / 0.345   0.35: 0.252 / 0.388   0.5: 0.338 / 0.410
+#     0.7: 0.413 / 0.503   0.85: 0.510 / 0.535
+# against 0.198 / 0.213 for the same network at initialisation and 0.225 for raw pixels.
+AUGMENT_DEFAULTS: dict[str, float] = {"crop_scale_min": 0.85}
+
 NOISE_STD = 5.0  # grey levels of per-pixel sensor noise over everything
 TEXTURE_CONTRAST = 70.0  # spread, in grey levels per channel, between a background's two colours
 

@@ -49,6 +49,15 @@ def load_raw(cfg: DataConfig, seed: int, progress: Progress | None = None) -> Ra
     raise DataError("data.source", f"must be {FORMS}, got {cfg.source!r}.")
 
 
+def augment_defaults(source: str) -> dict:
+    """AugmentConfig values a built-in data set needs (see ``shapes.AUGMENT_DEFAULTS``); {} for users' data."""
+    if source == "shapes":
+        from ssl_studio.data.shapes import AUGMENT_DEFAULTS
+
+        return dict(AUGMENT_DEFAULTS)
+    return {}
+
+
 def load_imageset(cfg: DataConfig, seed: int, progress: Progress | None = None) -> ImageSet:
     """Load, limit and split the images ``cfg`` describes.
 

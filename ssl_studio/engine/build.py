@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ssl_studio.config import TINY_BATCH, RunConfig
@@ -56,16 +58,34 @@ def build_objective(cfg: RunConfig, imageset: ImageSet) -> Objective:
     return objective_cls(backbone, params, context)
 
 
-def effective_augment(cfg: RunConfig):
-    """The config's augmentation, with the objective's own defaults wherever the user kept the lab's."""
+def augment_adjustments(augment, source: str, objective: str) -> dict[str, tuple[Any, str]]:
+    """{field: (value, who asks for it)} for the augmentation fields the data set or objective changes.
+
+    Only fields the user kept at the lab's default are changed; the objective's paper settings
+    win over the data set's where both set a field (CLIP's near-whole crops keep its captions
+    true; the data's advice is about object size).
+    """
+    from ssl_studio.config import AugmentConfig
+    from ssl_studio.data import augment_defaults
+
+    wanted = {k: (v, f"the {source} data") for k, v in augment_defaults(source).items()}
+    wanted.update({k: (v, f"{objective}'s paper") for k, v in get_objective(objective).augment_defaults.items()})
+    lab_default = AugmentConfig()
+    return {k: (v, why) for k, (v, why) in wanted.items()
+            if getattr(augment, k) == getattr(lab_default, k) and getattr(augment, k) != v}
+
+
+def resolve_augment(augment, source: str, objective: str):
+    """``augment`` with the adjustments of ``augment_adjustments`` applied."""
     import dataclasses
 
-    from ssl_studio.config import AugmentConfig
+    changes = {k: v for k, (v, _) in augment_adjustments(augment, source, objective).items()}
+    return dataclasses.replace(augment, **changes) if changes else augment
 
-    overrides = get_objective(cfg.objective.name).augment_defaults
-    lab_default = AugmentConfig()
-    changes = {k: v for k, v in overrides.items() if getattr(cfg.augment, k) == getattr(lab_default, k)}
-    return dataclasses.replace(cfg.augment, **changes) if changes else cfg.augment
+
+def effective_augment(cfg: RunConfig):
+    """The augmentation a run really uses: the config's, adjusted for its data set and objective."""
+    return resolve_augment(cfg.augment, cfg.data.source, cfg.objective.name)
 
 
 def build_views(cfg: RunConfig, imageset: ImageSet) -> ViewMaker:

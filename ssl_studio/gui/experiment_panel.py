@@ -55,6 +55,7 @@ from ssl_studio.config import (
     config_from_mapping,
     config_to_mapping,
 )
+from ssl_studio.engine.build import augment_adjustments, resolve_augment
 from ssl_studio.gui.param_form import INT_LIMIT, FloatSpinBox, ParamForm, format_number, pretty_name
 from ssl_studio.gui.preview import PreviewStrip
 from ssl_studio.objectives import FAMILIES, all_objectives
@@ -340,8 +341,14 @@ class ExperimentPanel(QWidget):
             "optim": Section("Optimiser", self.optim_form, "optimSection", expanded=False),
             "probe": Section("Probes", self.probe_form, "probeSection", expanded=False),
         }
-        for section in self.sections.values():
+        for key, section in self.sections.items():
             lay.addWidget(section)
+            if key == "augment":  # what the run really uses, where data set or objective adjust the lab's defaults
+                self.augment_note = _name(QLabel(""), "augmentAdjustedLabel", "Augmentation adjusted for this data set and objective")
+                self.augment_note.setWordWrap(True)
+                self.augment_note.setStyleSheet("color: palette(placeholder-text);")
+                self.augment_note.hide()
+                lay.addWidget(self.augment_note)
         self.kept_label = _name(QLabel(""), "keptSettingsLabel", "Settings kept from the loaded configuration")
         self.kept_label.setWordWrap(True)
         self.kept_label.setStyleSheet("color: palette(placeholder-text);")
@@ -515,6 +522,9 @@ class ExperimentPanel(QWidget):
             return
         if data.source.endswith(":"):
             return
+        objective = mapping.get("objective", {}).get("name")
+        if objective in all_objectives():  # preview what the run will use, data set and objective adjustments included
+            augment = resolve_augment(augment, data.source, objective)
         plain = "no_augmentation" in mapping.get("ablations", [])
         seed = mapping.get("seed", 0)
         key = repr((data, augment, seed, plain))
@@ -591,6 +601,7 @@ class ExperimentPanel(QWidget):
         self.error_label.setVisible(bool(self.error))
         self._update_buttons()
         self._update_kept()
+        self._update_augment_note()
         self._request_preview(self.mapping())
         self.validityChanged.emit(self.config is not None, self.error)
         return self.config is not None
@@ -667,6 +678,17 @@ class ExperimentPanel(QWidget):
         style.unpolish(w)
         style.polish(w)
         w.update()
+
+    def _update_augment_note(self) -> None:
+        """Say which augmentation fields the run changes from the form, and why (build.augment_adjustments)."""
+        text = ""
+        if self.config is not None:
+            adjusted = augment_adjustments(self.config.augment, self.config.data.source, self.config.objective.name)
+            if adjusted:
+                text = "This run uses " + "; ".join(f"{pretty_name(k).lower()} {format_number(v) if isinstance(v, float) else v} ({why})"
+                                                    for k, (v, why) in adjusted.items()) + ", where the form keeps the lab's default."
+        self.augment_note.setText(text)
+        self.augment_note.setVisible(bool(text))
 
     def _update_kept(self) -> None:
         """Name the settings that come from a loaded config but have no control here."""

@@ -197,9 +197,31 @@ def run_collapse_study(data: str = "shapes", minutes_per_run: float = 3.0, out: 
         row.observed = _observe(row, twin)
         if row.observed != "-":
             row.matched = row.observed == row.expected
+    reference = None
+    if any(r.knn_k20 is not None for r in rows) and not (control is not None and control.stop_requested):
+        if log:
+            log("reference: the backbone at initialisation and raw pixels, on the same held-out images")
+        reference = random_reference(configs[0])
     write_study(study_dir, rows, {"data": data, "budget": budget, "overrides": dict(overrides or {}),
-                                  "pairs": [[h.name, b.name] for h, b in selected]})
+                                  "pairs": [[h.name, b.name] for h, b in selected], "reference": reference})
     return study_dir
+
+
+def random_reference(cfg: RunConfig) -> dict[str, Any]:
+    """What "well above the random backbone" is measured against: the runs' backbone at initialisation, and raw pixels.
+
+    Every preset builds its backbone from the same seed and width, so the first run's initial
+    network is every run's; its k-NN@20 uses the same split and settings as each run's final one.
+    """
+    from ssl_studio.engine.build import build_views, load_data
+    from ssl_studio.engine.device import pick_device, pick_precision
+    from ssl_studio.engine.evaluate import baselines_protocol
+
+    data = load_data(cfg)
+    device = pick_device(cfg.device)
+    result = baselines_protocol(cfg, data, build_views(cfg, data), device, pick_precision(cfg.precision, device))
+    return {"init_knn_k20": result["init"]["k20"], "init_linear": result["init"]["linear"], "pixels_knn_k20": result["pixels"]["k20"],
+            "val_images": result["val_images"], "chance": 1.0 / max(1, data.num_classes)}
 
 
 # -- outputs ---------------------------------------------------------------------------
@@ -235,7 +257,13 @@ def write_study(study_dir: Path, rows: list[StudyRow], meta: dict[str, Any]) -> 
             "Observed failure: representational collapse when the projector's embedding (the space the loss sees) has "
             "effective rank < 2; else `collapse_verdict` on the backbone's probe features (mean cosine > 0.95 or rank < 2: "
             f"representational; rank < 5 % of the width and < 8: dimensional); else 'slower learning' when k-NN@20 trails "
-            f"the healthy twin by more than {SLOWER_MARGIN}; else none.", ""]
+            f"the healthy twin by more than {SLOWER_MARGIN}; else none."]
+    ref = meta.get("reference")
+    if ref:
+        head.append(f"Reference on the same {ref['val_images']} held-out images: the backbone at initialisation reaches k-NN@20 "
+                    f"{ref['init_knn_k20']:.3f} (linear probe {ref['init_linear']:.3f}), raw pixels {ref['pixels_knn_k20']:.3f}, "
+                    f"chance {ref['chance']:.3f}.")
+    head.append("")
     (study_dir / "table.md").write_text("\n".join(head + lines) + "\n", encoding="utf-8")
     with open(study_dir / "table.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
@@ -243,10 +271,11 @@ def write_study(study_dir: Path, rows: list[StudyRow], meta: dict[str, Any]) -> 
         for r in rows:
             w.writerow(_cells(r))
     (study_dir / "study.json").write_text(json.dumps({**meta, "rows": [asdict(r) for r in rows]}, indent=2), encoding="utf-8")
-    draw_figure(rows, study_dir / "figure.png", title=f"Collapse study on {meta.get('data', '?')}")
+    draw_figure(rows, study_dir / "figure.png", title=f"Collapse study on {meta.get('data', '?')}",
+                reference_knn=(ref or {}).get("init_knn_k20"))
 
 
-def draw_figure(rows: list[StudyRow], path: Path, title: str = "Collapse study") -> None:
+def draw_figure(rows: list[StudyRow], path: Path, title: str = "Collapse study", reference_knn: float | None = None) -> None:
     """Per run: a k-NN bar, an effective-rank bar and the final spectrum (log scale), drawn with PIL."""
     from PIL import Image, ImageDraw
 
@@ -281,6 +310,9 @@ def draw_figure(rows: list[StudyRow], path: Path, title: str = "Collapse study")
             if value is not None and math.isfinite(value):
                 d.rectangle([x0, y, x0 + int(bar_w * min(1.0, max(0.0, value / scale))), y + bh], fill=colour)
             d.text((x0 + 4, y + bh + 2), text, fill="black", font=f_small)
+        if reference_knn is not None:  # the random backbone's k-NN, as a dark tick across each k-NN bar
+            xr = x_knn + int(bar_w * min(1.0, max(0.0, reference_knn)))
+            d.line([(xr, y - 3), (xr, y + bh + 3)], fill=(30, 30, 30), width=2)
         d.rectangle([x_spec, y, x_spec + spec_w, y + row_h - 12], outline=(200, 200, 200))
         spec = np.asarray(r.spectrum, dtype=np.float64)
         spec = spec[spec > spec.max(initial=0.0) * 1e-9] if len(spec) else spec  # drop the null space (probe smaller than width)
@@ -291,7 +323,8 @@ def draw_figure(rows: list[StudyRow], path: Path, title: str = "Collapse study")
             ys = y + (row_h - 12) * np.clip(logs / lo if lo < 0 else np.zeros_like(logs), 0, 1)
             d.line(list(zip(xs.tolist(), ys.tolist())), fill=colour, width=2)
             d.text((x_spec + spec_w - 60, y + 1), f"1e{lo:.0f}", fill=(120, 120, 120), font=f_small)
-    d.text((12, height - 24), "green: healthy   red: broken   spectrum: eigenvalues of the probe features' covariance, largest first",
+    d.text((12, height - 24), "green: healthy   red: broken   black tick: the backbone at initialisation   "
+                              "spectrum: eigenvalues of the probe features' covariance, largest first",
            fill=(90, 90, 90), font=f_small)
     img.save(path)
 
