@@ -343,12 +343,12 @@ class ExperimentPanel(QWidget):
         }
         for key, section in self.sections.items():
             lay.addWidget(section)
-            if key == "augment":  # what the run really uses, where data set or objective adjust the lab's defaults
+            if key == "augment":  # what the run really uses where data set or objective adjust the lab's defaults
                 self.augment_note = _name(QLabel(""), "augmentAdjustedLabel", "Augmentation adjusted for this data set and objective")
                 self.augment_note.setWordWrap(True)
                 self.augment_note.setStyleSheet("color: palette(placeholder-text);")
                 self.augment_note.hide()
-                lay.addWidget(self.augment_note)
+                section.layout().insertWidget(1, self.augment_note)  # under the title: seen folded or not
         self.kept_label = _name(QLabel(""), "keptSettingsLabel", "Settings kept from the loaded configuration")
         self.kept_label.setWordWrap(True)
         self.kept_label.setStyleSheet("color: palette(placeholder-text);")
