@@ -378,12 +378,17 @@ def _write_folder(root, classes: bool, captions: bool):
         (root / "captions.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
-def test_clip_trains_on_a_captioned_folder(tmp_path):
+def _captioned_folder_run(tmp_path, val_fraction: float, steps: int):
+    """CLIP on a flat folder of images with a captions.csv and no class folders."""
     root = tmp_path / "pics"
     _write_folder(root, classes=False, captions=True)
-    cfg = tiny(tmp_path, data={"source": f"folder:{root}", "resolution": 16, "val_fraction": 0.0}, batch_size=16,
-               budget={"steps": 12}, optim={"lr": 0.004})
-    _, _, losses = _run(cfg)
+    cfg = tiny(tmp_path, data={"source": f"folder:{root}", "resolution": 16, "val_fraction": val_fraction}, batch_size=16,
+               budget={"steps": steps}, optim={"lr": 0.004})
+    return _run(cfg)
+
+
+def test_clip_trains_on_a_captioned_folder(tmp_path):
+    _, _, losses = _captioned_folder_run(tmp_path, val_fraction=0.0, steps=12)
     assert _falls(losses), losses
 
 
@@ -391,11 +396,7 @@ def test_an_unlabelled_captioned_folder_is_evaluated_by_retrieval(tmp_path):
     """No labels, so no k-NN or zero-shot classes; image-text retrieval on the held-out pairs still says what CLIP learned."""
     from ssl_studio.engine.evaluate import evaluate_run
 
-    root = tmp_path / "pics"
-    _write_folder(root, classes=False, captions=True)
-    cfg = tiny(tmp_path, data={"source": f"folder:{root}", "resolution": 16, "val_fraction": 0.2}, batch_size=16,
-               budget={"steps": 4}, optim={"lr": 0.004})
-    result, events, _ = _run(cfg)
+    result, events, _ = _captioned_folder_run(tmp_path, val_fraction=0.2, steps=4)
     zs = [e for e in events if isinstance(e, Evaluated)][-1].results["zeroshot"]
     assert zs["top1"] is None and zs["recall"]["pairs"] == 6 and zs["recall"]["distinct_captions"] <= 6
     assert 0.0 <= zs["recall"]["image_to_text"]["r5"] <= 1.0
