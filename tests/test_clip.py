@@ -394,7 +394,7 @@ def test_clip_trains_on_a_captioned_folder(tmp_path):
 
 def test_an_unlabelled_captioned_folder_is_evaluated_by_retrieval(tmp_path):
     """No labels, so no k-NN or zero-shot classes; image-text retrieval on the held-out pairs still says what CLIP learned."""
-    from ssl_studio.engine.evaluate import evaluate_run
+    from ssl_studio.engine.evaluate import evaluate_run, report_markdown
 
     result, events, _ = _captioned_folder_run(tmp_path, val_fraction=0.2, steps=4)
     zs = [e for e in events if isinstance(e, Evaluated)][-1].results["zeroshot"]
@@ -403,6 +403,8 @@ def test_an_unlabelled_captioned_folder_is_evaluated_by_retrieval(tmp_path):
     assert "recall_i2t_r5" in result.summary and "knn_k20" not in result.summary
     again = evaluate_run(result.run_dir, ["zeroshot"])
     assert again["zeroshot"]["recall"] == zs["recall"]
+    text = report_markdown(result.run_dir)  # no top-1 without labels: the report shows retrieval instead
+    assert "retrieval R@1 / R@5" in text and "| zero-shot |" not in text
     with pytest.raises(ConfigError) as err:
         evaluate_run(result.run_dir, ["knn", "zeroshot"])
     assert err.value.field == "data.source" and "no labels" in str(err.value) and "knn" in str(err.value)

@@ -351,7 +351,7 @@ def test_a_live_clip_run_gives_the_zero_shot_panel_its_text_tower(window, qtbot)
     qtbot.waitUntil(lambda: window.visual_panels.get("zeroshot") is not None, timeout=RUN_TIMEOUT_MS)
     panel = window.visual_panels["zeroshot"]
     qtbot.waitUntil(lambda: panel.scorer is not None and panel.scorer.ready and panel.image_emb is not None, timeout=RUN_TIMEOUT_MS)
-    assert panel.scorer._objective is window.session.worker.trainer.objective
+    assert panel.scorer.objective is window.session.worker.trainer.objective
     panel.set_prompts(class_names=["circle", "square", "red"])
     assert panel.probs.shape[1] == 3 and panel.scored_names == ["circle", "square", "red"]
     with qtbot.waitSignal(window.session.finished, timeout=RUN_TIMEOUT_MS):

@@ -342,7 +342,13 @@ def report_markdown(run_dir) -> str:
             lines.append(f"| {float(frac) * 100:g} % labels ({r['labels']}) | linear {r['linear']:.3f} / fine-tune {r['finetune']:.3f} | | |")
     if "zeroshot" in report:
         r = report["zeroshot"]
-        lines.append(f"| zero-shot | {r['top1']:.3f} | {r.get('prompts', '')} | {r.get('seconds', 0):.1f} |")
+        if r.get("top1") is not None:
+            lines.append(f"| zero-shot | {r['top1']:.3f} | {r.get('prompts', '')} | {r.get('seconds', 0):.1f} |")
+        if r.get("recall"):  # with captions, also without labels
+            rec = r["recall"]
+            lines.append(f"| retrieval R@1 / R@5 | image->text {rec['image_to_text']['r1']:.3f} / {rec['image_to_text']['r5']:.3f}, "
+                         f"text->image {rec['text_to_image']['r1']:.3f} / {rec['text_to_image']['r5']:.3f} | "
+                         f"{rec['pairs']} held-out pairs | {r.get('seconds', 0):.1f} |")
     if "baselines" in report:
         r = report["baselines"]
         lines.append(f"| baseline: backbone at initialisation | k-NN {r['init']['k5']:.3f} / {r['init']['k20']:.3f}, linear {r['init']['linear']:.3f} "

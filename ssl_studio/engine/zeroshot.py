@@ -250,6 +250,11 @@ class TextScorer:
         return cls(objective)
 
     @property
+    def objective(self):
+        """The objective whose text tower this scorer reads."""
+        return self._objective
+
+    @property
     def snapshot(self):
         return self._objective.text_snapshot
 

@@ -322,8 +322,7 @@ class MainWindow(QMainWindow):
         objective = getattr(trainer, "objective", None)
         if objective is None or not hasattr(objective, "text_snapshot"):
             return
-        current = getattr(panel.scorer, "_objective", None)
-        if current is objective:
+        if getattr(panel.scorer, "objective", None) is objective:
             return
         from ssl_studio.engine.zeroshot import TextScorer
 
