@@ -105,3 +105,24 @@ def test_baselines_rebuild_the_initial_backbone_and_read_raw_pixels(tmp_path):
 
     text = report_markdown(run)
     assert "backbone at initialisation" in text and "raw pixels" in text
+
+
+def test_fractions_reuse_the_full_protocols_for_all_labels(tmp_path, monkeypatch):
+    """The 100 % row is the linear probe and fine-tuning on every label: measured once, not twice."""
+    import ssl_studio.engine.evaluate as evaluate
+
+    args = ["train", "--objective", "simclr", "--data", "digits", "--steps", "3", "--batch-size", "32", "--set", "model.width=8",
+            "--set", "probe.every=0", "--precision", "float32", "--quiet", "--out", str(tmp_path)]
+    assert main(args) == 0
+    run = next(p for p in tmp_path.iterdir() if p.is_dir())
+    calls = []
+    real = evaluate.finetune_protocol
+    monkeypatch.setattr(evaluate, "finetune_protocol", lambda *a, **k: calls.append(len(a[4])) or real(*a, **k))
+    both = evaluate.evaluate_run(run, ("linear", "finetune", "fractions"), finetune_epochs=0.5)
+    full = both["fractions"]["fractions"]["1"]
+    assert full["linear"] == both["linear"]["top1"] and full["finetune"] == both["finetune"]["top1"]
+    n_train = full["labels"]
+    assert calls.count(n_train) == 1 and len(calls) == 3  # finetune once on all labels, then 1 % and 10 % only
+    calls.clear()
+    alone = evaluate.evaluate_run(run, ("fractions",), finetune_epochs=0.5)
+    assert calls.count(n_train) == 1 and alone["fractions"]["fractions"]["1"]["finetune"] == pytest.approx(full["finetune"], abs=0.05)

@@ -140,8 +140,8 @@ def test_ema_update_exact():
 
 
 @pytest.mark.parametrize("name,target,online,momentum", [
-    ("byol", "target_backbone", "backbone", lambda p: base.cosine_momentum(0.99, p)),
-    ("byol", "target_projector", "projector", lambda p: base.cosine_momentum(0.99, p)),
+    ("byol", "target_backbone", "backbone", lambda p: base.cosine_momentum(0.9, p)),
+    ("byol", "target_projector", "projector", lambda p: base.cosine_momentum(0.9, p)),
     ("mocov2", "key_backbone", "backbone", lambda p: 0.99),
     ("mocov3", "key_projector", "projector", lambda p: base.cosine_momentum(0.99, p)),
     ("dino", "teacher_head", "head", lambda p: base.cosine_momentum(0.996, p)),

@@ -274,9 +274,13 @@ def evaluate_run(run_dir, protocols=("knn",), device: str = "auto", progress: Ca
             table = {}
             for i, fraction in enumerate(LABEL_FRACTIONS):
                 sub = stratified_subset(y_train, fraction, seed=cfg.seed)
-                lin = linear_protocol(train_feats[sub], y_train[sub], val_feats, y_val, data.num_classes, seed=cfg.seed)
                 share = (i / len(LABEL_FRACTIONS), (i + 1) / len(LABEL_FRACTIONS))
-                ft = finetune(data.train_index[sub], share)
+                if fraction == 1.0 and "linear" in results and "finetune" in results:
+                    # All the labels: the same seeded fits as the full protocols just measured; run neither twice.
+                    lin, ft = results["linear"], results["finetune"]
+                else:
+                    lin = linear_protocol(train_feats[sub], y_train[sub], val_feats, y_val, data.num_classes, seed=cfg.seed)
+                    ft = finetune(data.train_index[sub], share)
                 table[f"{fraction:g}"] = {"labels": len(sub), "linear": lin["top1"], "finetune": ft["top1"]}
             results[name] = {"fractions": table, "seconds": time.perf_counter() - t0}
         elif name == "baselines":
