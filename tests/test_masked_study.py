@@ -49,6 +49,12 @@ def test_masked_study_end_to_end(tmp_path):
     fig = Image.open(study / "figure.png")
     assert fig.size[0] > 600 and fig.size[1] > 300
     assert any("masked study" in line for line in logs)
+    mae = rows[1]
+    assert mae["masked_mse"] is not None and mae["fill_mse"] is not None and mae["masked_mse"] >= 0
+    assert rows[2]["masked_mse"] is None  # only MAE reconstructs
+    recon = Image.open(study / "reconstructions.png")
+    assert recon.size[0] > 10 * 96 and recon.size[1] > 4 * 96  # ten probe images, four rows, 96 px tiles
+    assert "reconstructions.png" in (study / "table.md").read_text()
     (study / "figure.png").unlink()
     assert redraw_figure(study).exists()  # from study.json and pictures.npz
 
@@ -58,3 +64,18 @@ def test_masked_study_refuses_bad_budgets(tmp_path):
         run_masked_study(out=tmp_path, minutes_per_run=0)
     with pytest.raises(ConfigError):
         run_masked_study(out=tmp_path, steps=0)
+
+
+def test_mean_fill_mse_on_a_hand_built_image():
+    """Two patches of a 2 x 2 grid hidden; the fill is the mean colour of the two visible ones."""
+    import numpy as np
+
+    from ssl_studio.studies.masked import mean_fill_mse
+
+    img = np.zeros((1, 1, 4, 4), np.float32)
+    img[0, 0, :2, :2] = 1.0  # patch 0 visible, value 1
+    img[0, 0, :2, 2:] = 0.0  # patch 1 visible, value 0 -> visible mean 0.5
+    img[0, 0, 2:, :2] = 1.0  # patch 2 hidden: error (1 - 0.5)^2
+    img[0, 0, 2:, 2:] = 0.5  # patch 3 hidden: error 0
+    mask = np.array([[0, 0, 1, 1]], np.float32)
+    assert mean_fill_mse(img, mask) == pytest.approx(0.125)

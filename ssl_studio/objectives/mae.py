@@ -220,7 +220,7 @@ class MAE(Objective):
         return {"reconstruction": payload}
 
 
-def reconstruction_from_run(run_dir, mask_ratio: float, seed: int, num_images: int = 16, device: str = "cpu"):
+def reconstruction_from_run(run_dir, mask_ratio: float | None, seed: int, num_images: int = 16, device: str = "cpu"):
     """A ``Visuals(kind="reconstruction")`` event for a *finished* run folder: its last checkpoint,
     its first ``num_images`` probe images, under a mask of ``mask_ratio`` drawn from ``seed``.
 

@@ -68,6 +68,8 @@ class MaskedRow:
     probe_attention_iou: float | None = None  # the trainer's final probe (first 64 probe images)
     initial_probe_iou: float | None = None  # the run's own step-0 probe: the same initial ViT for every method
     mask_patches: float | None = None  # mean size of the 60 % mask, in patches
+    masked_mse: float | None = None  # MAE only: hidden-patch MSE of the reconstructions figure
+    fill_mse: float | None = None  # the same patches filled with the image's mean visible colour: the bar to beat
     attention_distance: list[float] = field(default_factory=list)  # per layer, pixels
     status: str = "not run"
     run_dir: str = ""
@@ -158,8 +160,62 @@ def run_masked_study(data: str = "shapes", minutes_per_run: float = 5.0, out: st
     init_row, pictures = _analyse(configs, rows)
     meta = {"data": data, "budget": budget, "overrides": overrides, "iou_images": IOU_IMAGES, "distance_images": DISTANCE_IMAGES,
             "keep_mass": 0.6}
+    mae_row = next((r for r in rows if r.objective == "mae" and r.run_dir and (Path(r.run_dir) / "checkpoints" / "last.pt").exists()), None)
+    if mae_row is not None:
+        mae_row.masked_mse, mae_row.fill_mse = draw_reconstructions(mae_row.run_dir, study_dir / "reconstructions.png",
+                                                                    title=f"MAE reconstructions after {mae_row.steps} steps, {data}")
     write_study(study_dir, [init_row] + rows, meta, pictures)
     return study_dir
+
+
+RECONSTRUCTION_IMAGES = 10
+
+
+def draw_reconstructions(run_dir: str | Path, path: Path, title: str = "MAE reconstructions",
+                         num_images: int = RECONSTRUCTION_IMAGES) -> tuple[float, float]:
+    """The trained MAE's answer on held-out probe images, as the reconstruction panel shows it:
+    rows original / masked input / reconstruction / visible patches pasted back, under the
+    trained mask ratio and the panel's fixed probe mask.  Returns the hidden-patch MSE
+    (display scale [0, 1]) and that of filling every hidden patch with the image's mean
+    visible colour, so the table can state what the picture shows against a fill that
+    knows nothing of shape."""
+    from PIL import Image, ImageDraw
+
+    from ssl_studio.objectives.mae import PROBE_MASK_SEED, reconstruction_from_run
+
+    event = reconstruction_from_run(run_dir, mask_ratio=None, seed=PROBE_MASK_SEED, num_images=num_images)
+    labels = ("original", "masked input", "reconstruction", "visible pasted back")
+    keys = ("original", "masked", "reconstruction", "pasted")
+    tiles = [[attention.upscale(attention.to_hwc_uint8(img)) for img in event.arrays[k]] for k in keys]
+    grid = attention.montage(tiles)
+    left, top = 170, 40
+    canvas = Image.new("RGB", (left + grid.shape[1] + 12, top + grid.shape[0] + 30), "white")
+    canvas.paste(Image.fromarray(grid), (left, top))
+    d = ImageDraw.Draw(canvas)
+    d.text((12, 10), title, fill="black", font=font(16))
+    row_h = (grid.shape[0] + attention.GAP) // len(labels)
+    for i, label in enumerate(labels):
+        d.text((12, top + i * row_h + row_h // 2 - 8), label, fill="black", font=font(13))
+    mse = float(event.info["masked_mse"])
+    fill = mean_fill_mse(event.arrays["original"], event.arrays["mask"])
+    d.text((12, canvas.height - 22), f"mask ratio {event.info['mask_ratio']:.2f}; hidden-patch MSE {mse:.4f} against {fill:.4f} for "
+           "a fill with each image's mean visible colour (pixels in [0, 1]); held-out probe images", fill=(90, 90, 90), font=font(11))
+    canvas.save(path)
+    return mse, fill
+
+
+def mean_fill_mse(original: np.ndarray, mask: np.ndarray) -> float:
+    """MSE over the hidden pixels when each hidden patch is painted with the image's mean visible colour.
+
+    ``original``: B x C x S x S in [0, 1]; ``mask``: B x N, 1 = hidden, N a square patch grid.
+    """
+    b, c, size, _ = original.shape
+    g = int(round(mask.shape[1] ** 0.5))
+    hidden = attention.grid_to_pixels(mask.reshape(b, g, g).astype(np.float32), size)[:, None]  # B 1 S S
+    visible = 1.0 - hidden
+    mean = (original * visible).sum((2, 3), keepdims=True) / np.maximum(visible.sum((2, 3), keepdims=True), 1.0)
+    err = ((original - mean) ** 2).mean(1, keepdims=True)
+    return float((err * hidden).sum() / max(hidden.sum(), 1.0))
 
 
 # -- reading the encoders ------------------------------------------------------------------
@@ -287,6 +343,10 @@ def write_study(study_dir: Path, rows: list[MaskedRow], meta: dict[str, Any], pi
             f"probe images; attention distance: attention-weighted mean pixel distance between query and key patches, per layer "
             f"(first to last), heads averaged, over {meta.get('distance_images')} probe images.  k-NN and linear: the run's report "
             "(the method's own evaluation feature); the initial ViT row uses its [CLS] token.", ""] + verdicts + [""]
+    for r in rows:
+        if r.masked_mse is not None:
+            head[-1:-1] = [f"{r.method} reconstructions (reconstructions.png): hidden-patch MSE {r.masked_mse:.4f} against "
+                           f"{_fmt(r.fill_mse, 4)} for each image's mean visible colour.", ""]
     (study_dir / "table.md").write_text("\n".join(head + lines) + "\n", encoding="utf-8")
     with open(study_dir / "table.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
@@ -397,4 +457,4 @@ def draw_figure(rows: list[MaskedRow], pictures: dict[str, Any], path: Path, tit
     img.save(path)
 
 
-__all__ = ["METHODS", "MaskedRow", "draw_figure", "redraw_figure", "run_masked_study", "write_study"]
+__all__ = ["METHODS", "MaskedRow", "draw_figure", "draw_reconstructions", "mean_fill_mse", "redraw_figure", "run_masked_study", "write_study"]
