@@ -126,3 +126,22 @@ def test_fractions_reuse_the_full_protocols_for_all_labels(tmp_path, monkeypatch
     calls.clear()
     alone = evaluate.evaluate_run(run, ("fractions",), finetune_epochs=0.5)
     assert calls.count(n_train) == 1 and alone["fractions"]["fractions"]["1"]["finetune"] == pytest.approx(full["finetune"], abs=0.05)
+
+
+def test_finetuning_keeps_the_runs_whole_object_crops():
+    """A run trained on crops that keep 85 % of the image is fine-tuned on crops at least that whole."""
+    from ssl_studio.config import AugmentConfig, DataConfig, ModelConfig
+    from ssl_studio.data import load_imageset
+    from ssl_studio.data.views import ViewMaker
+    from ssl_studio.models import build_backbone
+
+    data = load_imageset(DataConfig(source="digits", resolution=16), seed=0)
+    torch.manual_seed(0)
+    backbone = build_backbone(ModelConfig(width=8), 16)
+    whole = ViewMaker(AugmentConfig(crop_scale_min=0.85), 16, data.mean, data.std)
+    ordinary = ViewMaker(AugmentConfig(), 16, data.mean, data.std)
+    index = data.train_index[:64]
+    kept = finetune_protocol(backbone, whole, data.images, data.labels, index, data.val_index[:32], 10, epochs=1, min_steps=1)
+    light = finetune_protocol(backbone, ordinary, data.images, data.labels, index, data.val_index[:32], 10, epochs=1, min_steps=1)
+    assert kept["crop_scale_min"] == pytest.approx(0.85) and light["crop_scale_min"] == pytest.approx(0.5)
+    assert "BatchNorm" in kept["head"]

@@ -412,3 +412,24 @@ def test_objective_state_dict_round_trip_covers_buffers():
     b.load_state_dict(copy.deepcopy(a.state_dict()))
     torch.testing.assert_close(b.queue, a.queue)
     assert int(b.queue_ptr) == 5
+
+
+@pytest.mark.parametrize("norm_last_layer", [True, False])
+def test_dino_head_gain_is_fixed_or_learned(norm_last_layer, shapes_views):
+    """norm_last_layer fixes the weight-normalised last layer's gain at 1 (official ViT-B), else it trains (ViT-S)."""
+    obj = make("dino", norm_last_layer=norm_last_layer)
+    trainable = {id(p) for g in obj.parameter_groups(0.04) for p in g["params"]}
+    assert (id(obj.head.last_g) in trainable) is (not norm_last_layer)
+    opt = torch.optim.SGD([p for p in obj.parameters() if p.requires_grad], lr=1.0)
+    obj.training_step(fixed_batch(obj, shapes_views), 0.5).loss.backward()
+    opt.step()
+    moved = not torch.equal(obj.head.last_g, torch.ones_like(obj.head.last_g))
+    assert moved is (not norm_last_layer)
+
+
+def test_dino_loads_a_head_saved_before_the_gain_existed():
+    old = make("dino").state_dict()
+    old = {k: v for k, v in old.items() if not k.endswith("last_g")}
+    fresh = make("dino", norm_last_layer=False)
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.head.last_g, torch.ones_like(fresh.head.last_g))

@@ -146,7 +146,15 @@ def finetune_protocol(backbone: torch.nn.Module, views, images: torch.Tensor, la
                       backbone_lr_scale: float = 0.1, min_steps: int = 40, device="cpu", autocast_dtype=None, seed: int = 0,
                       should_stop: Callable[[], bool] | None = None, progress: Callable[[float], None] | None = None) -> dict:
     """Fine-tuning: a copy of the backbone and a fresh linear head trained together (SGD, cosine),
-    the backbone at a tenth of the head's learning rate so that the pre-trained features are adapted, not erased."""
+    the backbone at a tenth of the head's learning rate so that the pre-trained features are adapted, not erased.
+
+    The head reads the features through a BatchNorm without affine parameters (as MAE's
+    linear probing does, He et al. 2022, appendix A.2): backbones end at very different
+    feature scales, and a head on raw features spends a few-epoch budget finding the scale
+    (the linear probe standardises its features for the same reason).  The crops are light
+    (scale 0.5-1, flips) unless the run itself kept more of each image: a data set whose
+    signal is the whole object (shapes asks for 0.85) is fine-tuned on crops that keep it.
+    """
     from ssl_studio.config import AugmentConfig
     from ssl_studio.data.views import ViewMaker
 
@@ -155,9 +163,10 @@ def finetune_protocol(backbone: torch.nn.Module, views, images: torch.Tensor, la
     model = copy.deepcopy(backbone).to(device)
     for p in model.parameters():
         p.requires_grad_(True)
-    head = torch.nn.Linear(model.feature_dim, num_classes).to(device)
+    head = torch.nn.Sequential(torch.nn.BatchNorm1d(model.feature_dim, affine=False), torch.nn.Linear(model.feature_dim, num_classes)).to(device)
     # light augmentation, as in the fine-tuning protocols of SimCLR and MAE: crops and flips only
-    light = ViewMaker(AugmentConfig(crop_scale_min=0.5, jitter_p=0.0, grayscale_p=0.0), views.out_size, views.mean, views.std)
+    crop_min = max(0.5, float(getattr(getattr(views, "cfg", None), "crop_scale_min", 0.5)))
+    light = ViewMaker(AugmentConfig(crop_scale_min=crop_min, jitter_p=0.0, grayscale_p=0.0), views.out_size, views.mean, views.std)
     batch_size = max(2, min(batch_size, len(train_index)))
     steps_per_epoch = max(1, len(train_index) // batch_size)
     total = max(min_steps, int(math.ceil(epochs * steps_per_epoch)))
@@ -193,7 +202,8 @@ def finetune_protocol(backbone: torch.nn.Module, views, images: torch.Tensor, la
     with torch.no_grad():
         acc = float((head(feats.to(device)).argmax(1).cpu() == labels[val_index]).float().mean())
     return {"top1": acc, "epochs": total / steps_per_epoch, "steps": total, "batch_size": batch_size, "lr_head": lr,
-            "lr_backbone": lr * backbone_lr_scale, "optimizer": "SGD nesterov, cosine, crops+flips", "train_images": len(train_index),
+            "lr_backbone": lr * backbone_lr_scale, "optimizer": "SGD nesterov, cosine, crops+flips", "crop_scale_min": crop_min,
+            "head": "BatchNorm (no affine) + linear", "train_images": len(train_index),
             "val_images": len(val_index), "seconds": time.perf_counter() - t0}
 
 

@@ -18,14 +18,16 @@ from ssl_studio.params import param
 class DINOHead(nn.Module):
     """3-layer MLP (GELU, no BN) to a bottleneck, L2 normalisation, weight-normalised last layer.
 
-    As in the official code's ``DINOHead`` with ``norm_last_layer=True``: the last
-    layer's weight is ``v / ||v||`` per output unit (weight norm with g fixed at 1),
-    which the paper found necessary for stability.  Written without
-    ``torch.nn.utils.weight_norm`` so that deep copies and EMA updates see plain
-    parameters.
+    As in the official code's ``DINOHead``: the last layer's weight is
+    ``g * v / ||v||`` per output unit.  With ``norm_last_layer`` the gain ``g`` is
+    fixed at 1 (the paper found it steadier for ViT-B); without it ``g`` is
+    learned (the official choice for ViT-S, "better performance").  Written
+    without ``torch.nn.utils.weight_norm`` so that deep copies and EMA updates see
+    plain parameters.
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, bottleneck_dim: int, out_dim: int, num_layers: int = 3):
+    def __init__(self, in_dim: int, hidden_dim: int, bottleneck_dim: int, out_dim: int, num_layers: int = 3,
+                 norm_last_layer: bool = True):
         super().__init__()
         layers: list[nn.Module] = []
         dim = in_dim
@@ -40,10 +42,16 @@ class DINOHead(nn.Module):
                 nn.init.zeros_(m.bias)
         self.last_v = nn.Parameter(torch.empty(out_dim, bottleneck_dim))
         nn.init.trunc_normal_(self.last_v, std=0.02)
+        self.last_g = nn.Parameter(torch.ones(out_dim), requires_grad=not norm_last_layer)  # 1-D: a gain, kept out of weight decay
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # run folders written before the gain existed hold the fixed-gain head: g = 1
+        state_dict.setdefault(prefix + "last_g", torch.ones_like(self.last_g))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.normalize(self.mlp(x), dim=-1)
-        return F.linear(x, F.normalize(self.last_v, dim=1))
+        return F.linear(x, self.last_g[:, None] * F.normalize(self.last_v, dim=1))
 
 
 @dataclass
@@ -72,6 +80,7 @@ class DINOParams:
     base_momentum: float = param(0.996, help="Teacher momentum at the start; cosine schedule to final_momentum (paper: 0.996).", min=0.0, max=1.0)
     final_momentum: float = param(1.0, help="Teacher momentum at the end of the budget.", min=0.0, max=1.0)
     local_crops: int = param(2, help="Small local crops per image, seen by the student only (paper: 10).", min=0, max=12)
+    norm_last_layer: bool = param(True, help="Fix the gain of the head's weight-normalised last layer at 1 (official code: True for ViT-B, False for ViT-S).")
 
 
 class DINO(Objective):
@@ -93,7 +102,8 @@ class DINO(Objective):
 
     def __init__(self, backbone, params: DINOParams, context):
         super().__init__(backbone, params, context)
-        self.head = DINOHead(backbone.feature_dim, params.hidden_dim, params.bottleneck_dim, params.out_dim)
+        self.head = DINOHead(backbone.feature_dim, params.hidden_dim, params.bottleneck_dim, params.out_dim,
+                             norm_last_layer=params.norm_last_layer)
         if self.ablated("no_ema"):
             self.teacher_backbone = self.teacher_head = None
         else:

@@ -418,9 +418,9 @@ def draw_figure(rows: list[MaskedRow], pictures: dict[str, Any], path: Path, tit
     for i, r in enumerate(labelled):
         y = top + (i + 1) * (tile + gap)
         d.text((12, y + 10), r.method, fill="black", font=f)
-        d.text((12, y + 30), f"IoU {_fmt(r.attention_iou)}", fill=(90, 90, 90), font=f_small)
+        d.text((12, y + 30), f"IoU: {_fmt(r.attention_iou)}", fill=(90, 90, 90), font=f_small)
         if r.knn_k20 is not None:
-            d.text((12, y + 46), f"k-NN@20 {_fmt(r.knn_k20)}", fill=(90, 90, 90), font=f_small)
+            d.text((12, y + 46), f"k-NN@20: {_fmt(r.knn_k20)}", fill=(90, 90, 90), font=f_small)
         for j in range(n_img):
             base = attention.upscale(attention.to_hwc_uint8(images[j]), scale)
             pic = attention.heat_overlay(base, maps[r.method][j], alpha=0.65)

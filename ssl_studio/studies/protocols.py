@@ -120,7 +120,8 @@ def run_protocols_study(data: str = "shapes", minutes_per_run: float = 3.0, out:
     if not evaluated:
         raise ConfigError("data.source", f"no run of the study on {data!r} could be evaluated (it needs labelled data)")
     comparison = compare_runs(evaluated, labels)
-    meta = {"data": data, "budget": budget, "protocols": list(protocols), "runs": [str(p) for p in evaluated]}
+    meta = {"data": data, "budget": budget, "protocols": list(protocols), "finetune_epochs": finetune_epochs,
+            "runs": [str(p) for p in evaluated]}
     write_study(study_dir, comparison, meta)
     return study_dir
 
@@ -129,7 +130,8 @@ def write_study(study_dir: Path, comparison: Comparison, meta: dict[str, Any]) -
     budget = ", ".join(f"{v} {k}" for k, v in meta["budget"].items())
     head = [f"# Protocol study on {meta['data']}", "", f"Budget per method: {budget}. Scores are top-1 accuracy on the held-out "
             "split; (#n) is the method's rank under that protocol. Kendall's tau compares the rankings of every pair of protocols "
-            "(+1: same order, 0: unrelated, -1: reversed).", ""]
+            "(+1: same order, 0: unrelated, -1: reversed)."
+            + (f" Fine-tuning: {meta['finetune_epochs']:g} epochs." if meta.get("finetune_epochs") is not None else ""), ""]
     (study_dir / "table.md").write_text("\n".join(head) + comparison.to_markdown(), encoding="utf-8")
     (study_dir / "table.csv").write_text(comparison.to_csv(), encoding="utf-8")
     payload = {**meta, "methods": comparison.runs, "scores": comparison.scores, "ranks": comparison.ranks,
@@ -165,8 +167,9 @@ def draw_figure(c: Comparison, path: Path, title: str) -> None:
     x0 = name_w + cell_w * n_p + 60
     d.text((x0, top - 48), "Kendall's tau", fill="black", font=f)
     for j, p in enumerate(c.protocols):
-        d.text((x0 + j * tau_w + 4, top - 22), p[:9], fill="black", font=f_small)
-        d.text((x0 - 56, top + j * cell_h + 8), p[:9], fill="black", font=f_small)
+        short = p.replace("finetune", "ft").replace("linear", "lin")  # "finetune@10%" does not fit a tau cell
+        d.text((x0 + j * tau_w + 4, top - 22), short, fill="black", font=f_small)
+        d.text((x0 - 56, top + j * cell_h + 8), short, fill="black", font=f_small)
     for i, a in enumerate(c.protocols):
         for j, b in enumerate(c.protocols):
             tau = 1.0 if a == b else c.agreement.get((a, b), c.agreement.get((b, a), float("nan")))
@@ -174,5 +177,6 @@ def draw_figure(c: Comparison, path: Path, title: str) -> None:
             colour = (235, 235, 235) if math.isnan(tau) else ((255, int(255 - 150 * -tau), int(255 - 150 * -tau)) if tau < 0 else score_colour(tau, 0, 1))
             d.rectangle([x, y, x + tau_w - 2, y + cell_h - 2], fill=colour)
             d.text((x + 6, y + 8), "-" if math.isnan(tau) else f"{tau:+.2f}", fill="black", font=f)
-    d.text((12, height - 26), "darker = higher accuracy within a protocol; #n = rank (1 = best)", fill=(90, 90, 90), font=f_small)
+    d.text((12, height - 26), "darker = higher accuracy within a protocol; #n = rank (1 = best); ft = fine-tuning, lin = linear probe",
+           fill=(90, 90, 90), font=f_small)
     img.save(path)
