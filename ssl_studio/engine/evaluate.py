@@ -165,7 +165,7 @@ def finetune_protocol(backbone: torch.nn.Module, views, images: torch.Tensor, la
         p.requires_grad_(True)
     head = torch.nn.Sequential(torch.nn.BatchNorm1d(model.feature_dim, affine=False), torch.nn.Linear(model.feature_dim, num_classes)).to(device)
     # light augmentation, as in the fine-tuning protocols of SimCLR and MAE: crops and flips only
-    crop_min = max(0.5, float(getattr(getattr(views, "cfg", None), "crop_scale_min", 0.5)))
+    crop_min = max(0.5, views.cfg.crop_scale_min)
     light = ViewMaker(AugmentConfig(crop_scale_min=crop_min, jitter_p=0.0, grayscale_p=0.0), views.out_size, views.mean, views.std)
     batch_size = max(2, min(batch_size, len(train_index)))
     steps_per_epoch = max(1, len(train_index) // batch_size)

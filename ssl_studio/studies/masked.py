@@ -335,6 +335,8 @@ def write_study(study_dir: Path, rows: list[MaskedRow], meta: dict[str, Any], pi
             if r.attention_iou is not None:
                 word = "above" if r.attention_iou > init.attention_iou else "not above"
                 verdicts.append(f"{r.method}: attention IoU {r.attention_iou:.3f}, {word} the initial ViT's {init.attention_iou:.3f}.")
+    verdicts += [f"{r.method} reconstructions (reconstructions.png): hidden-patch MSE {r.masked_mse:.4f} against "
+                 f"{_fmt(r.fill_mse, 4)} for each image's mean visible colour." for r in rows if r.masked_mse is not None]
     head = [f"# MAE vs I-JEPA vs DINO on one ViT, {meta.get('data', '?')}", "",
             "Budget per run: " + ", ".join(f"{v} {k}" for k, v in budget.items()) + "."
             + (" Overrides: " + ", ".join(f"{k} = {v}" for k, v in meta.get("overrides", {}).items()) + "." if meta.get("overrides") else ""),
@@ -343,10 +345,6 @@ def write_study(study_dir: Path, rows: list[MaskedRow], meta: dict[str, Any], pi
             f"probe images; attention distance: attention-weighted mean pixel distance between query and key patches, per layer "
             f"(first to last), heads averaged, over {meta.get('distance_images')} probe images.  k-NN and linear: the run's report "
             "(the method's own evaluation feature); the initial ViT row uses its [CLS] token.", ""] + verdicts + [""]
-    for r in rows:
-        if r.masked_mse is not None:
-            head[-1:-1] = [f"{r.method} reconstructions (reconstructions.png): hidden-patch MSE {r.masked_mse:.4f} against "
-                           f"{_fmt(r.fill_mse, 4)} for each image's mean visible colour.", ""]
     (study_dir / "table.md").write_text("\n".join(head + lines) + "\n", encoding="utf-8")
     with open(study_dir / "table.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
