@@ -164,6 +164,28 @@ def test_sincos_pos_embed() -> None:
         sincos_pos_embed(10, 4)
 
 
+def test_coarse_pos_embed_spans_the_full_grid() -> None:
+    """A 4x4 table spread over an 8x8 extent sits on the fine grid's corners and stays distinct."""
+    fine, coarse = sincos_pos_embed(16, 8), sincos_pos_embed(16, 4, extent=8)
+    assert coarse.shape == (16, 16)
+    torch.testing.assert_close(coarse[0], fine[0])  # top-left
+    torch.testing.assert_close(coarse[15], fine[63])  # bottom-right
+    assert not torch.allclose(coarse[5], fine[9])  # inner points are between fine positions, not on them
+    assert len({tuple(row.tolist()) for row in coarse}) == 16
+    torch.testing.assert_close(sincos_pos_embed(16, 8, extent=8), fine)
+
+
+def test_vit_takes_local_crops_at_their_own_size(vit: ViT) -> None:
+    """DINO/SwAV local crops enter with a quarter of the tokens; sizes off the patch grid are refused."""
+    assert vit.accepts(16) and vit.accepts(32) and not vit.accepts(18) and not vit.accepts(2)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert vit.forward_tokens(x).shape == (2, 1 + 16, vit.embed_dim)
+        assert vit(x).shape == (2, vit.embed_dim)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        vit(torch.randn(1, 3, 18, 18))
+
+
 # ---- heads -----------------------------------------------------------------
 
 

@@ -433,3 +433,22 @@ def test_dino_loads_a_head_saved_before_the_gain_existed():
     fresh = make("dino", norm_last_layer=False)
     fresh.load_state_dict(old)
     assert torch.equal(fresh.head.last_g, torch.ones_like(fresh.head.last_g))
+
+
+def test_multicrop_feeds_vit_local_crops_at_their_own_size():
+    """Local crops reach a ViT as 4x4 patch grids (no upsampling); sizes it refuses are resized first."""
+    from ssl_studio.objectives.multicrop import forward_crops
+    from ssl_studio.models.vit import ViT
+
+    vit = ViT(image_size=32, width=8, depth=1)
+    seen: list[int] = []
+
+    def record(x):
+        seen.append(x.shape[-1])
+        return vit(x)
+
+    views = [torch.randn(3, 3, 32, 32), torch.randn(3, 3, 32, 32), torch.randn(3, 3, 16, 16), torch.randn(3, 3, 18, 18)]
+    with torch.no_grad():
+        out = forward_crops(record, views, vit)
+    assert sorted(seen) == [16, 32, 32]  # 32 px once (the globals together), 16 px as is, 18 px resized to 32
+    assert [o.shape for o in out] == [torch.Size([3, vit.embed_dim])] * 4

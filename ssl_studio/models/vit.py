@@ -61,18 +61,28 @@ def default_patch_size(image_size: int) -> int:
     return min(divisors, key=lambda p: (abs(p - image_size / 8), -p))
 
 
-def sincos_pos_embed(embed_dim: int, grid_size: int) -> Tensor:
+def sincos_pos_embed(embed_dim: int, grid_size: int, extent: int | None = None) -> Tensor:
     """Fixed 2-D sine-cosine position embeddings, ``grid_size**2 x embed_dim`` (row-major).
 
     Half of the channels encode the row, half the column, each with the 1-D
     sin/cos frequencies of Vaswani et al. (2017); layout as in MAE's reference
     code (He et al. 2022).  ``embed_dim`` must be divisible by 4.
+
+    ``extent``: the grid the positions are defined on, when ``grid_size`` is a
+    coarser grid spread over the same span (positions ``0 .. extent - 1`` sampled
+    at ``grid_size`` evenly spaced points).  This is the fixed-table form of
+    DINO's ``interpolate_pos_encoding`` (Caron et al. 2021): a small local crop
+    enters the ViT at its own size, covering the whole position range, instead of
+    being upsampled to the full image first.
     """
     if embed_dim % 4 != 0:
         raise ValueError(f"sincos position embeddings need embed_dim divisible by 4, got {embed_dim}")
     quarter = embed_dim // 4
     omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
-    coords = torch.arange(grid_size, dtype=torch.float64)
+    if extent is None or extent == grid_size or grid_size < 2:
+        coords = torch.arange(grid_size, dtype=torch.float64)
+    else:
+        coords = torch.linspace(0.0, extent - 1.0, grid_size, dtype=torch.float64)
     rows, cols = torch.meshgrid(coords, coords, indexing="ij")
 
     def embed_1d(pos: Tensor) -> Tensor:
@@ -171,6 +181,7 @@ class ViT(Backbone):
         self.patch_embed = nn.Conv2d(in_channels, d, kernel_size=p, stride=p)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.register_buffer("pos_embed", sincos_pos_embed(d, self.grid_size).unsqueeze(0), persistent=False)
+        self._coarse_pos: dict[int, Tensor] = {}  # tables for smaller inputs (local crops), made on first use
         self.blocks = nn.ModuleList(Block(d, num_heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(d, eps=1e-6)
         self._init_weights()
@@ -213,10 +224,30 @@ class ViT(Backbone):
         return x.reshape(b, c, g * p, g * p)
 
     # ---- encoder --------------------------------------------------------------
+    def accepts(self, size: int) -> bool:
+        """Whether ``size`` x ``size`` images can enter as they are: any whole number of patches.
+
+        Images other than ``image_size`` (DINO's and SwAV's local crops) get the
+        position table spread over their coarser grid (see :func:`sincos_pos_embed`).
+        """
+        return size >= self.patch_size and size % self.patch_size == 0
+
+    def _pos_embed_for(self, grid: int, like: Tensor) -> Tensor:
+        if grid == self.grid_size:
+            return self.pos_embed.to(like.dtype)
+        table = self._coarse_pos.get(grid)
+        if table is None or table.device != like.device:
+            table = sincos_pos_embed(self.embed_dim, grid, extent=self.grid_size).unsqueeze(0).to(like.device)
+            self._coarse_pos[grid] = table
+        return table.to(like.dtype)
+
     def embed_patches(self, x: Tensor) -> Tensor:
         """Patch tokens with position embeddings, ``B x N x D`` (no [CLS], no blocks)."""
+        if x.shape[-1] != x.shape[-2] or not self.accepts(x.shape[-1]):
+            raise ValueError(f"ViT with {self.patch_size}-px patches cannot take {x.shape[-2]}x{x.shape[-1]} images; "
+                             f"use square images whose side is a multiple of {self.patch_size}")
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # B N D
-        return tokens + self.pos_embed.to(tokens.dtype)
+        return tokens + self._pos_embed_for(x.shape[-1] // self.patch_size, tokens)
 
     def _encode(self, x: Tensor, keep: Tensor | None, return_attention: bool) -> tuple[Tensor, list[Tensor]]:
         tokens = self.embed_patches(x)

@@ -4,10 +4,13 @@ Crops of one resolution go through the network in one concatenated batch (the
 official code's trick: two forward passes for 2 global + N local crops rather
 than 2 + N), and the outputs come back in the order of the views.
 
-A backbone with a fixed position grid (the ViT: ``pos_embed`` for exactly
-``image_size``) cannot take the smaller local crops; for it they are resized
-to ``image_size`` before the pass, which keeps the content of a local crop
-(a small region of the image) at the cost of the compute a full-size crop needs.
+A backbone declares which input sizes it takes with ``accepts(size)``.  The
+ViT takes any whole number of patches (a 16 px local crop is a 4x4 grid, a
+quarter of the tokens of a 32 px image, with the position table spread over it
+as DINO's ``interpolate_pos_encoding`` does); a crop a backbone refuses is
+resized to ``image_size`` before the pass, which keeps its content at the cost
+of the compute a full-size crop needs.  Backbones without ``accepts`` (the
+ConvNets, globally pooled) take every size.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from torch import nn
 
 def fits(backbone: nn.Module, size: int) -> bool:
     """Whether ``backbone`` accepts ``size`` x ``size`` inputs as they are."""
-    fixed = getattr(backbone, "grid_size", None) is not None and hasattr(backbone, "pos_embed")
-    return not fixed or size == getattr(backbone, "image_size", size)
+    accepts = getattr(backbone, "accepts", None)
+    return True if accepts is None else bool(accepts(size))
 
 
 def forward_crops(fn: Callable[[torch.Tensor], torch.Tensor], views: list[torch.Tensor], backbone: nn.Module) -> list[torch.Tensor]:
