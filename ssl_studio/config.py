@@ -80,7 +80,7 @@ class AugmentConfig:
 class ModelConfig:
     backbone: str = param("convnet", help="Feature extractor trained by the objective.", choices=BACKBONES)
     width: int = param(0, help="Base channel width (ViT: embedding width 3x this); 0 takes the backbone's own default: "
-                               "ConvNet 32, ResNet-18 64, ViT 64.", min=0, max=1024)
+                               "ConvNet 32, ResNet-18 64, ViT 32 (embedding 96).", min=0, max=1024)
 
 
 @dataclass

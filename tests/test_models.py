@@ -103,7 +103,8 @@ def vit() -> ViT:
 def test_vit_sizes(vit: ViT) -> None:
     assert vit.patch_size == 4 and vit.grid_size == 8 and vit.num_patches == 64
     assert vit.embed_dim == 48 and vit.num_heads == 3 and vit.depth == 3
-    assert ViT(32).embed_dim == 192  # width 64 -> ViT-Tiny width
+    assert ViT(32).embed_dim == 96 and make("vit", width=0).embed_dim == 96  # the lab default: half ViT-Tiny
+    assert ViT(32, width=64).embed_dim == 192  # ViT-Tiny's width
 
 
 def test_patchify_round_trip(vit: ViT) -> None:
