@@ -106,9 +106,11 @@ class MAE(Objective):
     num_global_views = 1
     # Paper (and reference code): AdamW, base lr 1.5e-4 per 256 images, wd 0.05, betas (0.9, 0.95), for
     # 800-1600 epochs with 40 warm-up epochs.  A lab run has a few hundred to a few thousand steps, so the
-    # base lr is raised to 1e-3 per 256 (which the tiny ViT takes without diverging); wd and betas are the
-    # paper's (the lab's AdamW uses betas 0.9/0.95).
-    recipe = OptimRecipe(optimizer="adamw", lr=1e-3, weight_decay=0.05)
+    # base lr is raised to 3e-3 per 256; wd and betas are the paper's (the lab's AdamW uses betas 0.9/0.95).
+    # Measured on shapes, 5 minutes of one AVX-512 core, default ViT (embed 96), batch 128, hidden-patch MSE
+    # of the probe reconstructions (mean-visible-colour fill: 0.0381): 1e-3 -> 0.0206 (442 steps),
+    # 3e-3 -> 0.0150 (410), 6e-3 -> 0.0171 (350 steps, the other core busier).
+    recipe = OptimRecipe(optimizer="adamw", lr=3e-3, weight_decay=0.05)
     # Paper: RandomResizedCrop(scale 0.2-1) + horizontal flip only; masking is the augmentation.
     augment_defaults = {"crop_scale_min": 0.2, "crop_scale_max": 1.0, "flip_p": 0.5, "jitter_p": 0.0, "grayscale_p": 0.0,
                         "blur_p": [0.0, 0.0], "solarize_p": [0.0, 0.0]}
