@@ -46,6 +46,7 @@ def test_masked_study_end_to_end(tmp_path):
         table = list(csv.reader(fh))
     assert tuple(table[0]) == COLUMNS and len(table) == 5
     assert "ViT at initialisation" in (study / "table.md").read_text()
+    assert meta["backbone"].startswith("ViT, embed ") and meta["backbone"] in (study / "table.md").read_text()
     fig = Image.open(study / "figure.png")
     assert fig.size[0] > 600 and fig.size[1] > 300
     assert any("masked study" in line for line in logs)

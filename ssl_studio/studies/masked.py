@@ -159,7 +159,7 @@ def run_masked_study(data: str = "shapes", minutes_per_run: float = 5.0, out: st
         log("reading attention of the trained encoders and of the ViT at initialisation")
     init_row, pictures = _analyse(configs, rows)
     meta = {"data": data, "budget": budget, "overrides": overrides, "iou_images": IOU_IMAGES, "distance_images": DISTANCE_IMAGES,
-            "keep_mass": 0.6}
+            "keep_mass": 0.6, "backbone": pictures.pop("backbone", "")}
     mae_row = next((r for r in rows if r.objective == "mae" and r.run_dir and (Path(r.run_dir) / "checkpoints" / "last.pt").exists()), None)
     if mae_row is not None:
         mae_row.masked_mse, mae_row.fill_mse = draw_reconstructions(mae_row.run_dir, study_dir / "reconstructions.png",
@@ -286,6 +286,7 @@ def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow
 
         init_row.effective_rank = diagnostics.effective_rank(embed_images(init.backbone, data.images[probe_index], views.plain))
     picture(init_row.method, init.backbone)
+    pictures["backbone"] = init.backbone.describe()
 
     for cfg, row in zip(configs, rows):
         if not row.run_dir or not (Path(row.run_dir) / "checkpoints" / "last.pt").exists():
@@ -339,7 +340,8 @@ def write_study(study_dir: Path, rows: list[MaskedRow], meta: dict[str, Any], pi
                  f"{_fmt(r.fill_mse, 4)} for each image's mean visible colour." for r in rows if r.masked_mse is not None]
     head = [f"# MAE vs I-JEPA vs DINO on one ViT, {meta.get('data', '?')}", "",
             "Budget per run: " + ", ".join(f"{v} {k}" for k, v in budget.items()) + "."
-            + (" Overrides: " + ", ".join(f"{k} = {v}" for k, v in meta.get("overrides", {}).items()) + "." if meta.get("overrides") else ""),
+            + (" Overrides: " + ", ".join(f"{k} = {v}" for k, v in meta.get("overrides", {}).items()) + "." if meta.get("overrides") else "")
+            + (f" Backbone: {meta['backbone']}." if meta.get("backbone") else ""),
             f"Attention IoU: the smallest set of patches holding 60 % of the last layer's heads-averaged [CLS] attention vs the object "
             f"mask downsampled to the patch grid (a patch is object when >= half of it is), mean over the first {meta.get('iou_images')} "
             f"probe images; attention distance: attention-weighted mean pixel distance between query and key patches, per layer "
