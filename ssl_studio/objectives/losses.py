@@ -205,6 +205,17 @@ def dino_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], center: 
         if center is not None:
             t = t - center.float()
         targets.append(F.softmax(t / teacher_temp, dim=1))
+    return dino_cross_entropy(student, targets, student_temp)
+
+
+def dino_cross_entropy(student: list[torch.Tensor], targets: list[torch.Tensor], student_temp: float = 0.1) -> torch.Tensor:
+    """Mean of -Σ q log softmax(s / τ_s) over every (target crop, student crop) pair of different crops.
+
+    ``targets``: one B×K probability matrix per teacher (global) crop, already detached.
+    """
+    _check_temperature("dino_cross_entropy (student)", student_temp)
+    if not targets or len(student) < 2 or len(targets) > len(student):
+        raise ValueError(f"dino_cross_entropy needs at least 2 student crops and 1..{len(student)} targets, got {len(student)} and {len(targets)}")
     log_p = [F.log_softmax(s.float() / student_temp, dim=1) for s in student]
     total, pairs = 0.0, 0
     for i, q in enumerate(targets):
@@ -214,6 +225,27 @@ def dino_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], center: 
             total = total - (q * lp).sum(dim=1).mean()
             pairs += 1
     return total / pairs
+
+
+@torch.no_grad()
+def dino_sinkhorn_targets(teacher: list[torch.Tensor], teacher_temp: float = 0.07, iterations: int = 3) -> list[torch.Tensor]:
+    """DINOv2's Sinkhorn-Knopp teacher (Oquab et al. 2023; ``sinkhorn_knopp_teacher`` in dinov2/loss/dino_clstoken_loss.py).
+
+    Replaces centring: exp(t / τ_t) over all the global crops' outputs together is scaled
+    alternately so that every prototype gets the same total weight and every image a
+    weight of 1 (SwAV's equipartition, Caron et al. 2020), ``iterations`` times.  Returns the
+    targets per crop (rows sum to 1).  Computed in the log domain: the same numbers as the
+    official code, without exp underflowing at small τ_t.
+    """
+    _check_temperature("dino_sinkhorn_targets", teacher_temp)
+    if iterations < 1:
+        raise ValueError(f"dino_sinkhorn_targets needs at least 1 iteration, got {iterations}")
+    log_q = torch.cat([x.detach().float() for x in teacher]) / teacher_temp  # N x K
+    n, k = log_q.shape
+    for _ in range(iterations):
+        log_q = log_q - torch.logsumexp(log_q, dim=0, keepdim=True) - math.log(k)  # each prototype: total 1/K
+        log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True)  # each image: total 1 (official: 1/N, then x N)
+    return list(log_q.exp().chunk(len(teacher)))
 
 
 @torch.no_grad()

@@ -1,0 +1,116 @@
+"""DINO's optional parts: the Sinkhorn-Knopp teacher (DINOv2), a frozen prototype layer early on,
+BN in the head, and the step diagnostics that explain a flat or sharp teacher."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ssl_studio.models import build_backbone
+from ssl_studio.config import ModelConfig
+from ssl_studio.objectives import Batch, ObjectiveContext
+from ssl_studio.objectives import dino as dino_mod
+from ssl_studio.objectives import losses as L
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_dino(**params):
+    torch.manual_seed(0)
+    bb = build_backbone(ModelConfig(backbone="convnet", width=8), 32)
+    p = dict(out_dim=64, hidden_dim=32, bottleneck_dim=16) | params
+    return dino_mod.DINO(bb, dino_mod.DINO.parse_params(p), ObjectiveContext(image_size=32, num_classes=10, batch_size=8))
+
+
+def batch():
+    g = torch.Generator().manual_seed(1)
+    views = [torch.randn(8, 3, 32, 32, generator=g), torch.randn(8, 3, 32, 32, generator=g),
+             torch.randn(8, 3, 16, 16, generator=g), torch.randn(8, 3, 16, 16, generator=g)]
+    return Batch(views=views, images=torch.zeros(8, 3, 32, 32, dtype=torch.uint8), indices=torch.arange(8))
+
+
+def official_sinkhorn(t, temp, iterations=3):
+    """dinov2/loss/dino_clstoken_loss.py ``sinkhorn_knopp_teacher``, one process."""
+    q = torch.exp(t / temp).t()
+    b, k = q.shape[1], q.shape[0]
+    q /= q.sum()
+    for _ in range(iterations):
+        q /= q.sum(dim=1, keepdim=True)
+        q /= k
+        q /= q.sum(dim=0, keepdim=True)
+        q /= b
+    q *= b
+    return q.t()
+
+
+def test_dino_sinkhorn_targets_match_the_official_code_and_balance():
+    g = torch.Generator().manual_seed(0)
+    t = [0.3 * torch.randn(6, 5, generator=g), 0.3 * torch.randn(6, 5, generator=g)]
+    q = L.dino_sinkhorn_targets(t, 0.1, 3)
+    assert len(q) == 2 and q[0].shape == (6, 5)
+    torch.testing.assert_close(torch.cat(q), official_sinkhorn(torch.cat(t), 0.1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.cat(q).sum(1), torch.ones(12))
+    many = torch.cat(L.dino_sinkhorn_targets(t, 0.1, 50))
+    torch.testing.assert_close(many.sum(0), torch.full((5,), 12 / 5), rtol=1e-3, atol=1e-3)  # equipartition
+
+
+def test_dino_sinkhorn_targets_survive_a_sharp_temperature():
+    t = [torch.tensor([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0]])]
+    q = torch.cat(L.dino_sinkhorn_targets(t, 0.005, 3))  # exp(400) would overflow the official form
+    assert torch.isfinite(q).all()
+    torch.testing.assert_close(q.sum(1), torch.ones(2))
+
+
+def test_dino_cross_entropy_is_dino_loss_on_its_own_targets():
+    g = torch.Generator().manual_seed(0)
+    s = [torch.randn(4, 6, generator=g) for _ in range(3)]
+    t = [torch.randn(4, 6, generator=g) for _ in range(2)]
+    c = torch.randn(1, 6, generator=g)
+    targets = [F.softmax((x - c) / 0.04, dim=1) for x in t]
+    torch.testing.assert_close(L.dino_cross_entropy(s, targets, 0.1), L.dino_loss(s, t, c, 0.1, 0.04))
+
+
+def test_dino_sinkhorn_teacher_is_used_and_learns():
+    obj = make_dino(teacher_centering="sinkhorn")
+    b = batch()
+    out = obj.training_step(b, 0.5)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    assert obj.head.last_v.grad is not None
+    assert obj.teacher_head.last_v.grad is None
+    ref = make_dino()
+    assert not torch.isclose(out.loss, ref.training_step(b, 0.5).loss)  # a different target from centring
+
+
+def test_dino_freeze_last_layer_only_early():
+    obj = make_dino(freeze_last_layer=0.2)
+    b = batch()
+    obj.training_step(b, 0.1).loss.backward()
+    assert obj.head.last_v.grad is None
+    assert obj.head.mlp[0].weight.grad is not None
+    obj.zero_grad()
+    obj.training_step(b, 0.3).loss.backward()
+    assert obj.head.last_v.grad is not None
+
+
+def test_dino_bn_in_head_is_optional():
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in make_dino().head.modules())
+    head = make_dino(use_bn_in_head=True).head
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in head.modules()) == 2
+
+
+def test_dino_step_diagnostics_are_finite():
+    obj = make_dino()
+    metrics = obj.training_step(batch(), 0.0).metrics
+    for key in ("teacher_entropy", "teacher_info", "center_norm", "common_mode", "img_std", "protos_used",
+                "student_entropy", "teacher_view_agree"):
+        assert key in metrics and torch.isfinite(torch.as_tensor(float(metrics[key]))), key
+    assert 1 <= metrics["protos_used"] <= 16
+    assert 0.0 <= float(metrics["common_mode"]) <= 1.0 + 1e-6
