@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from ssl_studio.params import ConfigError
-from ssl_studio.studies.masked import COLUMNS, redraw_figure, run_masked_study
+from ssl_studio.studies.masked import COLUMNS, paired_gain, redraw_figure, run_masked_study
 
 TINY = {"data.num_images": 128, "batch_size": 16, "model.width": 16, "probe.size": 32, "probe.every": 0, "probe.visuals_every": 0,
         "precision": "float32"}
@@ -39,6 +39,8 @@ def test_masked_study_end_to_end(tmp_path):
         assert r["attention_iou"] is not None and 0.0 <= r["attention_iou"] <= 1.0, r["method"]
         assert len(r["attention_distance"]) == 6 and all(d >= 0 for d in r["attention_distance"])
         assert r["knn_k20"] is not None and r["linear_top1"] is not None and r["effective_rank"] is not None
+    for r in rows[1:]:  # each trained ViT is compared with the initial one image by image
+        assert r["iou_gain"] is not None and abs(r["iou_gain"] - (r["attention_iou"] - init["attention_iou"])) < 1e-6
     # every run starts from the same ViT: their step-0 probes agree with each other
     starts = {round(r["initial_probe_iou"], 6) for r in rows[1:]}
     assert len(starts) == 1 and init["initial_probe_iou"] is not None
@@ -80,3 +82,13 @@ def test_mean_fill_mse_on_a_hand_built_image():
     img[0, 0, 2:, 2:] = 0.5  # patch 3 hidden: error 0
     mask = np.array([[0, 0, 1, 1]], np.float32)
     assert mean_fill_mse(img, mask) == pytest.approx(0.125)
+
+
+def test_paired_gain_by_hand():
+    """Differences image by image, NaN images (no object on the grid) left out; SE = std / sqrt(n)."""
+    values = torch.tensor([0.5, 0.4, float("nan"), 0.3])
+    reference = torch.tensor([0.2, 0.2, 0.9, 0.2])
+    gain, se = paired_gain(values, reference)
+    assert gain == pytest.approx((0.3 + 0.2 + 0.1) / 3)
+    assert se == pytest.approx(0.1 / 3**0.5)  # sample std of (0.3, 0.2, 0.1) is 0.1
+    assert paired_gain(None, reference) == (None, None)

@@ -67,6 +67,8 @@ class MaskedRow:
     attention_iou: float | None = None  # study: first IOU_IMAGES probe images
     probe_attention_iou: float | None = None  # the trainer's final probe (first 64 probe images)
     initial_probe_iou: float | None = None  # the run's own step-0 probe: the same initial ViT for every method
+    iou_gain: float | None = None  # mean over the same images of (this IoU - the initial ViT's IoU), image by image
+    iou_gain_se: float | None = None  # its standard error: what "clearly above initialisation" is judged by
     mask_patches: float | None = None  # mean size of the 60 % mask, in patches
     masked_mse: float | None = None  # MAE only: hidden-patch MSE of the reconstructions figure
     fill_mse: float | None = None  # the same patches filled with the image's mean visible colour: the bar to beat
@@ -227,7 +229,7 @@ def _encoder(objective) -> torch.nn.Module:
 
 @torch.no_grad()
 def _attention_numbers(backbone, x_iou: torch.Tensor, masks: torch.Tensor | None, x_dist: torch.Tensor) -> dict[str, Any]:
-    out: dict[str, Any] = {"attention_iou": None, "mask_patches": None}
+    out: dict[str, Any] = {"attention_iou": None, "mask_patches": None, "per_image_iou": None}
     maps = []
     for chunk in x_iou.split(64):
         maps.append(attention.cls_attention(backbone, chunk).mean(1))
@@ -237,10 +239,26 @@ def _attention_numbers(backbone, x_iou: torch.Tensor, masks: torch.Tensor | None
     out["mask_patches"] = float(mask.reshape(len(mask), -1).sum(1).float().mean())
     if masks is not None:
         iou = attention.mask_iou(mask, masks)
+        out["per_image_iou"] = iou
         finite = iou[torch.isfinite(iou)]
         out["attention_iou"] = float(finite.mean()) if finite.numel() else None
     out["attention_distance"] = attention.mean_attention_distance(backbone, x_dist)
     return out
+
+
+def paired_gain(values: torch.Tensor | None, reference: torch.Tensor | None) -> tuple[float | None, float | None]:
+    """Mean and standard error of ``values - reference`` over the images where both are defined.
+
+    Both IoUs are measured on the same images, so their difference image by image removes
+    the spread between images (some shapes are easy to cover, some hard) from the comparison.
+    """
+    if values is None or reference is None:
+        return None, None
+    ok = torch.isfinite(values) & torch.isfinite(reference)
+    d = (values - reference)[ok].double()
+    if d.numel() < 2:
+        return (float(d.mean()) if d.numel() else None), None
+    return float(d.mean()), float(d.std() / math.sqrt(d.numel()))
 
 
 def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow, dict[str, Any]]:
@@ -274,7 +292,9 @@ def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow
     torch.manual_seed(cfg0.seed)
     init = build_objective(cfg0, data).eval()
     init_row = MaskedRow(method="ViT at initialisation", preset="-", objective="-", status="reference")
-    init_row.__dict__.update(_attention_numbers(init.backbone, x_iou, masks, x_dist))
+    init_numbers = _attention_numbers(init.backbone, x_iou, masks, x_dist)
+    init_iou = init_numbers.pop("per_image_iou")
+    init_row.__dict__.update(init_numbers)
     init_row.initial_probe_iou = next((r.initial_probe_iou for r in rows if r.initial_probe_iou is not None), None)
     if data.labels is not None and len(data.val_index):
         feats_tr = embed_images(init.backbone, data.images[data.train_index], views.plain)
@@ -300,6 +320,7 @@ def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow
         numbers = _attention_numbers(enc, x_iou, masks, x_dist)
         row.attention_iou, row.mask_patches = numbers["attention_iou"], numbers["mask_patches"]
         row.attention_distance = numbers["attention_distance"]
+        row.iou_gain, row.iou_gain_se = paired_gain(numbers["per_image_iou"], init_iou)
         picture(row.method, enc)
     return init_row, pictures
 
@@ -335,7 +356,11 @@ def write_study(study_dir: Path, rows: list[MaskedRow], meta: dict[str, Any], pi
         for r in rows[1:]:
             if r.attention_iou is not None:
                 word = "above" if r.attention_iou > init.attention_iou else "not above"
-                verdicts.append(f"{r.method}: attention IoU {r.attention_iou:.3f}, {word} the initial ViT's {init.attention_iou:.3f}.")
+                gain = ""
+                if r.iou_gain is not None and r.iou_gain_se:
+                    gain = (f" (paired over the same images: {r.iou_gain:+.3f} ± {r.iou_gain_se:.3f} standard error, "
+                            f"{abs(r.iou_gain) / r.iou_gain_se:.1f} standard errors)")
+                verdicts.append(f"{r.method}: attention IoU {r.attention_iou:.3f}, {word} the initial ViT's {init.attention_iou:.3f}{gain}.")
     verdicts += [f"{r.method} reconstructions (reconstructions.png): hidden-patch MSE {r.masked_mse:.4f} against "
                  f"{_fmt(r.fill_mse, 4)} for each image's mean visible colour." for r in rows if r.masked_mse is not None]
     head = [f"# MAE vs I-JEPA vs DINO on one ViT, {meta.get('data', '?')}", "",
