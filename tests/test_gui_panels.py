@@ -344,3 +344,11 @@ def test_step_axis_follows_the_run_in_jumps(loss_panel):
     vb.enableAutoRange(axis="x")  # the auto-range button follows the run again
     panel.handle_events(steps(600, 700))
     assert panel.follow_x and vb.viewRange()[0][1] >= 699
+
+
+def test_pretty_name_spells_abbreviations_as_papers_do():
+    from ssl_studio.gui.param_form import pretty_name
+
+    assert pretty_name("proj_hidden") == "Proj hidden"
+    assert pretty_name("use_bn_in_head") == "Use BN in head"
+    assert pretty_name("no_ema") == "No EMA"

@@ -35,9 +35,14 @@ INT_LIMIT = 2**31 - 1
 FLOAT_LIMIT = 1e12
 
 
+# Abbreviations a label spells the way papers do ("Use BN in head", "No EMA"), not as words.
+ACRONYMS = {"bn": "BN", "ema": "EMA", "mlp": "MLP", "cls": "CLS", "knn": "k-NN"}
+
+
 def pretty_name(name: str) -> str:
-    """``proj_hidden`` -> ``Proj hidden``: labels read as words, the object name keeps the key."""
-    text = name.replace("_", " ")
+    """``proj_hidden`` -> ``Proj hidden``, ``use_bn_in_head`` -> ``Use BN in head``: labels read as
+    words, the object name keeps the key."""
+    text = " ".join(ACRONYMS.get(word, word) for word in name.split("_"))
     return text[:1].upper() + text[1:]
 
 
