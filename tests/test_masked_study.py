@@ -10,18 +10,13 @@ import torch
 from PIL import Image
 
 from ssl_studio.params import ConfigError
-from ssl_studio.studies.masked import COLUMNS, paired_gain, redraw_figure, run_masked_study
+from ssl_studio.studies.masked import COLUMNS, centre_prior_iou, paired_gain, redraw_figure, run_masked_study
 
 TINY = {"data.num_images": 128, "batch_size": 16, "model.width": 16, "probe.size": 32, "probe.every": 0, "probe.visuals_every": 0,
         "precision": "float32"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_masked_study_end_to_end(tmp_path):
@@ -48,6 +43,8 @@ def test_masked_study_end_to_end(tmp_path):
         table = list(csv.reader(fh))
     assert tuple(table[0]) == COLUMNS and len(table) == 5
     assert "ViT at initialisation" in (study / "table.md").read_text()
+    assert meta["centre_prior_iou"] is not None and 0.0 <= meta["centre_prior_iou"] <= 1.0
+    assert meta["centre_prior_patches"] == round(init["mask_patches"]) and "Centre prior" in (study / "table.md").read_text()
     assert meta["backbone"].startswith("ViT, embed ") and meta["backbone"] in (study / "table.md").read_text()
     fig = Image.open(study / "figure.png")
     assert fig.size[0] > 600 and fig.size[1] > 300
@@ -92,3 +89,14 @@ def test_paired_gain_by_hand():
     assert gain == pytest.approx((0.3 + 0.2 + 0.1) / 3)
     assert se == pytest.approx(0.1 / 3**0.5)  # sample std of (0.3, 0.2, 0.1) is 0.1
     assert paired_gain(None, reference) == (None, None)
+
+
+def test_centre_prior_iou_by_hand():
+    """On a 4x4 grid the 4 central cells; an object filling them scores 1, one in a corner cell 0."""
+    centred = torch.zeros(2, 4, 4, dtype=torch.bool)
+    centred[0, 1:3, 1:3] = True  # exactly the central 2x2
+    centred[1, 0, 0] = True  # a corner cell only
+    assert centre_prior_iou(centred[:1], 4, 4) == pytest.approx(1.0)
+    assert centre_prior_iou(centred[1:], 4, 4) == pytest.approx(0.0)
+    assert centre_prior_iou(centred, 4, 4) == pytest.approx(0.5)
+    assert centre_prior_iou(centred[:1], 4, 8) == pytest.approx(0.5)  # 8 cells: the 4 central ones + 4 of the next ring

@@ -159,9 +159,9 @@ def run_masked_study(data: str = "shapes", minutes_per_run: float = 5.0, out: st
 
     if log:
         log("reading attention of the trained encoders and of the ViT at initialisation")
-    init_row, pictures = _analyse(configs, rows)
+    init_row, pictures, references = _analyse(configs, rows)
     meta = {"data": data, "budget": budget, "overrides": overrides, "iou_images": IOU_IMAGES, "distance_images": DISTANCE_IMAGES,
-            "keep_mass": 0.6, "backbone": pictures.pop("backbone", "")}
+            "keep_mass": 0.6, **references}
     mae_row = next((r for r in rows if r.objective == "mae" and r.run_dir and (Path(r.run_dir) / "checkpoints" / "last.pt").exists()), None)
     if mae_row is not None:
         mae_row.masked_mse, mae_row.fill_mse = draw_reconstructions(mae_row.run_dir, study_dir / "reconstructions.png",
@@ -261,8 +261,28 @@ def paired_gain(values: torch.Tensor | None, reference: torch.Tensor | None) -> 
     return float(d.mean()), float(d.std() / math.sqrt(d.numel()))
 
 
-def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow, dict[str, Any]]:
-    """Attention numbers for every trained run and for the ViT at initialisation, plus the figure's pictures."""
+def centre_prior_iou(object_masks: torch.Tensor, grid: int, patches: int) -> float | None:
+    """IoU with the objects of a fixed mask: the ``patches`` grid cells nearest the image centre.
+
+    What an attention map scores by looking at the middle of every image and nowhere in
+    particular.  On data whose objects sit near the centre (shapes) this bar is high, so an
+    attention mask "finds the object" only when it beats it, not merely the initial ViT.
+    """
+    if object_masks is None or patches < 1:
+        return None
+    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    centre = (grid - 1) / 2
+    distance = ((rows - centre) ** 2 + (cols - centre) ** 2).flatten().float()
+    cells = torch.zeros(grid * grid, dtype=torch.bool)
+    cells[distance.argsort(stable=True)[: min(patches, grid * grid)]] = True
+    iou = attention.mask_iou(cells.reshape(1, grid, grid).expand(len(object_masks), grid, grid), object_masks)
+    finite = iou[torch.isfinite(iou)]
+    return float(finite.mean()) if finite.numel() else None
+
+
+def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow, dict[str, Any], dict[str, Any]]:
+    """Attention numbers for every trained run and for the ViT at initialisation, the figure's pictures,
+    and the references the table states (the ViT's sizes, the centre-prior IoU)."""
     from ssl_studio.engine.build import build_objective, build_views, load_data
     from ssl_studio.engine.evaluate import embed_images, knn_protocol, linear_protocol
     from ssl_studio.engine.runs import RunFolder
@@ -306,7 +326,12 @@ def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow
 
         init_row.effective_rank = diagnostics.effective_rank(embed_images(init.backbone, data.images[probe_index], views.plain))
     picture(init_row.method, init.backbone)
-    pictures["backbone"] = init.backbone.describe()
+    g = init.backbone.grid_size
+    references = {"backbone": init.backbone.describe(), "centre_prior_iou": None, "centre_prior_patches": None}
+    if masks is not None and init_row.mask_patches:
+        k = int(round(init_row.mask_patches))
+        references["centre_prior_patches"] = k
+        references["centre_prior_iou"] = centre_prior_iou(masks, g, k)
 
     for cfg, row in zip(configs, rows):
         if not row.run_dir or not (Path(row.run_dir) / "checkpoints" / "last.pt").exists():
@@ -322,7 +347,7 @@ def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow
         row.attention_distance = numbers["attention_distance"]
         row.iou_gain, row.iou_gain_se = paired_gain(numbers["per_image_iou"], init_iou)
         picture(row.method, enc)
-    return init_row, pictures
+    return init_row, pictures, references
 
 
 # -- outputs ---------------------------------------------------------------------------------
@@ -361,6 +386,10 @@ def write_study(study_dir: Path, rows: list[MaskedRow], meta: dict[str, Any], pi
                     gain = (f" (paired over the same images: {r.iou_gain:+.3f} ± {r.iou_gain_se:.3f} standard error, "
                             f"{abs(r.iou_gain) / r.iou_gain_se:.1f} standard errors)")
                 verdicts.append(f"{r.method}: attention IoU {r.attention_iou:.3f}, {word} the initial ViT's {init.attention_iou:.3f}{gain}.")
+    if meta.get("centre_prior_iou") is not None:
+        verdicts.append(f"Centre prior: a fixed mask of the {meta['centre_prior_patches']} patches nearest the image centre (the initial "
+                        f"ViT's mask size) scores IoU {meta['centre_prior_iou']:.3f}; an attention mask finds the object only "
+                        "when it beats this, not merely the initial ViT.")
     verdicts += [f"{r.method} reconstructions (reconstructions.png): hidden-patch MSE {r.masked_mse:.4f} against "
                  f"{_fmt(r.fill_mse, 4)} for each image's mean visible colour." for r in rows if r.masked_mse is not None]
     head = [f"# MAE vs I-JEPA vs DINO on one ViT, {meta.get('data', '?')}", "",
