@@ -18,12 +18,7 @@ from ssl_studio.objectives.losses import CLIP_INIT_LOG_SCALE, SIGLIP_INIT_BIAS, 
 from ssl_studio.params import ConfigError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(tmp_path, **over):

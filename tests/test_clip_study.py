@@ -10,12 +10,7 @@ from ssl_studio.params import ConfigError
 from ssl_studio.studies.clip import METHODS, run_clip_study
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = {"data.num_images": 300, "model.width": 8, "batch_size": 32, "probe.every": 0, "probe.size": 32, "probe.visuals_every": 0,

@@ -20,13 +20,7 @@ TINY = {"data.num_images": 256, "batch_size": 32, "model.width": 16, "probe.size
         "precision": "float32"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread, and far faster when the 2 cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_cfg(tmp_path, name="simsiam", steps=2, **extra):

@@ -14,12 +14,7 @@ from ssl_studio.objectives import dino as dino_mod
 from ssl_studio.objectives import losses as L
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_dino(**params):

@@ -18,12 +18,7 @@ from ssl_studio.objectives.masking import MultiBlockSampler, block_candidates, b
 from ssl_studio.presets import presets_dir
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(name, width=16, ablations=(), **params):

@@ -22,13 +22,7 @@ ZOO = ("mocov2", "mocov3", "byol", "simsiam", "swav", "dino", "barlow", "vicreg"
 FAILURES = ("representational collapse", "dimensional collapse", "slower learning", "none")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread, and far faster when the 2 cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(name, ablations=(), backbone="convnet", width=16, **params):
