@@ -136,7 +136,7 @@ def attention_visuals(backbone, images: torch.Tensor, object_masks: torch.Tensor
         obj = object_masks_on_grid(object_masks.to(mask.device), g)
         payload["object"] = obj.cpu().numpy()
         iou = mask_iou(mask.reshape(b, g, g), obj)
-        payload["iou"] = _nanmean(iou)
+        payload["iou"] = nanmean(iou)
     return payload
 
 
@@ -150,10 +150,11 @@ def attention_iou(backbone, images: torch.Tensor, object_masks: torch.Tensor, ke
     if mean.shape[-1] != g * g:
         return None
     mask = attention_mask(mean, keep_mass).reshape(-1, g, g)
-    return _nanmean(mask_iou(mask, object_masks))
+    return nanmean(mask_iou(mask, object_masks))
 
 
-def _nanmean(values: torch.Tensor) -> float | None:
+def nanmean(values: torch.Tensor) -> float | None:
+    """Mean over the finite entries (IoU is NaN where an image has neither mask); None when there are none."""
     v = values[torch.isfinite(values)]
     return float(v.mean()) if v.numel() else None
 
@@ -267,4 +268,4 @@ def outline(image_hwc: np.ndarray, cells: np.ndarray, colour: tuple[int, int, in
 __all__ = ["BACKGROUND", "GAP", "TILE_SCALE", "dim_outside", "grid_to_pixels", "heat_overlay", "montage", "outline", "to_hwc_uint8",
            "upscale",
            "attention_iou", "attention_mask", "attention_visuals", "cls_attention", "has_attention", "mask_iou",
-           "mean_attention_distance", "object_masks_on_grid"]
+           "mean_attention_distance", "nanmean", "object_masks_on_grid"]

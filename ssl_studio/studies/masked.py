@@ -240,8 +240,7 @@ def _attention_numbers(backbone, x_iou: torch.Tensor, masks: torch.Tensor | None
     if masks is not None:
         iou = attention.mask_iou(mask, masks)
         out["per_image_iou"] = iou
-        finite = iou[torch.isfinite(iou)]
-        out["attention_iou"] = float(finite.mean()) if finite.numel() else None
+        out["attention_iou"] = attention.nanmean(iou)
     out["attention_distance"] = attention.mean_attention_distance(backbone, x_dist)
     return out
 
@@ -275,9 +274,7 @@ def centre_prior_iou(object_masks: torch.Tensor, grid: int, patches: int) -> flo
     distance = ((rows - centre) ** 2 + (cols - centre) ** 2).flatten().float()
     cells = torch.zeros(grid * grid, dtype=torch.bool)
     cells[distance.argsort(stable=True)[: min(patches, grid * grid)]] = True
-    iou = attention.mask_iou(cells.reshape(1, grid, grid).expand(len(object_masks), grid, grid), object_masks)
-    finite = iou[torch.isfinite(iou)]
-    return float(finite.mean()) if finite.numel() else None
+    return attention.nanmean(attention.mask_iou(cells.reshape(1, grid, grid).expand(len(object_masks), grid, grid), object_masks))
 
 
 def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow, dict[str, Any], dict[str, Any]]:
