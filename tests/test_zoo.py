@@ -4,6 +4,7 @@ and every ablation switch changes the computation it declares."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tomllib
 
 import pytest
@@ -396,7 +397,10 @@ def test_every_preset_loads_and_pairs_are_consistent():
             twin = presets[p.twin]
             assert twin.group == "healthy"
             assert cfg.ablations and p.expected != "none"
-            assert load_config(twin.path).objective.name == cfg.objective.name
+            twin_cfg = load_config(twin.path)
+            assert twin_cfg.objective.name == cfg.objective.name
+            # the pair is a controlled experiment: the broken preset is its twin plus the ablations, nothing else
+            assert dataclasses.replace(cfg, ablations=twin_cfg.ablations) == twin_cfg, p.name
 
 
 def test_objective_state_dict_round_trip_covers_buffers():
