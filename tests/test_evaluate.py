@@ -145,3 +145,22 @@ def test_finetuning_keeps_the_runs_whole_object_crops():
     light = finetune_protocol(backbone, ordinary, data.images, data.labels, index, data.val_index[:32], 10, epochs=1, min_steps=1)
     assert kept["crop_scale_min"] == pytest.approx(0.85) and light["crop_scale_min"] == pytest.approx(0.5)
     assert "BatchNorm" in kept["head"]
+
+
+def test_initial_objective_is_the_network_a_run_starts_from_whatever_the_generator_state():
+    """References "at initialisation" must not depend on what ran before them in the process."""
+    from ssl_studio.config import config_from_mapping
+    from ssl_studio.engine.build import build_objective, initial_objective, load_data
+
+    cfg = config_from_mapping({"objective": {"name": "simclr"}, "data": {"source": "digits"}, "model": {"width": 8}, "seed": 3})
+    data = load_data(cfg)
+    torch.manual_seed(cfg.seed)  # what the trainer does before it builds
+    started = build_objective(cfg, data).state_dict()
+    torch.rand(1000)  # a study has trained other runs since
+    state = torch.get_rng_state()
+    rebuilt = initial_objective(cfg, data).state_dict()
+    assert started.keys() == rebuilt.keys()
+    assert all(torch.equal(started[k], rebuilt[k]) for k in started)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's generator is untouched
+    other = initial_objective(config_from_mapping({"objective": {"name": "simclr"}, "data": {"source": "digits"}, "model": {"width": 8}, "seed": 4}), data)
+    assert not all(torch.equal(started[k], v) for k, v in other.state_dict().items() if v.is_floating_point())

@@ -311,16 +311,16 @@ def baselines_protocol(cfg, data, views, device, autocast_dtype=None) -> dict:
     """What training has to beat: the same backbone at initialisation, and raw pixels.
 
     The initial backbone is rebuilt from the run's own config and seed
-    (``build_objective`` seeds before it builds), so it is exactly the network
-    the run started from; a random ConvNet is a strong k-NN feature on small
+    (``initial_objective``), so it is exactly the network the run started from;
+    a random ConvNet is a strong k-NN feature on small
     images, which is why "better than raw pixels" is not enough.  Pixels are
     the normalised, flattened images.  k-NN (k = 5, 20) and the linear probe,
     with the same settings as the trained run's.
     """
-    from ssl_studio.engine.build import build_objective
+    from ssl_studio.engine.build import initial_objective
 
     t0 = time.perf_counter()
-    initial = build_objective(cfg, data).to(device).eval()
+    initial = initial_objective(cfg, data).to(device).eval()
     y_train, y_val = data.labels[data.train_index], data.labels[data.val_index]
     train_x, val_x = data.images[data.train_index], data.images[data.val_index]
     f_train = embed_images(initial.embed, train_x, views.plain, device=device, autocast_dtype=autocast_dtype)

@@ -280,7 +280,7 @@ def centre_prior_iou(object_masks: torch.Tensor, grid: int, patches: int) -> flo
 def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow, dict[str, Any], dict[str, Any]]:
     """Attention numbers for every trained run and for the ViT at initialisation, the figure's pictures,
     and the references the table states (the ViT's sizes, the centre-prior IoU)."""
-    from ssl_studio.engine.build import build_objective, build_views, load_data
+    from ssl_studio.engine.build import build_objective, build_views, initial_objective, load_data
     from ssl_studio.engine.evaluate import embed_images, knn_protocol, linear_protocol
     from ssl_studio.engine.runs import RunFolder
 
@@ -306,8 +306,7 @@ def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow
             pictures["objects"] = payload["object"]
 
     # the ViT at initialisation: every method's backbone is built from the same seed first, so one stands for all
-    torch.manual_seed(cfg0.seed)
-    init = build_objective(cfg0, data).eval()
+    init = initial_objective(cfg0, data).eval()
     init_row = MaskedRow(method="ViT at initialisation", preset="-", objective="-", status="reference")
     init_numbers = _attention_numbers(init.backbone, x_iou, masks, x_dist)
     init_iou = init_numbers.pop("per_image_iou")
