@@ -357,3 +357,33 @@ def test_a_live_clip_run_gives_the_zero_shot_panel_its_text_tower(window, qtbot)
     with qtbot.waitSignal(window.session.finished, timeout=RUN_TIMEOUT_MS):
         pass
     assert rec.of(Finished)[0].status == "completed" and window.panel_errors == {}
+
+
+def test_cyclic_garbage_is_collected_in_the_gui_thread_while_training(window, qtbot):
+    """A collection started by the training thread would destroy Qt objects there and can deadlock
+    the window (seen: a closed window's QMenu freed during a probe); main_thread_gc keeps it here."""
+    import gc
+    import threading
+
+    from ssl_studio.gui.main_thread_gc import main_thread_collection
+
+    freed_in_gui_thread: list[bool] = []
+
+    class Cycle:
+        def __init__(self):
+            self.me = self
+
+        def __del__(self):
+            freed_in_gui_thread.append(threading.current_thread() is threading.main_thread())
+
+    start(window, qtbot, tiny(steps=400, probe={"every": 50, "size": 64, "visuals_every": 0}))
+    session = window.session
+    assert main_thread_collection.active and not gc.isenabled()
+    for _ in range(50):
+        Cycle()
+    qtbot.waitUntil(lambda: len(freed_in_gui_thread) == 50, timeout=RUN_TIMEOUT_MS)
+    assert session.running, "the run ended before its garbage was collected: lengthen it"
+    assert all(freed_in_gui_thread)
+    session.stop()
+    qtbot.waitUntil(lambda: session.done, timeout=RUN_TIMEOUT_MS)
+    assert not main_thread_collection.active and gc.isenabled()

@@ -22,6 +22,8 @@ from typing import Any, Sequence
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
+from ssl_studio.gui.main_thread_gc import main_thread_collection
+
 PROTOCOL_TITLES = {
     "knn": "k-NN",
     "linear": "linear probe",
@@ -136,6 +138,7 @@ class EvaluationJob(QObject):
         if self._started:
             return
         self._started = True
+        main_thread_collection.hold()  # no cyclic collection in the evaluation thread (see main_thread_gc)
         self.thread.start()
 
     def cancel(self) -> None:
@@ -186,6 +189,8 @@ class EvaluationJob(QObject):
         if self._done:
             return
         self._done = True
+        if self._started:
+            main_thread_collection.release()
         kind, value = self.worker.outcome
         self.outcome = kind
         if kind == "finished":

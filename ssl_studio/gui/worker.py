@@ -23,6 +23,7 @@ from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 from ssl_studio.config import RunConfig
 from ssl_studio.engine.control import RunControl
 from ssl_studio.engine.events import Failed, Finished, Started
+from ssl_studio.gui.main_thread_gc import main_thread_collection
 
 FLUSH_HZ = 20
 
@@ -151,10 +152,14 @@ class TrainingSession(QObject):
         self.trainer_paused = False
         self.started_at: float | None = None
         self._done = False
+        self._holds_gc = False
 
     # -- control (GUI thread; flags only) ---------------------------------------------------
     def start(self) -> None:
         self.started_at = time.monotonic()
+        if not self._holds_gc:
+            main_thread_collection.hold()  # no cyclic collection in the training thread (see main_thread_gc)
+            self._holds_gc = True
         self.timer.start()
         self.thread.start()
 
@@ -229,4 +234,7 @@ class TrainingSession(QObject):
         self.timer.stop()
         self.flush()  # the terminal event is always delivered
         self.worker.trainer = None  # free the model and optimiser; the panels hold what they show
+        if self._holds_gc:
+            self._holds_gc = False
+            main_thread_collection.release()
         self.finished.emit(self.worker.result)
