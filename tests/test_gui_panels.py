@@ -240,10 +240,15 @@ def test_tsne_runs_in_background(embedding_panel, qtbot):
     panel = embedding_panel
     feats, labels = clustered(30, 8)
     panel.handle_events([started(8), probe(5, feats, labels)])
+    from ssl_studio.gui.main_thread_gc import main_thread_collection
+
+    held_before = main_thread_collection.holders
     with qtbot.waitSignal(panel.runner.finished, timeout=120_000):
         panel.set_method("tsne")  # starts the job; the GUI thread returns at once
         assert panel.runner.busy
+        assert main_thread_collection.holders == held_before + 1  # no collection in the t-SNE thread
     qtbot.waitUntil(lambda: "tsne" in panel.projections, timeout=5000)
+    assert main_thread_collection.holders == held_before
     pts, step = panel.projections["tsne"]
     assert pts.shape == (30, 2) and step == 5
     assert np.allclose(panel.scatter.data["x"], pts[:, 0])

@@ -19,6 +19,7 @@ from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from ssl_studio.config import AugmentConfig, DataConfig
+from ssl_studio.gui.main_thread_gc import main_thread_collection
 
 PREVIEW_IMAGES = 6
 PREVIEW_LOAD = 48  # images loaded for a preview: enough to pick varied samples, cheap to make
@@ -189,6 +190,7 @@ class PreviewStrip(QWidget):
         job.signals.failed.connect(self._on_failed)
         job.key = key
         self._jobs[self._job_id] = job
+        main_thread_collection.hold()  # released when the job's result or failure arrives
         self.pool.start(job)
 
     @property
@@ -197,6 +199,8 @@ class PreviewStrip(QWidget):
 
     def _on_done(self, job_id: int, result: dict) -> None:
         job = self._jobs.pop(job_id, None)
+        if job is not None:
+            main_thread_collection.release()
         if job_id != self._job_id:
             return
         if job is not None:
@@ -216,7 +220,8 @@ class PreviewStrip(QWidget):
         self.loaded.emit(result["name"])
 
     def _on_failed(self, job_id: int, message: str) -> None:
-        self._jobs.pop(job_id, None)
+        if self._jobs.pop(job_id, None) is not None:
+            main_thread_collection.release()
         if job_id != self._job_id:
             return
         for row in self.cells:

@@ -15,6 +15,8 @@ import importlib.util
 import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
+from ssl_studio.gui.main_thread_gc import main_thread_collection
+
 UMAP_HINT = "UMAP needs the umap-learn package: pip install ssl-studio[umap]"
 METHODS = ("pca", "tsne", "umap")
 METHOD_TITLES = {"pca": "PCA (live)", "tsne": "t-SNE", "umap": "UMAP"}
@@ -96,6 +98,7 @@ class ProjectionRunner(QObject):
         job.signals.done.connect(self._done)
         job.signals.failed.connect(self._failed)
         self._jobs[self.generation] = (job, method, step)
+        main_thread_collection.hold()  # released when the job's result or failure arrives
         self.pool.start(job)
         return self.generation
 
@@ -108,10 +111,14 @@ class ProjectionRunner(QObject):
 
     def _done(self, generation: int, points) -> None:
         job = self._jobs.pop(generation, None)
+        if job is not None:
+            main_thread_collection.release()
         if job is not None and generation == self.generation:
             self.finished.emit(job[1], points, job[2])
 
     def _failed(self, generation: int, message: str) -> None:
         job = self._jobs.pop(generation, None)
+        if job is not None:
+            main_thread_collection.release()
         if job is not None and generation == self.generation:
             self.failed.emit(message)
