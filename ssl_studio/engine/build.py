@@ -58,7 +58,6 @@ def build_objective(cfg: RunConfig, imageset: ImageSet) -> Objective:
     return objective_cls(backbone, params, context)
 
 
-
 def initial_objective(cfg: RunConfig, imageset: ImageSet) -> Objective:
     """The objective exactly as a run of ``cfg`` starts: built right after seeding with ``cfg.seed``.
 
@@ -70,6 +69,7 @@ def initial_objective(cfg: RunConfig, imageset: ImageSet) -> Objective:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         return build_objective(cfg, imageset)
+
 
 def augment_adjustments(augment, source: str, objective: str) -> dict[str, tuple[Any, str]]:
     """{field: (value, who asks for it)} for the augmentation fields the data set or objective changes.

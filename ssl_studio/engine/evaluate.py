@@ -312,9 +312,9 @@ def baselines_protocol(cfg, data, views, device, autocast_dtype=None) -> dict:
 
     The initial backbone is rebuilt from the run's own config and seed
     (``initial_objective``), so it is exactly the network the run started from;
-    a random ConvNet is a strong k-NN feature on small
-    images, which is why "better than raw pixels" is not enough.  Pixels are
-    the normalised, flattened images.  k-NN (k = 5, 20) and the linear probe,
+    a random ConvNet is a strong k-NN feature on small images, which is why
+    "better than raw pixels" is not enough.  Pixels are the normalised,
+    flattened images.  k-NN (k = 5, 20) and the linear probe,
     with the same settings as the trained run's.
     """
     from ssl_studio.engine.build import initial_objective

@@ -15,6 +15,10 @@ from ssl_studio.objectives.multicrop import forward_crops
 from ssl_studio.params import param
 
 
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (nats) of each probability vector along the last dimension."""
+    return -(p * p.clamp_min(1e-12).log()).sum(-1)
+
 class DINOHead(nn.Module):
     """3-layer MLP (GELU, no BN) to a bottleneck, L2 normalisation, weight-normalised last layer.
 
@@ -185,16 +189,15 @@ class DINO(Objective):
             raw = torch.cat(t).float()
             centred = raw - (0 if center is None else center)
             probs = F.softmax(centred / tt, dim=1) if targets is None else torch.cat(targets)
-            entropy = -(probs * probs.clamp_min(1e-12).log()).sum(1).mean()
-            marginal = probs.mean(0)
+            entropy = _entropy(probs).mean()
             # what the targets say about the image: H(mean target) - mean H(target); 0 for both collapses
-            info = -(marginal * marginal.clamp_min(1e-12).log()).sum() - entropy
+            info = _entropy(probs.mean(0)) - entropy
             metrics = {"teacher_temp": tt, "teacher_entropy": entropy, "teacher_info": info, "momentum": self.momentum}
-            metrics.update(self._diagnostics(raw, centred, s, tt))
+            metrics.update(self._diagnostics(raw, centred, s))
         return StepOutput(loss, metrics)
 
     @torch.no_grad()
-    def _diagnostics(self, raw: torch.Tensor, centred: torch.Tensor, student: list[torch.Tensor], tt: float) -> dict[str, torch.Tensor]:
+    def _diagnostics(self, raw: torch.Tensor, centred: torch.Tensor, student: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Why the teacher is flat or sharp, in five numbers.
 
         ``common_mode``: the share of the teacher's output every image has in common (1 = all
@@ -213,7 +216,7 @@ class DINO(Objective):
             "common_mode": mean.pow(2).sum() / raw.pow(2).sum(1).mean().clamp_min(1e-12),
             "img_std": (raw - mean).std(0).mean(),
             "protos_used": float(t_arg.unique().numel()),
-            "student_entropy": -(sp * sp.clamp_min(1e-12).log()).sum(1).mean(),
+            "student_entropy": _entropy(sp).mean(),
         }
         if centred.shape[0] >= 2 * b:
             out["teacher_view_agree"] = (t_arg[:b] == t_arg[b:2 * b]).float().mean()

@@ -1,7 +1,7 @@
 """MAE vs I-JEPA vs DINO on one ViT: what each learns, and where each one's attention goes.
 
 The three methods train the same ViT (same width, depth, patch grid and
-initialisation: ``build_objective`` seeds before it builds the backbone) on the
+initialisation: every run seeds with the same seed before it builds) on the
 same data at one budget, wall-clock minutes or steps.  Each trained encoder is
 then read the same way, beside the ViT at initialisation (the reference row):
 
@@ -280,7 +280,7 @@ def centre_prior_iou(object_masks: torch.Tensor, grid: int, patches: int) -> flo
 def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow, dict[str, Any], dict[str, Any]]:
     """Attention numbers for every trained run and for the ViT at initialisation, the figure's pictures,
     and the references the table states (the ViT's sizes, the centre-prior IoU)."""
-    from ssl_studio.engine.build import build_objective, build_views, initial_objective, load_data
+    from ssl_studio.engine.build import build_views, initial_objective, load_data
     from ssl_studio.engine.evaluate import embed_images, knn_protocol, linear_protocol
     from ssl_studio.engine.runs import RunFolder
 
@@ -332,8 +332,7 @@ def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow
     for cfg, row in zip(configs, rows):
         if not row.run_dir or not (Path(row.run_dir) / "checkpoints" / "last.pt").exists():
             continue
-        torch.manual_seed(cfg.seed)
-        objective = build_objective(cfg, data)
+        objective = initial_objective(cfg, data)
         ckpt = RunFolder(row.run_dir, create=False).load_checkpoint()
         objective.load_state_dict(ckpt["objective"])
         objective.eval()
