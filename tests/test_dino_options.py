@@ -109,3 +109,29 @@ def test_dino_step_diagnostics_are_finite():
         assert key in metrics and torch.isfinite(torch.as_tensor(float(metrics[key]))), key
     assert 1 <= metrics["protos_used"] <= 16
     assert 0.0 <= float(metrics["common_mode"]) <= 1.0 + 1e-6
+
+
+def test_dino_on_a_convnet_defaults_to_the_recipe_that_learns_there():
+    from ssl_studio.config import config_from_mapping, load_config
+    from ssl_studio.engine.build import objective_params, resolved_optim
+    from ssl_studio.presets import presets_dir
+
+    conv = config_from_mapping({"objective": {"name": "dino"}})  # what `ssl-studio train --objective dino` runs
+    p = objective_params(conv)
+    assert (p.use_bn_in_head, p.out_dim, p.local_crops, p.base_momentum) == (True, 128, 0, 0.9)
+    assert resolved_optim(conv) == ("lars", 0.3, 1e-6)
+    resnet = config_from_mapping({"objective": {"name": "dino"}, "model": {"backbone": "resnet18"}})
+    assert objective_params(resnet) == p and resolved_optim(resnet) == resolved_optim(conv)
+    # on the ViT the paper's settings stay
+    vit = config_from_mapping({"objective": {"name": "dino"}, "model": {"backbone": "vit"}})
+    assert objective_params(vit) == dino_mod.DINOParams()
+    assert resolved_optim(vit) == ("adamw", 5e-4, 0.04)
+    # values the user gives win, field by field
+    mine = config_from_mapping({"objective": {"name": "dino", "out_dim": 1024, "use_bn_in_head": False},
+                                "optim": {"optimizer": "adamw"}})
+    q = objective_params(mine)
+    assert (q.out_dim, q.use_bn_in_head, q.local_crops, q.base_momentum) == (1024, False, 0, 0.9)
+    assert resolved_optim(mine) == ("adamw", 0.3, 1e-6)
+    # the dino preset writes out exactly this recipe
+    preset = load_config(presets_dir() / "dino.toml")
+    assert objective_params(preset) == p and resolved_optim(preset) == resolved_optim(conv)

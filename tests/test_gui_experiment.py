@@ -210,3 +210,34 @@ def test_the_panel_says_where_data_and_objective_adjust_the_augmentation(panel):
     panel.load_config(config_from_mapping({"objective": {"name": "simclr"}, "data": {"source": "shapes"},
                                            "augment": {"crop_scale_min": 0.3}}))
     assert panel.augment_note.isHidden()  # the user's own value is used as is
+
+
+def test_dino_settings_follow_the_backbone_unless_the_user_changed_them(panel):
+    from ssl_studio.engine.build import objective_params, resolved_optim
+
+    panel._select_objective("dino")
+    combo = panel.backbone_combo
+    combo.setCurrentIndex(combo.findData("convnet"))
+    out_dim = panel.findChild(QSpinBox, "param_out_dim")
+    crops = panel.findChild(QSpinBox, "param_local_crops")
+    bn = panel.findChild(QCheckBox, "param_use_bn_in_head")
+    assert (out_dim.value(), crops.value(), bn.isChecked()) == (128, 0, True)
+    assert "lars" in panel.lr_edit.placeholderText() and not panel.recipe_note.isHidden()
+    # the window and `ssl-studio train --objective dino` run the same thing
+    cli = config_from_mapping({"objective": {"name": "dino"}})
+    assert objective_params(panel.to_config()) == objective_params(cli)
+    assert resolved_optim(panel.to_config()) == resolved_optim(cli)
+
+    combo.setCurrentIndex(combo.findData("vit"))
+    assert (out_dim.value(), crops.value(), bn.isChecked()) == (1024, 2, False)
+    assert "adamw" in panel.lr_edit.placeholderText() and panel.recipe_note.isHidden()
+    out_dim.setValue(300)  # the user's own choice
+    combo.setCurrentIndex(combo.findData("convnet"))
+    assert (out_dim.value(), crops.value(), bn.isChecked()) == (300, 0, True)
+
+    # a run made by the CLI without settings shows what it ran
+    panel.load_config(cli)
+    shown = [panel.findChild(kind, f"param_{name}") for kind, name in
+             ((QSpinBox, "out_dim"), (QSpinBox, "local_crops"), (QCheckBox, "use_bn_in_head"))]
+    assert (shown[0].value(), shown[1].value(), shown[2].isChecked()) == (128, 0, True)
+    assert objective_params(panel.to_config()) == objective_params(cli)

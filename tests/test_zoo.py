@@ -350,10 +350,10 @@ def test_no_temperature_changes_moco_logits(shapes_views):
     assert la != pytest.approx(lb)
 
 
-def _trainer(tmp_path, name, ablations):
+def _trainer(tmp_path, name, ablations, **params):
     from ssl_studio.engine.trainer import Trainer
 
-    cfg = config_from_mapping({"objective": {"name": name}, "data": {"source": "shapes", "num_images": 256}, "model": {"width": 16},
+    cfg = config_from_mapping({"objective": {"name": name, **params}, "data": {"source": "shapes", "num_images": 256}, "model": {"width": 16},
                                "batch_size": 32, "budget": {"steps": 2}, "precision": "float32", "out": str(tmp_path),
                                "ablations": list(ablations)})
     t = Trainer(cfg)
@@ -372,7 +372,7 @@ def test_no_augmentation_gives_identical_views_and_tiny_batch_16(tmp_path):
 
 
 def test_no_augmentation_with_local_crops_keeps_the_globals_equal(tmp_path):
-    batch = _trainer(tmp_path, "dino", ["no_augmentation"])._make_batch()
+    batch = _trainer(tmp_path, "dino", ["no_augmentation"], local_crops=2)._make_batch()  # the ConvNet default has none
     assert len(batch.views) == 4
     torch.testing.assert_close(batch.views[0], batch.views[1])
     assert batch.views[2].shape[-1] == 16

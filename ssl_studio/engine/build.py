@@ -43,7 +43,7 @@ def build_objective(cfg: RunConfig, imageset: ImageSet) -> Objective:
     objective_cls = get_objective(cfg.objective.name)
     if objective_cls.backbones is not None and cfg.model.backbone not in objective_cls.backbones:
         raise ConfigError("model.backbone", f"must be one of {', '.join(objective_cls.backbones)} for {objective_cls.title}, got {cfg.model.backbone!r}")
-    params = objective_cls.parse_params(cfg.objective.params)
+    params = objective_params(cfg)
     backbone = build_backbone(cfg.model, imageset.resolution)
     context = ObjectiveContext(
         image_size=imageset.resolution,
@@ -56,6 +56,12 @@ def build_objective(cfg: RunConfig, imageset: ImageSet) -> Objective:
         std=tuple(imageset.std) if imageset.std is not None else None,
     )
     return objective_cls(backbone, params, context)
+
+
+def objective_params(cfg: RunConfig) -> Any:
+    """The objective's validated parameters: the config's values over the defaults for its backbone."""
+    objective_cls = get_objective(cfg.objective.name)
+    return objective_cls.parse_params({**objective_cls.param_defaults_for(cfg.model.backbone), **cfg.objective.params})
 
 
 def initial_objective(cfg: RunConfig, imageset: ImageSet) -> Objective:
@@ -106,8 +112,8 @@ def build_views(cfg: RunConfig, imageset: ImageSet) -> ViewMaker:
 
 
 def resolved_optim(cfg: RunConfig) -> tuple[str, float, float]:
-    """(optimizer, lr per 256 images, weight decay): the config's values, else the objective's recipe."""
-    recipe = get_objective(cfg.objective.name).recipe
+    """(optimizer, lr per 256 images, weight decay): the config's values, else the objective's recipe for the backbone."""
+    recipe = get_objective(cfg.objective.name).recipe_for(cfg.model.backbone)
     name = cfg.optim.optimizer or recipe.optimizer
     lr = cfg.optim.lr if cfg.optim.lr is not None else recipe.lr
     wd = cfg.optim.weight_decay if cfg.optim.weight_decay is not None else recipe.weight_decay

@@ -158,6 +158,7 @@ class ExperimentPanel(QWidget):
         self._data_kind = "shapes"
         self._loading = False
         self._marked: list[QWidget] = []
+        self._recipe_backbone: str | None = None  # the backbone the objective's form defaults were last set for
         self._last_preview_key: str | None = None
         self._state = "idle"
         self.error: str = ""
@@ -219,7 +220,7 @@ class ExperimentPanel(QWidget):
         self.backbone_combo = _name(QComboBox(), "backboneCombo", "Backbone", _tooltip(ModelConfig, "backbone"))
         for b in BACKBONES:
             self.backbone_combo.addItem(BACKBONE_TITLES.get(b, b), b)
-        self.backbone_combo.currentIndexChanged.connect(self._changed)
+        self.backbone_combo.currentIndexChanged.connect(self._on_backbone_changed)
         form.addRow("Backbone", self.backbone_combo)
         self.width_spin = _name(QSpinBox(), "widthSpin", "Backbone width", _tooltip(ModelConfig, "width"))
         w = _spec(ModelConfig, "width")
@@ -316,6 +317,11 @@ class ExperimentPanel(QWidget):
         self.param_form.setObjectName("paramForm")
         self.param_form.changed.connect(self._changed)
         v.addWidget(self.param_form)
+        self.recipe_note = _name(QLabel(""), "backboneRecipeLabel", "Defaults adjusted for this backbone")
+        self.recipe_note.setWordWrap(True)
+        self.recipe_note.setStyleSheet("color: palette(placeholder-text);")
+        self.recipe_note.hide()
+        v.addWidget(self.recipe_note)
         lay.addWidget(self.params_box)
 
         # Ablations ----------------------------------------------------------------
@@ -406,16 +412,53 @@ class ExperimentPanel(QWidget):
         self.description.setText(cls.description)
         self.params_box.setTitle(f"{cls.title} settings")
         self.param_form.build(cls.Params)
+        self._update_backbones(cls)
+        self._recipe_backbone = self.backbone_combo.currentData()
         base_obj = self._base.get("objective", {})
         if base_obj.get("name") == cls.name:
-            self.param_form.set_values({k: v for k, v in base_obj.items() if k != "name"})
+            base_backbone = self._base.get("model", {}).get("backbone", self._recipe_backbone)
+            given = {k: v for k, v in base_obj.items() if k != "name"}
+            self.param_form.set_values({**cls.param_defaults_for(base_backbone), **given})
+        else:
+            self.param_form.set_values(cls.param_defaults_for(self._recipe_backbone))
         self.params_box.setVisible(bool(self.param_form.specs))
-        r = cls.recipe
-        self.lr_edit.setPlaceholderText(f"{format_number(r.lr)} per 256 images ({cls.title} recipe, {r.optimizer})")
+        self._show_recipe(cls)
+        self._rebuild_ablations(cls)
+        self._changed()
+
+    def _show_recipe(self, cls) -> None:
+        """The optimiser placeholders and the note say what the objective uses on the chosen backbone."""
+        backbone = self.backbone_combo.currentData()
+        r = cls.recipe_for(backbone)
+        entry = cls.backbone_recipes.get(backbone)
+        short = BACKBONE_TITLES.get(backbone, backbone).split(" (")[0]
+        where = f"{cls.title} recipe" if entry is None else f"{cls.title} recipe for the {short}"
+        self.lr_edit.setPlaceholderText(f"{format_number(r.lr)} per 256 images ({where}, {r.optimizer})")
         self.optim_form.set_placeholder("optimizer", f"auto ({r.optimizer})")
         self.optim_form.set_placeholder("weight_decay", f"auto ({format_number(r.weight_decay)})")
-        self._update_backbones(cls)
-        self._rebuild_ablations(cls)
+        if entry is None:
+            self.recipe_note.setText("")
+        else:
+            settings = ", ".join(f"{pretty_name(k)} {('on' if v else 'off') if isinstance(v, bool) else format_number(v)}"
+                                 for k, v in entry.params.items())
+            self.recipe_note.setText(f"On the {short}, {cls.title} starts from: {settings}; {r.optimizer.upper()} at "
+                                     f"{format_number(r.lr)}, weight decay {format_number(r.weight_decay)}. Why: {entry.why}.")
+        self.recipe_note.setVisible(entry is not None)
+
+    def _on_backbone_changed(self, *_args) -> None:
+        """Move the objective's settings the user left at the old backbone's defaults to the new one's."""
+        backbone = self.backbone_combo.currentData()
+        previous, self._recipe_backbone = self._recipe_backbone, backbone
+        cls = self.objective_class()
+        if not self._loading and previous is not None and previous != backbone:
+            declared = {spec.name: spec.default for spec in self.param_form.specs}
+            old = {**declared, **cls.param_defaults_for(previous)}
+            new = {**declared, **cls.param_defaults_for(backbone)}
+            current = self.param_form.values()
+            moved = {k: new[k] for k in new if old[k] != new[k] and current.get(k) == old[k]}
+            if moved:
+                self.param_form.set_values({**current, **moved})
+        self._show_recipe(cls)
         self._changed()
 
     def _update_backbones(self, cls) -> None:
@@ -712,7 +755,7 @@ class ExperimentPanel(QWidget):
             self._base = config_to_mapping(cfg)
             self._select_objective(cfg.objective.name)
             self._on_objective_changed()  # rebuilds the objective's form from _base (no signal if unchanged)
-            self.param_form.set_values(dict(cfg.objective.params))
+            self.param_form.set_values({**self.objective_class().param_defaults_for(cfg.model.backbone), **cfg.objective.params})
             self.backbone_combo.setCurrentIndex(max(0, self.backbone_combo.findData(cfg.model.backbone)))
             self.width_spin.setValue(cfg.model.width)
             self.set_data_source(cfg.data.source)

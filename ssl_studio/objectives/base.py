@@ -74,6 +74,19 @@ class OptimRecipe:
     weight_decay: float = 1e-4
 
 
+@dataclass(frozen=True)
+class BackboneRecipe:
+    """What an objective needs on a backbone its paper's recipe does not suit.
+
+    ``params`` replace the ``Params`` defaults and ``optim`` the objective's ``recipe``
+    wherever the user left them unset (the window shows them as the form's values).
+    """
+
+    params: Mapping[str, Any]
+    optim: OptimRecipe
+    why: str
+
+
 class Objective(nn.Module):
     """Base class: subclasses set the class attributes and implement ``training_step``."""
 
@@ -87,6 +100,9 @@ class Objective(nn.Module):
     needs_captions: ClassVar[bool] = False
     backbones: ClassVar[tuple[str, ...] | None] = None  # None: every backbone
     recipe: ClassVar[OptimRecipe] = OptimRecipe()
+    # Backbone name -> the settings that learn there when the paper's do not (DINO: its ViT
+    # recipe on the ConvNet); see ``recipe_for`` and ``param_defaults_for``.
+    backbone_recipes: ClassVar[dict[str, BackboneRecipe]] = {}
     num_global_views: ClassVar[int] = 2
     # Augmentation settings of the method's paper, used wherever the user left the lab's default
     # (e.g. MAE: crops and flips only).  Keys are AugmentConfig fields.
@@ -99,6 +115,18 @@ class Objective(nn.Module):
         self.context = context
 
     # -- declaration helpers -------------------------------------------------------------
+
+    @classmethod
+    def recipe_for(cls, backbone: str | None) -> OptimRecipe:
+        """The optimiser recipe on ``backbone``: its own entry in ``backbone_recipes``, else ``recipe``."""
+        entry = cls.backbone_recipes.get(backbone or "")
+        return entry.optim if entry is not None else cls.recipe
+
+    @classmethod
+    def param_defaults_for(cls, backbone: str | None) -> dict[str, Any]:
+        """``Params`` values that differ from the declared defaults on ``backbone`` ({} for most)."""
+        entry = cls.backbone_recipes.get(backbone or "")
+        return dict(entry.params) if entry is not None else {}
 
     @classmethod
     def parse_params(cls, mapping: Mapping[str, Any] | Any) -> Any:
