@@ -50,10 +50,12 @@ class Recorder:
 # AVX-512 EPYC 0.150 -> 0.18-0.19, below the margin.  At 250 steps, on the AVX-512 machine, seeds 0, 1, 2:
 # 0.150 -> 0.247, 0.153 -> 0.260, 0.147 -> 0.333 on 300 queries (standard error about 0.025), so the
 # margin asked for is about two of them below the worst.
-# Digits: real handwritten digits, 80 steps.
+# Digits: real handwritten digits, 160 steps.  At 80 steps the gain depended on the thread count
+# (1 thread 0.911 -> 0.928, 2 threads 0.911 -> 0.911), so the test passed only after another module
+# had left torch on one thread; at 160 steps both give 0.911 -> 0.950 on 360 queries.
 LEARNING_CASES = {
     "shapes": (dict(data={"num_images": 3000}, budget={"steps": 250}, probe={"every": 125, "size": 1000}), 1.0, 0.05),
-    "digits": (dict(data={"source": "digits"}, budget={"steps": 80}, probe={"every": 40, "size": 360}), 0.2, 0.015),
+    "digits": (dict(data={"source": "digits"}, budget={"steps": 160}, probe={"every": 80, "size": 360}), 0.2, 0.015),
 }
 
 
