@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from ssl_studio.params import ConfigError
-from ssl_studio.studies.masked import COLUMNS, centre_prior_iou, paired_gain, redraw_figure, run_masked_study
+from ssl_studio.studies.masked import COLUMNS, centre_prior_iou, iou_verdict, paired_gain, redraw_figure, run_masked_study
 
 TINY = {"data.num_images": 128, "batch_size": 16, "model.width": 16, "probe.size": 32, "probe.every": 0, "probe.visuals_every": 0,
         "precision": "float32"}
@@ -100,3 +100,11 @@ def test_centre_prior_iou_by_hand():
     assert centre_prior_iou(centred[1:], 4, 4) == pytest.approx(0.0)
     assert centre_prior_iou(centred, 4, 4) == pytest.approx(0.5)
     assert centre_prior_iou(centred[:1], 4, 8) == pytest.approx(0.5)  # 8 cells: the 4 central ones + 4 of the next ring
+
+
+def test_iou_verdict_says_clearly_only_at_three_standard_errors():
+    assert iou_verdict(0.227, 0.173, 0.054, 0.006) == "clearly above"  # 9 SE
+    assert iou_verdict(0.273, 0.256, 0.017, 0.010) == "not clearly different from"  # 1.7 SE: reversed on another seed
+    assert iou_verdict(0.068, 0.256, -0.188, 0.006) == "clearly below"
+    assert iou_verdict(0.250, 0.256, -0.006, 0.010) == "not clearly different from"
+    assert iou_verdict(0.30, 0.25, None, None) == "above" and iou_verdict(0.20, 0.25, 0.0, 0.0) == "not above"

@@ -49,7 +49,7 @@ from ssl_studio.presets import presets_dir
 from ssl_studio.studies.figure import font
 
 METHODS = (("mae", "MAE"), ("ijepa", "I-JEPA"), ("dino-vit", "DINO (ViT)"))  # preset name, label
-IOU_IMAGES = 256
+IOU_IMAGES = 1000  # the whole default probe set: per-image IoU changes are noisy (SD ~0.27), so 256 images left a standard error of ~0.017
 DISTANCE_IMAGES = 64
 FIGURE_IMAGES = 6
 
@@ -260,6 +260,26 @@ def paired_gain(values: torch.Tensor | None, reference: torch.Tensor | None) -> 
     return float(d.mean()), float(d.std() / math.sqrt(d.numel()))
 
 
+CLEAR_SE = 3.0  # "clearly" above or below: a paired difference of at least three standard errors
+
+
+def iou_verdict(value: float, reference: float, gain: float | None, se: float | None) -> str:
+    """How a trained encoder's attention IoU compares with the initial ViT's, in words.
+
+    "clearly above" / "clearly below" only when the paired per-image difference is at least
+    ``CLEAR_SE`` standard errors; a smaller one is "not clearly different from" (a 1.7-SE
+    gain on one seed reversed on another).  Without a standard error, the plain comparison.
+    """
+    if gain is None or not se:
+        return "above" if value > reference else "not above"
+    z = gain / se
+    if z >= CLEAR_SE:
+        return "clearly above"
+    if z <= -CLEAR_SE:
+        return "clearly below"
+    return "not clearly different from"
+
+
 def centre_prior_iou(object_masks: torch.Tensor, grid: int, patches: int) -> float | None:
     """IoU with the objects of a fixed mask: the ``patches`` grid cells nearest the image centre.
 
@@ -375,7 +395,7 @@ def write_study(study_dir: Path, rows: list[MaskedRow], meta: dict[str, Any], pi
     if init is not None and init.attention_iou is not None:
         for r in rows[1:]:
             if r.attention_iou is not None:
-                word = "above" if r.attention_iou > init.attention_iou else "not above"
+                word = iou_verdict(r.attention_iou, init.attention_iou, r.iou_gain, r.iou_gain_se)
                 gain = ""
                 if r.iou_gain is not None and r.iou_gain_se:
                     gain = (f" (paired over the same images: {r.iou_gain:+.3f} ± {r.iou_gain_se:.3f} standard error, "
