@@ -754,8 +754,7 @@ class ExperimentPanel(QWidget):
         try:
             self._base = config_to_mapping(cfg)
             self._select_objective(cfg.objective.name)
-            self._on_objective_changed()  # rebuilds the objective's form from _base (no signal if unchanged)
-            self.param_form.set_values({**self.objective_class().param_defaults_for(cfg.model.backbone), **cfg.objective.params})
+            self._on_objective_changed()  # rebuilds the objective's form from _base, over its backbone's defaults
             self.backbone_combo.setCurrentIndex(max(0, self.backbone_combo.findData(cfg.model.backbone)))
             self.width_spin.setValue(cfg.model.width)
             self.set_data_source(cfg.data.source)

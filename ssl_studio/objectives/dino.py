@@ -19,6 +19,7 @@ def _entropy(p: torch.Tensor) -> torch.Tensor:
     """Shannon entropy (nats) of each probability vector along the last dimension."""
     return -(p * p.clamp_min(1e-12).log()).sum(-1)
 
+
 class DINOHead(nn.Module):
     """3-layer MLP (GELU, no BN) to a bottleneck, L2 normalisation, weight-normalised last layer.
 
