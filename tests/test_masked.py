@@ -218,6 +218,21 @@ def test_mask_iou_hand_built():
     assert torch.isnan(empty).all()
 
 
+def test_attention_by_region_hand_built():
+    """A 2x2 grid of 4-px patches: one patch wholly object, one crossed by its outline, two background."""
+    pixels = torch.zeros(1, 8, 8, dtype=torch.bool)
+    pixels[0, :4, :4] = True  # patch (0, 0) inside
+    pixels[0, :4, 4:5] = True  # one column of patch (0, 1): the outline crosses it
+    attn = torch.tensor([[[2.0, 1.0], [1.0, 0.0]]])  # normalised to 0.5 / 0.25 / 0.25 / 0
+    regions = attention.attention_by_region(attn, pixels)
+    assert regions["inside"].item() == pytest.approx(0.5)
+    assert regions["outline"].item() == pytest.approx(0.25)
+    assert regions["background"].item() == pytest.approx(0.25)
+    assert [regions[k + "_share"].item() for k in attention.REGIONS] == pytest.approx([0.25, 0.25, 0.5])
+    flat = attention.attention_by_region(attn.reshape(1, 4), pixels)  # B x N maps give the same
+    assert all(torch.allclose(flat[k], regions[k]) for k in regions)
+
+
 class _FakeViT:
     """A backbone whose attention maps are given, to check the distance arithmetic."""
 

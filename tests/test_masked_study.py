@@ -33,6 +33,9 @@ def test_masked_study_end_to_end(tmp_path):
     for r in rows:
         assert r["attention_iou"] is not None and 0.0 <= r["attention_iou"] <= 1.0, r["method"]
         assert len(r["attention_distance"]) == 6 and all(d >= 0 for d in r["attention_distance"])
+        regions = r["attention_regions"]  # the attention's mass inside / on the outline of / off the object
+        assert sum(regions[k] for k in ("inside", "outline", "background")) == pytest.approx(1.0, abs=1e-4), r["method"]
+        assert sum(regions[k + "_share"] for k in ("inside", "outline", "background")) == pytest.approx(1.0, abs=1e-4)
         assert r["knn_k20"] is not None and r["linear_top1"] is not None and r["effective_rank"] is not None
     for r in rows[1:]:  # each trained ViT is compared with the initial one image by image
         assert r["iou_gain"] is not None and abs(r["iou_gain"] - (r["attention_iou"] - init["attention_iou"])) < 1e-6
@@ -43,6 +46,7 @@ def test_masked_study_end_to_end(tmp_path):
         table = list(csv.reader(fh))
     assert tuple(table[0]) == COLUMNS and len(table) == 5
     assert "ViT at initialisation" in (study / "table.md").read_text()
+    assert "a uniform map puts" in (study / "table.md").read_text()
     assert meta["centre_prior_iou"] is not None and 0.0 <= meta["centre_prior_iou"] <= 1.0
     assert meta["centre_prior_patches"] == round(init["mask_patches"]) and "Centre prior" in (study / "table.md").read_text()
     assert meta["backbone"].startswith("ViT, embed ") and meta["backbone"] in (study / "table.md").read_text()

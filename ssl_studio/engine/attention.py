@@ -86,6 +86,33 @@ def mask_iou(mask_patches: torch.Tensor, object_masks: torch.Tensor) -> torch.Te
     return torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(inter, float("nan")))
 
 
+REGIONS = ("inside", "outline", "background")
+
+
+def attention_by_region(attn: torch.Tensor, object_masks: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Where the attention goes: its mass on patches wholly inside the object, on patches the
+    object's outline crosses, and on pure background, per image; with each region's share of the
+    patches (what a uniform map would put there).
+
+    ``attn``: ``B x g x g`` (or ``B x N``) maps, each normalised to sum 1 here; ``object_masks``:
+    ``B x H x W`` pixel masks.  Returns ``{region: B}`` masses and ``{region + "_share": B}``
+    patch shares.  Why beside the IoU: the IoU counts a patch as object only when half of it is,
+    so a map on the object's outline (where a shape's identity is, at 4-px patches) and a map on
+    the background both score low; the masses tell them apart.
+    """
+    b = attn.shape[0]
+    g = attn.shape[-1] if attn.dim() == 3 else int(round(attn.shape[-1] ** 0.5))
+    a = attn.reshape(b, -1).float().clamp_min(0).cpu()
+    a = a / a.sum(-1, keepdim=True).clamp_min(1e-12)
+    cover = F.adaptive_avg_pool2d(object_masks.float().unsqueeze(1).cpu(), g).reshape(b, -1)  # object share of each patch
+    regions = {"inside": cover >= 1.0 - 1e-6, "outline": (cover > 1e-6) & (cover < 1.0 - 1e-6), "background": cover <= 1e-6}
+    out: dict[str, torch.Tensor] = {}
+    for name, cells in regions.items():
+        out[name] = (a * cells).sum(-1)
+        out[name + "_share"] = cells.float().mean(-1)
+    return out
+
+
 @torch.no_grad()
 def mean_attention_distance(backbone, images: torch.Tensor, per_head: bool = False) -> list[float] | list[list[float]]:
     """Per layer, the attention-weighted mean pixel distance between query and key patches (heads averaged;
@@ -267,5 +294,5 @@ def outline(image_hwc: np.ndarray, cells: np.ndarray, colour: tuple[int, int, in
 
 __all__ = ["BACKGROUND", "GAP", "TILE_SCALE", "dim_outside", "grid_to_pixels", "heat_overlay", "montage", "outline", "to_hwc_uint8",
            "upscale",
-           "attention_iou", "attention_mask", "attention_visuals", "cls_attention", "has_attention", "mask_iou",
+           "REGIONS", "attention_by_region", "attention_iou", "attention_mask", "attention_visuals", "cls_attention", "has_attention", "mask_iou",
            "mean_attention_distance", "nanmean", "object_masks_on_grid"]

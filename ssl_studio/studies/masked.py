@@ -70,6 +70,7 @@ class MaskedRow:
     iou_gain: float | None = None  # mean over the same images of (this IoU - the initial ViT's IoU), image by image
     iou_gain_se: float | None = None  # its standard error: what "clearly above initialisation" is judged by
     mask_patches: float | None = None  # mean size of the 60 % mask, in patches
+    attention_regions: dict[str, float] = field(default_factory=dict)  # mean attention mass inside / on the outline of / off the object, and each region's patch share
     masked_mse: float | None = None  # MAE only: hidden-patch MSE of the reconstructions figure
     fill_mse: float | None = None  # the same patches filled with the image's mean visible colour: the bar to beat
     attention_distance: list[float] = field(default_factory=list)  # per layer, pixels
@@ -238,6 +239,7 @@ def _attention_numbers(backbone, x_iou: torch.Tensor, masks: torch.Tensor | None
     mask = attention.attention_mask(mean, 0.6).reshape(-1, g, g)
     out["mask_patches"] = float(mask.reshape(len(mask), -1).sum(1).float().mean())
     if masks is not None:
+        out["attention_regions"] = {k: float(v.mean()) for k, v in attention.attention_by_region(mean, masks).items()}
         iou = attention.mask_iou(mask, masks)
         out["per_image_iou"] = iou
         out["attention_iou"] = attention.nanmean(iou)
@@ -359,6 +361,7 @@ def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow
         enc = _encoder(objective)
         numbers = _attention_numbers(enc, x_iou, masks, x_dist)
         row.attention_iou, row.mask_patches = numbers["attention_iou"], numbers["mask_patches"]
+        row.attention_regions = numbers.get("attention_regions") or {}
         row.attention_distance = numbers["attention_distance"]
         row.iou_gain, row.iou_gain_se = paired_gain(numbers["per_image_iou"], init_iou)
         picture(row.method, enc)
@@ -368,7 +371,7 @@ def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow
 # -- outputs ---------------------------------------------------------------------------------
 
 COLUMNS = ("method", "objective", "steps", "train s", "k-NN@20", "linear top-1", "effective rank", "attention IoU",
-           "60 % mask (patches)", "attention distance per layer (px)", "status")
+           "60 % mask (patches)", "attention on object inside / outline / background", "attention distance per layer (px)", "status")
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -379,10 +382,27 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
+def _regions(regions: dict[str, float]) -> str:
+    if not regions:
+        return "-"
+    return " / ".join(f"{regions[k]:.2f}" for k in attention.REGIONS)
+
+
+def _regions_sentence(meta: dict[str, Any], rows: list[MaskedRow]) -> str:
+    """What the inside / outline / background column means, with the patch shares a uniform map would give."""
+    shares = next((r.attention_regions for r in rows if r.attention_regions), None)
+    text = ("Attention on object inside / outline / background: the heads-averaged [CLS] attention's mass on patches wholly "
+            "inside the object, on patches its outline crosses, and on patches with no object pixel (mean over the same images)")
+    if shares:
+        text += (f"; a uniform map puts {shares['inside_share']:.2f} / {shares['outline_share']:.2f} / "
+                 f"{shares['background_share']:.2f} there (the regions' shares of the patches)")
+    return text + "."
+
+
 def _cells(r: MaskedRow) -> list[str]:
     dist = " / ".join(f"{d:.1f}" for d in r.attention_distance) or "-"
     return [r.method, r.objective, str(r.steps), _fmt(r.train_seconds, 0), _fmt(r.knn_k20), _fmt(r.linear_top1), _fmt(r.effective_rank, 1),
-            _fmt(r.attention_iou), _fmt(r.mask_patches, 1), dist, r.status]
+            _fmt(r.attention_iou), _fmt(r.mask_patches, 1), _regions(r.attention_regions), dist, r.status]
 
 
 def write_study(study_dir: Path, rows: list[MaskedRow], meta: dict[str, Any], pictures: dict[str, Any] | None = None) -> None:
@@ -415,7 +435,8 @@ def write_study(study_dir: Path, rows: list[MaskedRow], meta: dict[str, Any], pi
             f"mask downsampled to the patch grid (a patch is object when >= half of it is), mean over the first {meta.get('iou_images')} "
             f"probe images; attention distance: attention-weighted mean pixel distance between query and key patches, per layer "
             f"(first to last), heads averaged, over {meta.get('distance_images')} probe images.  k-NN and linear: the run's report "
-            "(the method's own evaluation feature); the initial ViT row uses its [CLS] token.", ""] + verdicts + [""]
+            "(the method's own evaluation feature); the initial ViT row uses its [CLS] token.",
+            "", _regions_sentence(meta, rows), ""] + verdicts + [""]
     (study_dir / "table.md").write_text("\n".join(head + lines) + "\n", encoding="utf-8")
     with open(study_dir / "table.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
