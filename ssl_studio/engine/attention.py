@@ -294,5 +294,5 @@ def outline(image_hwc: np.ndarray, cells: np.ndarray, colour: tuple[int, int, in
 
 __all__ = ["BACKGROUND", "GAP", "TILE_SCALE", "dim_outside", "grid_to_pixels", "heat_overlay", "montage", "outline", "to_hwc_uint8",
            "upscale",
-           "REGIONS", "attention_by_region", "attention_iou", "attention_mask", "attention_visuals", "cls_attention", "has_attention", "mask_iou",
-           "mean_attention_distance", "nanmean", "object_masks_on_grid"]
+           "REGIONS", "attention_by_region", "attention_iou", "attention_mask", "attention_visuals", "cls_attention",
+           "has_attention", "mask_iou", "mean_attention_distance", "nanmean", "object_masks_on_grid"]

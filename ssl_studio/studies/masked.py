@@ -388,7 +388,7 @@ def _regions(regions: dict[str, float]) -> str:
     return " / ".join(f"{regions[k]:.2f}" for k in attention.REGIONS)
 
 
-def _regions_sentence(meta: dict[str, Any], rows: list[MaskedRow]) -> str:
+def _regions_sentence(rows: list[MaskedRow]) -> str:
     """What the inside / outline / background column means, with the patch shares a uniform map would give."""
     shares = next((r.attention_regions for r in rows if r.attention_regions), None)
     text = ("Attention on object inside / outline / background: the heads-averaged [CLS] attention's mass on patches wholly "
@@ -436,7 +436,7 @@ def write_study(study_dir: Path, rows: list[MaskedRow], meta: dict[str, Any], pi
             f"probe images; attention distance: attention-weighted mean pixel distance between query and key patches, per layer "
             f"(first to last), heads averaged, over {meta.get('distance_images')} probe images.  k-NN and linear: the run's report "
             "(the method's own evaluation feature); the initial ViT row uses its [CLS] token.",
-            "", _regions_sentence(meta, rows), ""] + verdicts + [""]
+            "", _regions_sentence(rows), ""] + verdicts + [""]
     (study_dir / "table.md").write_text("\n".join(head + lines) + "\n", encoding="utf-8")
     with open(study_dir / "table.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
