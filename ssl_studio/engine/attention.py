@@ -67,11 +67,14 @@ def attention_mask(attn: torch.Tensor, keep_mass: float = 0.6, dims: int = 1) ->
     return mask.reshape(shape)
 
 
+def object_share_on_grid(masks: torch.Tensor, grid: int) -> torch.Tensor:
+    """``B x H x W`` bool object masks -> ``B x grid x grid`` float: the share of each patch's pixels that are object."""
+    return F.adaptive_avg_pool2d(masks.float().unsqueeze(1), grid)[:, 0]
+
+
 def object_masks_on_grid(masks: torch.Tensor, grid: int) -> torch.Tensor:
     """``B x H x W`` bool object masks -> ``B x grid x grid`` bool: a patch is object when >= half its pixels are."""
-    m = masks.float().unsqueeze(1)
-    share = F.adaptive_avg_pool2d(m, grid)[:, 0]
-    return share >= 0.5
+    return object_share_on_grid(masks, grid) >= 0.5
 
 
 def mask_iou(mask_patches: torch.Tensor, object_masks: torch.Tensor) -> torch.Tensor:
@@ -104,7 +107,7 @@ def attention_by_region(attn: torch.Tensor, object_masks: torch.Tensor) -> dict[
     g = attn.shape[-1] if attn.dim() == 3 else int(round(attn.shape[-1] ** 0.5))
     a = attn.reshape(b, -1).float().clamp_min(0).cpu()
     a = a / a.sum(-1, keepdim=True).clamp_min(1e-12)
-    cover = F.adaptive_avg_pool2d(object_masks.float().unsqueeze(1).cpu(), g).reshape(b, -1)  # object share of each patch
+    cover = object_share_on_grid(object_masks.cpu(), g).reshape(b, -1)
     regions = {"inside": cover >= 1.0 - 1e-6, "outline": (cover > 1e-6) & (cover < 1.0 - 1e-6), "background": cover <= 1e-6}
     out: dict[str, torch.Tensor] = {}
     for name, cells in regions.items():
@@ -295,4 +298,4 @@ def outline(image_hwc: np.ndarray, cells: np.ndarray, colour: tuple[int, int, in
 __all__ = ["BACKGROUND", "GAP", "TILE_SCALE", "dim_outside", "grid_to_pixels", "heat_overlay", "montage", "outline", "to_hwc_uint8",
            "upscale",
            "REGIONS", "attention_by_region", "attention_iou", "attention_mask", "attention_visuals", "cls_attention",
-           "has_attention", "mask_iou", "mean_attention_distance", "nanmean", "object_masks_on_grid"]
+           "has_attention", "mask_iou", "mean_attention_distance", "nanmean", "object_masks_on_grid", "object_share_on_grid"]

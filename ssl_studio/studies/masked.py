@@ -230,7 +230,7 @@ def _encoder(objective) -> torch.nn.Module:
 
 @torch.no_grad()
 def _attention_numbers(backbone, x_iou: torch.Tensor, masks: torch.Tensor | None, x_dist: torch.Tensor) -> dict[str, Any]:
-    out: dict[str, Any] = {"attention_iou": None, "mask_patches": None, "per_image_iou": None}
+    out: dict[str, Any] = {"attention_iou": None, "mask_patches": None, "per_image_iou": None, "attention_regions": {}}
     maps = []
     for chunk in x_iou.split(64):
         maps.append(attention.cls_attention(backbone, chunk).mean(1))
@@ -361,7 +361,7 @@ def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow
         enc = _encoder(objective)
         numbers = _attention_numbers(enc, x_iou, masks, x_dist)
         row.attention_iou, row.mask_patches = numbers["attention_iou"], numbers["mask_patches"]
-        row.attention_regions = numbers.get("attention_regions") or {}
+        row.attention_regions = numbers["attention_regions"]
         row.attention_distance = numbers["attention_distance"]
         row.iou_gain, row.iou_gain_se = paired_gain(numbers["per_image_iou"], init_iou)
         picture(row.method, enc)
