@@ -49,6 +49,8 @@ class DataConfig:
     num_images: int = param(12000, help="How many images the procedural shapes source draws.", min=16, max=1_000_000)
     limit: int = param(0, help="Use at most this many images of a folder or CIFAR source (0 = all).", min=0)
     held_out: list[str] = param(default_factory=list, help="Colour-shape pairs never shown in training, e.g. red-triangle (shapes only).")
+    backgrounds: list[str] = param(default_factory=list, help="Background textures the shapes source draws from, e.g. plain; empty draws all six "
+                                   "(plain, striped, checkered, noisy, gradient, dotted). Shapes only.")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The procedural shapes source: determinism, layout, attributes, masks, held-out pairs."""
+"""The procedural shapes source: determinism, layout, attributes, masks, held-out pairs, chosen backgrounds."""
 
 from __future__ import annotations
 
@@ -95,6 +95,34 @@ def test_held_out_only_for_shapes():
     with pytest.raises(DataError) as err:
         load_imageset(DataConfig(source="digits", held_out=["red-triangle"]), seed=0)
     assert err.value.field == "data.held_out"
+
+
+def test_backgrounds_restrict_the_texture_and_keep_the_objects(small):
+    plain = shapes.generate(600, 32, seed=3, backgrounds=["plain"])
+    assert set(plain.attributes["background"]) == {"plain"}
+    # the same objects as the default data set, only the backgrounds differ
+    assert torch.equal(plain.labels, small.labels) and torch.equal(plain.masks, small.masks)
+    assert plain.attributes["colour"] == small.attributes["colour"]
+    # a plain background varies only by sensor noise and the object's soft edge; textures vary more
+    def background_spread(raw, kinds):
+        return torch.stack([raw.images[i].float()[:, ~raw.masks[i]].std(dim=1).mean() for i in range(0, 600, 5)
+                            if raw.attributes["background"][i] in kinds]).median()
+    textures = set(shapes.BACKGROUNDS) - {"plain"}
+    assert background_spread(plain, {"plain"}) + 2 < background_spread(small, textures)
+    # two kinds: both appear, nothing else; naming all six is the default data set
+    two = load_imageset(DataConfig(source="shapes", num_images=600, backgrounds=["Striped", "dotted"]), seed=3)
+    assert set(two.attributes["background"]) == {"striped", "dotted"}
+    assert torch.equal(shapes.generate(600, 32, seed=3, backgrounds=list(shapes.BACKGROUNDS)).images, small.images)
+
+
+def test_backgrounds_are_validated():
+    with pytest.raises(DataError) as err:
+        load_imageset(DataConfig(source="shapes", num_images=64, backgrounds=["plain", "marble"]), seed=0)
+    assert err.value.field == "data.backgrounds"
+    assert "'marble'" in str(err.value) and "dotted" in str(err.value)
+    with pytest.raises(DataError) as err:
+        load_imageset(DataConfig(source="digits", backgrounds=["plain"]), seed=0)
+    assert err.value.field == "data.backgrounds"
 
 
 def _knn_accuracy(x_train, y_train, x_val, y_val, k=20, t=0.1, classes=10):

@@ -4,6 +4,7 @@ Sources only produce images and what they know about them (RawImages); the
 rules every source shares live here once: ``limit`` (seeded, stratified by
 class and official split), the seeded stratified split or the official one,
 and ``held_out`` (shapes only: those colour-shape pairs leave train_index).
+Shapes-only fields (``held_out``, ``backgrounds``) set for another source are refused here.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def load_raw(cfg: DataConfig, seed: int, progress: Progress | None = None) -> Ra
     if kind == "shapes":
         from ssl_studio.data.shapes import generate
 
-        return generate(cfg.num_images, cfg.resolution, seed, progress)
+        return generate(cfg.num_images, cfg.resolution, seed, progress, backgrounds=list(cfg.backgrounds or []))
     if kind == "digits":
         from ssl_studio.data.digits import load_digits_images
 
@@ -68,9 +69,11 @@ def load_imageset(cfg: DataConfig, seed: int, progress: Progress | None = None) 
     seed → same images, same split.
     """
     held_out = list(cfg.held_out or [])
+    is_shapes = (cfg.source or "").strip().lower() == "shapes"
+    for field, value in (("data.held_out", held_out), ("data.backgrounds", list(cfg.backgrounds or []))):
+        if value and not is_shapes:
+            raise DataError(field, f"only applies to the shapes source, but data.source is {cfg.source!r}; clear it or switch to shapes.")
     if held_out:
-        if (cfg.source or "").strip().lower() != "shapes":
-            raise DataError("data.held_out", f"only applies to the shapes source, but data.source is {cfg.source!r}; clear it or switch to shapes.")
         from ssl_studio.data.shapes import parse_held_out
 
         parse_held_out(held_out)  # fail on a bad name before rendering anything
