@@ -83,6 +83,8 @@ class ModelConfig:
     backbone: str = param("convnet", help="Feature extractor trained by the objective.", choices=BACKBONES)
     width: int = param(0, help="Base channel width (ViT: embedding width 3x this); 0 takes the backbone's own default: "
                                "ConvNet 32, ResNet-18 64, ViT 32 (embedding 96).", min=0, max=1024)
+    registers: int = param(0, help="ViT only: learnable register tokens that join the sequence and are dropped at the output "
+                                   "(Darcet et al. 2024, 'Vision Transformers Need Registers'; DINOv2 uses 4).", min=0, max=16)
 
 
 @dataclass
@@ -171,6 +173,8 @@ def validate_config(cfg: RunConfig) -> None:
     src = cfg.data.source
     if not (src in ("shapes", "digits") or src.startswith("folder:") or src.startswith("cifar:")):
         raise ConfigError("data.source", f"must be shapes, digits, folder:PATH or cifar:PATH, got {src!r}")
+    if cfg.model.registers and cfg.model.backbone != "vit":
+        raise ConfigError("model.registers", f"only applies to the ViT, but model.backbone is {cfg.model.backbone!r}; set it to 0 or choose vit.")
     objective_cls = get_objective(cfg.objective.name)  # raises ConfigError for an unknown name
     objective_cls.parse_params(cfg.objective.params)
     for ab in cfg.ablations:

@@ -241,3 +241,21 @@ def test_dino_settings_follow_the_backbone_unless_the_user_changed_them(panel):
              ((QSpinBox, "out_dim"), (QSpinBox, "local_crops"), (QCheckBox, "use_bn_in_head"))]
     assert (shown[0].value(), shown[1].value(), shown[2].isChecked()) == (128, 0, True)
     assert objective_params(panel.to_config()) == objective_params(cli)
+
+
+def test_registers_are_a_vit_setting(panel):
+    spin = panel.findChild(QSpinBox, "registersSpin")
+    combo = panel.backbone_combo
+    combo.setCurrentIndex(combo.findData("convnet"))
+    assert not spin.isEnabled() and panel.to_config().model.registers == 0
+    combo.setCurrentIndex(combo.findData("vit"))
+    assert spin.isEnabled()
+    spin.setValue(4)
+    assert panel.valid, panel.error
+    assert panel.to_config().model.registers == 4
+    # back on the ConvNet the value stays in the box but not in the run, which would refuse it
+    combo.setCurrentIndex(combo.findData("convnet"))
+    assert not spin.isEnabled() and panel.to_config().model.registers == 0 and panel.valid
+    cfg = config_from_mapping({"objective": {"name": "dino"}, "model": {"backbone": "vit", "registers": 2}})
+    panel.load_config(cfg)
+    assert spin.isEnabled() and spin.value() == 2 and same_run(panel.to_config(), cfg)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssl_studio.config import ModelConfig
+from ssl_studio.config import ConfigError, ModelConfig, RunConfig, validate_config
 from ssl_studio.models import Backbone, MLPHead, build_backbone
 from ssl_studio.models.flops import count_flops, cpu_has_fast_bf16, measure_matmul_flops
 from ssl_studio.models.vit import ViT, default_patch_size, sincos_pos_embed
@@ -155,6 +155,28 @@ def test_attention_maps(vit: ViT) -> None:
     torch.testing.assert_close(maps[0], maps2[0])
     keep = torch.arange(10).expand(2, -1)
     assert vit.attention_maps(x, keep)[0].shape == (2, vit.num_heads, 11, 11)
+
+
+def test_registers_join_the_sequence_and_leave_the_output() -> None:
+    torch.manual_seed(0)
+    vit = build_backbone(ModelConfig(backbone="vit", width=16, registers=4), 32).eval()
+    assert vit.num_registers == 4 and "4 registers" in vit.describe()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        tokens, maps = vit.forward_with_attention(x)
+        assert tokens.shape == (2, 65, vit.embed_dim)  # [CLS] then the 64 patches, as without registers
+        assert vit.forward_tokens(x, torch.arange(10).expand(2, -1)).shape == (2, 11, vit.embed_dim)
+        for m in maps:
+            assert m.shape == (2, vit.num_heads, 65, 65)
+            rows = m.sum(-1)  # what the [CLS] and patches gave each other; the rest went to the registers
+            assert (rows < 1 - 1e-4).all() and (rows > 0).all()
+        # the registers take part: other register values give another feature
+        before = vit(x)
+        vit.register_tokens.add_(1.0)
+        assert not torch.allclose(before, vit(x))
+    with pytest.raises(ConfigError) as err:
+        validate_config(RunConfig(model=ModelConfig(backbone="convnet", registers=2)))
+    assert err.value.field == "model.registers"
 
 
 def test_sincos_pos_embed() -> None:

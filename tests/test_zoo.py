@@ -425,6 +425,21 @@ def test_dino_head_gain_is_fixed_or_learned(norm_last_layer, shapes_views):
     assert moved is (not norm_last_layer)
 
 
+def test_dino_trains_vit_registers_without_decaying_them(shapes_views):
+    """Registers are learned positions in the sequence: trained by the loss, kept out of weight decay, copied to the teacher."""
+    cls = all_objectives()["dino"]
+    torch.manual_seed(0)
+    bb = build_backbone(ModelConfig(backbone="vit", width=16, registers=2), 32)
+    obj = cls(bb, cls.parse_params({}), ObjectiveContext(image_size=32, ablations=frozenset(), batch_size=32))
+    groups = obj.parameter_groups(0.04)
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    undecayed = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert id(bb.register_tokens) in undecayed and id(bb.register_tokens) not in decayed
+    assert obj.teacher_backbone.register_tokens.shape == (1, 2, bb.embed_dim)
+    obj.training_step(fixed_batch(obj, shapes_views), 0.5).loss.backward()
+    assert bb.register_tokens.grad is not None and bb.register_tokens.grad.abs().sum() > 0
+
+
 def test_dino_loads_a_head_saved_before_the_gain_existed():
     old = make("dino").state_dict()
     old = {k: v for k, v in old.items() if not k.endswith("last_g")}

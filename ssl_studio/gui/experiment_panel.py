@@ -229,6 +229,13 @@ class ExperimentPanel(QWidget):
         self.width_spin.setValue(int(w.default))
         self.width_spin.valueChanged.connect(self._changed)
         form.addRow("Width", self.width_spin)
+        self.registers_spin = _name(QSpinBox(), "registersSpin", "ViT registers", _tooltip(ModelConfig, "registers"))
+        r = _spec(ModelConfig, "registers")
+        self.registers_spin.setRange(int(r.min), int(r.max))
+        self.registers_spin.setSpecialValueText("none")
+        self.registers_spin.setEnabled(self.backbone_combo.currentData() == "vit")
+        self.registers_spin.valueChanged.connect(self._changed)
+        form.addRow("Registers", self.registers_spin)
         lay.addWidget(box)
 
         # Data -------------------------------------------------------------------
@@ -458,6 +465,7 @@ class ExperimentPanel(QWidget):
             moved = {k: new[k] for k in new if old[k] != new[k] and current.get(k) == old[k]}
             if moved:
                 self.param_form.set_values({**current, **moved})
+        self.registers_spin.setEnabled(backbone == "vit")  # a token sequence only the ViT has
         self._show_recipe(cls)
         self._changed()
 
@@ -596,6 +604,7 @@ class ExperimentPanel(QWidget):
         model = dict(m.get("model", {}))
         model["backbone"] = self.backbone_combo.currentData()
         model["width"] = self.width_spin.value()
+        model["registers"] = self.registers_spin.value() if model["backbone"] == "vit" else 0
         m["model"] = model
         data = dict(self.data_form.values())
         data["source"] = self.data_source()
@@ -659,6 +668,7 @@ class ExperimentPanel(QWidget):
             "objective.name": self.objective_combo,
             "model.backbone": self.backbone_combo,
             "model.width": self.width_spin,
+            "model.registers": self.registers_spin,
             "data.source": self.data_combo,
             "optim.lr": self.lr_edit,
             "batch_size": self.batch_spin,
@@ -757,6 +767,7 @@ class ExperimentPanel(QWidget):
             self._on_objective_changed()  # rebuilds the objective's form from _base, over its backbone's defaults
             self.backbone_combo.setCurrentIndex(max(0, self.backbone_combo.findData(cfg.model.backbone)))
             self.width_spin.setValue(cfg.model.width)
+            self.registers_spin.setValue(cfg.model.registers)
             self.set_data_source(cfg.data.source)
             self.data_form.set_values(self._base.get("data", {}))
             self.augment_form.set_values(self._base.get("augment", {}))

@@ -35,7 +35,7 @@ def build_backbone(cfg: ModelConfig, image_size: int, in_channels: int = 3) -> B
     if name == "resnet18":
         return ResNet18(image_size=image_size, in_channels=in_channels, width=width)
     if name == "vit":
-        return ViT(image_size=image_size, in_channels=in_channels, width=width)
+        return ViT(image_size=image_size, in_channels=in_channels, width=width, registers=cfg.registers)
     raise ValueError(f"model.backbone must be one of {', '.join(BACKBONES)}, got {name!r}")
 
 

@@ -160,6 +160,12 @@ class Block(nn.Module):
         return x, attn
 
 
+def _without_registers(attn: Tensor, registers: int) -> Tensor:
+    """``B x H x (1+R+n) x (1+R+n)`` attention -> ``B x H x (1+n) x (1+n)``: [CLS] and patches only."""
+    keep = torch.cat([torch.zeros(1, dtype=torch.long), torch.arange(1 + registers, attn.shape[-1])]).to(attn.device)
+    return attn.index_select(-2, keep).index_select(-1, keep)
+
+
 class ViT(Backbone):
     """Small ViT; see the module docstring for the sizes and the hooks.
 
@@ -171,6 +177,8 @@ class ViT(Backbone):
         num_heads: attention heads.
         mlp_ratio: MLP hidden width over ``embed_dim``.
         patch_size: override the default ``image_size // 8``.
+        registers: extra learnable tokens that join the sequence and are dropped at the
+            output (Darcet et al. 2024); 0 = none.  See the module docstring.
     """
 
     def __init__(
@@ -183,6 +191,7 @@ class ViT(Backbone):
         mlp_ratio: float = 4.0,
         patch_size: int | None = None,
         embed_dim: int | None = None,
+        registers: int = 0,
     ) -> None:
         super().__init__(image_size, in_channels)
         p = patch_size if patch_size is not None else default_patch_size(image_size)
@@ -202,6 +211,8 @@ class ViT(Backbone):
         # A stride-p conv is the linear patch embedding of Dosovitskiy et al. on patchified pixels.
         self.patch_embed = nn.Conv2d(in_channels, d, kernel_size=p, stride=p)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.num_registers = int(registers)
+        self.register_tokens = nn.Parameter(torch.zeros(1, self.num_registers, d)) if self.num_registers else None
         self.register_buffer("pos_embed", sincos_pos_embed(d, self.grid_size).unsqueeze(0), persistent=False)
         self._coarse_pos: dict[int, Tensor] = {}  # tables for smaller inputs (local crops), made on first use
         self.blocks = nn.ModuleList(Block(d, num_heads, mlp_ratio) for _ in range(depth))
@@ -224,11 +235,14 @@ class ViT(Backbone):
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.patch_embed.bias)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
+        if self.register_tokens is not None:
+            nn.init.trunc_normal_(self.register_tokens, std=0.02)  # as the [CLS] token: each starts different
 
     def describe(self) -> str:
         """The sizes a study table should state, e.g. "ViT, embed 96, depth 6, 3 heads, 4-px patches (8x8)"."""
+        registers = f", {self.num_registers} registers" if self.num_registers else ""
         return (f"ViT, embed {self.embed_dim}, depth {self.depth}, {self.num_heads} heads, "
-                f"{self.patch_size}-px patches ({self.grid_size}x{self.grid_size})")
+                f"{self.patch_size}-px patches ({self.grid_size}x{self.grid_size}){registers}")
 
     # ---- pixels <-> patches -------------------------------------------------
     def patchify(self, x: Tensor) -> Tensor:
@@ -284,12 +298,19 @@ class ViT(Backbone):
             index = keep.to(device=tokens.device, dtype=torch.long).unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
             tokens = torch.gather(tokens, 1, index)
         cls = self.cls_token.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
-        h = torch.cat([cls, tokens], dim=1)
+        r = self.num_registers
+        if r:
+            regs = self.register_tokens.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
+            h = torch.cat([cls, regs, tokens], dim=1)
+        else:
+            h = torch.cat([cls, tokens], dim=1)
         maps: list[Tensor] = []
         for block in self.blocks:
             h, attn = block(h, return_attention)
             if attn is not None:
-                maps.append(attn)
+                maps.append(_without_registers(attn, r) if r else attn)
+        if r:
+            h = torch.cat([h[:, :1], h[:, 1 + r:]], dim=1)
         return self.norm(h), maps
 
     def forward_tokens(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
@@ -305,7 +326,11 @@ class ViT(Backbone):
         return self.forward_tokens(x)[:, 0]
 
     def attention_maps(self, x: Tensor, keep: Tensor | None = None) -> list[Tensor]:
-        """Softmax attention of each layer: ``depth`` tensors ``B x H x (1+n) x (1+n)`` (float32)."""
+        """Softmax attention of each layer: ``depth`` tensors ``B x H x (1+n) x (1+n)`` (float32).
+
+        With registers, their rows and columns are left out, so a row sums to one minus the
+        mass it gave the registers; readers renormalise over the patches (DINO's figures do).
+        """
         return self._encode(x, keep, True)[1]
 
     def forward_with_attention(self, x: Tensor, keep: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:

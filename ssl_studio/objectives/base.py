@@ -22,6 +22,10 @@ from torch import nn
 
 from ssl_studio.params import from_mapping
 
+# Learned tokens are positions in the sequence, not weights: decaying them pulls them to zero
+# (timm's and DINOv2's no_weight_decay lists the same ones).
+NO_DECAY_TOKENS = ("pos_embed", "cls_token", "register_tokens", "mask_token")
+
 FAMILIES = {
     "contrastive": "Contrastive",
     "negative-free": "Negative-free",
@@ -188,7 +192,7 @@ class Objective(nn.Module):
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
-            if p.ndim <= 1 or name.endswith(".bias") or "pos_embed" in name or "cls_token" in name or "mask_token" in name:
+            if p.ndim <= 1 or name.endswith(".bias") or any(token in name for token in NO_DECAY_TOKENS):
                 no_decay.append(p)
             else:
                 decay.append(p)
