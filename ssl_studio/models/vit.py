@@ -178,12 +178,6 @@ class Block(nn.Module):
         return x, attn
 
 
-def _without_registers(attn: Tensor, registers: int) -> Tensor:
-    """``B x H x (1+R+n) x (1+R+n)`` attention -> ``B x H x (1+n) x (1+n)``: [CLS] and patches only."""
-    keep = torch.cat([torch.zeros(1, dtype=torch.long), torch.arange(1 + registers, attn.shape[-1])]).to(attn.device)
-    return attn.index_select(-2, keep).index_select(-1, keep)
-
-
 class ViT(Backbone):
     """Small ViT; see the module docstring for the sizes and the hooks.
 
@@ -315,20 +309,19 @@ class ViT(Backbone):
                 raise ValueError(f"keep must be B x n patch indices, got shape {tuple(keep.shape)} for batch {tokens.shape[0]}")
             index = keep.to(device=tokens.device, dtype=torch.long).unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
             tokens = torch.gather(tokens, 1, index)
-        cls = self.cls_token.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
-        r = self.num_registers
-        if r:
-            regs = self.register_tokens.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
-            h = torch.cat([cls, regs, tokens], dim=1)
-        else:
-            h = torch.cat([cls, tokens], dim=1)
+        lead = [self.cls_token] if self.register_tokens is None else [self.cls_token, self.register_tokens]
+        h = torch.cat([t.to(tokens.dtype).expand(tokens.shape[0], -1, -1) for t in lead] + [tokens], dim=1)
+        # Registers sit after [CLS]; the tokens and maps given out hold [CLS] and the patches only.
+        shown = None
+        if self.register_tokens is not None:
+            shown = torch.cat([torch.zeros(1, dtype=torch.long), torch.arange(1 + self.num_registers, h.shape[1])]).to(h.device)
         maps: list[Tensor] = []
         for block in self.blocks:
             h, attn = block(h, return_attention)
             if attn is not None:
-                maps.append(_without_registers(attn, r) if r else attn)
-        if r:
-            h = torch.cat([h[:, :1], h[:, 1 + r:]], dim=1)
+                maps.append(attn if shown is None else attn.index_select(-2, shown).index_select(-1, shown))
+        if shown is not None:
+            h = h.index_select(1, shown)
         return self.norm(h), maps
 
     def forward_tokens(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
