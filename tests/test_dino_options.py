@@ -135,3 +135,124 @@ def test_dino_on_a_convnet_defaults_to_the_recipe_that_learns_there():
     # the dino preset writes out exactly this recipe
     preset = load_config(presets_dir() / "dino.toml")
     assert objective_params(preset) == p and resolved_optim(preset) == resolved_optim(conv)
+
+
+# ---------------------------------------------------------------- iBOT's masked-patch distillation
+
+
+def make_ibot(**params):
+    torch.manual_seed(0)
+    bb = build_backbone(ModelConfig(backbone="vit", width=8), 32)
+    p = dict(out_dim=64, hidden_dim=32, bottleneck_dim=16, ibot_loss_weight=1.0) | params
+    return dino_mod.DINO(bb, dino_mod.DINO.parse_params(p), ObjectiveContext(image_size=32, num_classes=10, batch_size=8))
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.1, 0.3, 0.5])
+def test_blockwise_masks_hide_exactly_the_asked_share(ratio):
+    from ssl_studio.objectives.masking import blockwise_patch_mask, num_masked
+
+    mask = blockwise_patch_mask([ratio] * 50, 8, generator=torch.Generator().manual_seed(0))
+    assert mask.shape == (50, 64) and mask.dtype == torch.bool
+    assert (mask.sum(1) == num_masked(64, ratio)).all()
+
+
+def test_blockwise_masks_come_in_blocks():
+    """Hidden patches touch other hidden patches far more often than a random set of the same size does."""
+    from ssl_studio.objectives.masking import blockwise_patch_mask, random_patch_mask
+
+    def neighbour_share(mask):
+        m = mask.view(-1, 8, 8).float()
+        pad = F.pad(m, (1, 1, 1, 1))
+        neighbours = pad[:, :-2, 1:-1] + pad[:, 2:, 1:-1] + pad[:, 1:-1, :-2] + pad[:, 1:-1, 2:]
+        return ((neighbours > 0).float() * m).sum() / m.sum()
+
+    g = torch.Generator().manual_seed(1)
+    blocks = blockwise_patch_mask([0.3] * 200, 8, generator=g)
+    scattered = random_patch_mask(200, 64, 0.3, generator=g).mask
+    assert neighbour_share(blocks) > 0.95
+    assert neighbour_share(blocks) > neighbour_share(scattered) + 0.1
+
+
+def test_vit_mask_token_hides_the_patch_and_keeps_its_place():
+    torch.manual_seed(0)
+    vit = build_backbone(ModelConfig(backbone="vit", width=8), 32).eval()
+    token = torch.randn(vit.embed_dim)
+    x = torch.randn(2, 3, 32, 32)
+    mask = torch.zeros(2, vit.num_patches, dtype=torch.bool)
+    mask[:, 0] = True  # the top-left 4x4 patch
+    out = vit.forward_tokens(x, mask=mask, mask_token=token)
+    assert out.shape == (2, 1 + vit.num_patches, vit.embed_dim)
+    changed = x.clone()
+    changed[:, :, :4, :4] += 5.0  # only the hidden patch's pixels
+    torch.testing.assert_close(vit.forward_tokens(changed, mask=mask, mask_token=token), out)
+    assert not torch.allclose(vit.forward_tokens(changed), vit.forward_tokens(x))  # without the mask they count
+    with pytest.raises(ValueError, match="mask must be"):
+        vit.forward_tokens(x, mask=mask[:, :10], mask_token=token)
+
+
+def test_ibot_patch_loss_hand_value():
+    s = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]], requires_grad=True)
+    q = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    owner = torch.tensor([0, 0, 2])  # crop 0 hides two patches, crop 1 none, crop 2 one
+    ce = -(q * F.log_softmax(s.detach() / 0.5, dim=1)).sum(1)
+    expected = ((ce[0] + ce[1]) / 2 + ce[2]) / 3
+    loss = L.ibot_patch_loss(s, q, owner, num_crops=3, student_temp=0.5)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0
+    empty = torch.zeros(0, 2, requires_grad=True)
+    assert L.ibot_patch_loss(empty, empty.detach(), torch.zeros(0, dtype=torch.long), num_crops=3) == 0
+    with pytest.raises(ValueError, match="one crop index per hidden patch"):
+        L.ibot_patch_loss(s, q, owner[:2], num_crops=3)
+
+
+def test_ibot_trains_the_mask_token_and_keeps_a_patch_centre():
+    obj = make_ibot()
+    b = batch()
+    out = obj.training_step(b, 0.5)
+    m = out.metrics
+    torch.testing.assert_close(out.loss.detach(), m["cls_loss"] + m["patch_loss"])
+    assert float(m["patch_loss"]) > 0 and 0 < m["masked_patches"] < 64
+    out.loss.backward()
+    assert obj.mask_token.grad is not None and obj.mask_token.grad.abs().sum() > 0
+    assert not hasattr(obj.teacher_backbone, "mask_token")  # the teacher always sees whole crops
+    groups = obj.parameter_groups(0.04)
+    assert any(id(obj.mask_token) in {id(p) for p in g["params"]} for g in groups if g["weight_decay"] == 0)
+    obj.after_step(0.5)
+    assert obj.patch_center.abs().sum() > 0
+    half = make_ibot(ibot_loss_weight=0.5).training_step(b, 0.5)
+    torch.testing.assert_close(half.loss.detach(), half.metrics["cls_loss"] + 0.5 * half.metrics["patch_loss"])
+
+
+def test_ibot_is_off_by_default_and_needs_a_vit():
+    from ssl_studio.params import ConfigError
+
+    plain = make_dino()
+    assert dino_mod.DINOParams().ibot_loss_weight == 0
+    assert not hasattr(plain, "mask_token") and "patch_center" not in plain.state_dict()
+    with pytest.raises(ConfigError, match="ibot_loss_weight"):
+        make_dino(ibot_loss_weight=1.0)  # a ConvNet has no patch tokens
+    with pytest.raises(ConfigError, match="ibot_mask_ratio_min"):
+        make_ibot(ibot_mask_ratio_min=0.6, ibot_mask_ratio_max=0.4)
+
+
+def test_ibot_step_without_hidden_patches_is_dino():
+    obj = make_ibot(ibot_mask_probability=0.0)
+    out = obj.training_step(batch(), 0.5)
+    assert float(out.metrics["patch_loss"]) == 0.0 and out.metrics["masked_patches"] == 0.0
+    torch.testing.assert_close(out.loss.detach(), out.metrics["cls_loss"])
+    out.loss.backward()
+    obj.after_step(0.5)
+    assert obj.patch_center.abs().sum() == 0  # no hidden patch, no centre update
+
+
+def test_ibot_settings_are_checked_when_the_config_is_read():
+    from ssl_studio.config import config_from_mapping
+    from ssl_studio.params import ConfigError
+
+    with pytest.raises(ConfigError, match="ibot_loss_weight.*'convnet'"):
+        config_from_mapping({"objective": {"name": "dino", "ibot_loss_weight": 1.0}})
+    with pytest.raises(ConfigError, match="ibot_mask_ratio_min"):
+        config_from_mapping({"objective": {"name": "dino", "ibot_mask_ratio_min": 0.6}, "model": {"backbone": "vit"}})
+    cfg = config_from_mapping({"objective": {"name": "dino", "ibot_loss_weight": 1.0}, "model": {"backbone": "vit"}})
+    assert cfg.objective.params["ibot_loss_weight"] == 1.0

@@ -343,9 +343,12 @@ def test_masked_objectives_need_a_vit_and_keep_paper_augmentations(tmp_path):
 
 
 def test_presets_load():
-    for name, objective in (("mae", "mae"), ("ijepa", "ijepa"), ("dino-vit", "dino")):
+    for name, objective in (("mae", "mae"), ("ijepa", "ijepa"), ("dino-vit", "dino"), ("ibot-vit", "dino")):
         cfg = load_config(presets_dir() / f"{name}.toml")
         assert cfg.objective.name == objective and cfg.model.backbone == "vit"
+    ibot = load_config(presets_dir() / "ibot-vit.toml")
+    assert ibot.objective.params["ibot_loss_weight"] == 1.0
+    assert effective_augment(ibot).crop_scale_min == 0.4  # DINO's global crops, not the shapes data's 0.85
 
 
 def test_trainer_emits_attention_for_vit_objectives(tmp_path):

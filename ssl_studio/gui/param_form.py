@@ -36,13 +36,16 @@ FLOAT_LIMIT = 1e12
 
 
 # Abbreviations a label spells the way papers do ("Use BN in head", "No EMA"), not as words.
-ACRONYMS = {"bn": "BN", "ema": "EMA", "mlp": "MLP", "cls": "CLS", "knn": "k-NN"}
+ACRONYMS = {"bn": "BN", "ema": "EMA", "mlp": "MLP", "cls": "CLS", "knn": "k-NN", "ibot": "iBOT"}
 
 
 def pretty_name(name: str) -> str:
     """``proj_hidden`` -> ``Proj hidden``, ``use_bn_in_head`` -> ``Use BN in head``: labels read as
     words, the object name keeps the key."""
-    text = " ".join(ACRONYMS.get(word, word) for word in name.split("_"))
+    words = name.split("_")
+    text = " ".join(ACRONYMS.get(word, word) for word in words)
+    if words and words[0] in ACRONYMS:  # spelled as the paper does, first letter included (k-NN, iBOT)
+        return text
     return text[:1].upper() + text[1:]
 
 

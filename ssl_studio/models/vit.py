@@ -294,16 +294,27 @@ class ViT(Backbone):
             self._coarse_pos[grid] = table
         return table.to(like.dtype)
 
-    def embed_patches(self, x: Tensor) -> Tensor:
-        """Patch tokens with position embeddings, ``B x N x D`` (no [CLS], no blocks)."""
+    def embed_patches(self, x: Tensor, mask: Tensor | None = None, mask_token: Tensor | None = None) -> Tensor:
+        """Patch tokens with position embeddings, ``B x N x D`` (no [CLS], no blocks).
+
+        With ``mask`` (``B x N`` bool) the patches marked True are replaced by ``mask_token``
+        (``D`` values, owned by the caller) before the position embedding is added, so the
+        network knows where a hidden patch is but not what it holds (BEiT's and iBOT's masked
+        image modelling; unlike ``keep``, the hidden patches stay in the sequence).
+        """
         if x.shape[-1] != x.shape[-2] or not self.accepts(x.shape[-1]):
             raise ValueError(f"ViT with {self.patch_size}-px patches cannot take {x.shape[-2]}x{x.shape[-1]} images; "
                              f"use square images whose side is a multiple of {self.patch_size}")
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # B N D
+        if mask is not None:
+            if mask_token is None or mask.shape != tokens.shape[:2]:
+                raise ValueError(f"mask must be B x N = {tuple(tokens.shape[:2])} booleans with a mask_token, got {tuple(mask.shape)}")
+            tokens = torch.where(mask.to(tokens.device).unsqueeze(-1), mask_token.reshape(1, 1, -1).to(tokens.dtype), tokens)
         return tokens + self._pos_embed_for(x.shape[-1] // self.patch_size, tokens)
 
-    def _encode(self, x: Tensor, keep: Tensor | None, return_attention: bool) -> tuple[Tensor, list[Tensor]]:
-        tokens = self.embed_patches(x)
+    def _encode(self, x: Tensor, keep: Tensor | None, return_attention: bool,
+                mask: Tensor | None = None, mask_token: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
+        tokens = self.embed_patches(x, mask, mask_token)
         if keep is not None:
             if keep.dim() != 2 or keep.shape[0] != tokens.shape[0]:
                 raise ValueError(f"keep must be B x n patch indices, got shape {tuple(keep.shape)} for batch {tokens.shape[0]}")
@@ -324,14 +335,16 @@ class ViT(Backbone):
             h = h.index_select(1, shown)
         return self.norm(h), maps
 
-    def forward_tokens(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
+    def forward_tokens(self, x: Tensor, keep: Tensor | None = None, mask: Tensor | None = None,
+                       mask_token: Tensor | None = None) -> Tensor:
         """Final-normed tokens ``B x (1+n) x D``: [CLS] then the kept patches in ``keep``'s order.
 
         With ``keep`` (``B x n`` indices into the ``num_patches`` patches) the
         dropped patches never enter the encoder: their pixels cannot affect
-        the result (MAE, He et al. 2022).
+        the result (MAE, He et al. 2022).  With ``mask`` and ``mask_token`` the
+        hidden patches enter as the mask token instead (see :meth:`embed_patches`).
         """
-        return self._encode(x, keep, False)[0]
+        return self._encode(x, keep, False, mask, mask_token)[0]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_tokens(x)[:, 0]

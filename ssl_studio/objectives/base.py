@@ -127,6 +127,10 @@ class Objective(nn.Module):
         return entry.optim if entry is not None else cls.recipe
 
     @classmethod
+    def check_params(cls, params: Any, backbone: str) -> None:
+        """Refuse, with a ConfigError naming the field, settings that cannot work together or on ``backbone``."""
+
+    @classmethod
     def param_defaults_for(cls, backbone: str | None) -> dict[str, Any]:
         """``Params`` values that differ from the declared defaults on ``backbone`` ({} for most)."""
         entry = cls.backbone_recipes.get(backbone or "")

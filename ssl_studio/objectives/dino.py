@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_studio.objectives.base import BackboneRecipe, Batch, Objective, OptimRecipe, StepOutput, cosine_momentum, ema_copy, ema_update
-from ssl_studio.objectives.losses import dino_center_update, dino_cross_entropy, dino_loss, dino_sinkhorn_targets
+from ssl_studio.objectives.losses import dino_center_update, dino_cross_entropy, dino_loss, dino_sinkhorn_targets, ibot_patch_loss
+from ssl_studio.objectives.masking import blockwise_patch_mask
 from ssl_studio.objectives.multicrop import forward_crops
-from ssl_studio.params import param
+from ssl_studio.params import ConfigError, param
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:
@@ -80,6 +81,16 @@ class DINOParams:
     main_dino.py's ``--freeze_last_layer`` (1 epoch there); ``use_bn_in_head`` its
     ``--use_bn_in_head``.
 
+    ``ibot_loss_weight > 0`` adds iBOT's masked-patch self-distillation (Zhou et al. 2022,
+    "iBOT: Image BERT Pre-Training with Online Tokenizer"; DINOv2 keeps it beside its [CLS]
+    loss), on the ViT only: half the student's global crops (``ibot_mask_probability``) get
+    10-50 % of their patches hidden in blocks (BEiT's blockwise sampler) and replaced by a
+    learned mask token; the student's output for each hidden patch must match the teacher's
+    output for that patch of the whole crop, through the same head (iBOT's shared head, its
+    choice for ViT-S/B) with a centre of its own and the [CLS] temperatures.  The [CLS] loss is
+    then taken on the masked crops, as in iBOT.  The patch tokens get a target of their own,
+    which DINO's [CLS] loss never gives them.
+
     These defaults are the paper's ViT recipe.  On the ConvNet they do not learn shapes in
     3 CPU-minutes (k-NN@20 0.17 against 0.21 at initialisation): the teacher's cosine logits
     differ between images by only ~0.025 (84 % of each output is common to all images, removed
@@ -117,6 +128,11 @@ class DINOParams:
                                      "(official main_dino.py: the first epoch of 100-800; 0 = off).", min=0.0, max=1.0)
     use_bn_in_head: bool = param(False, help="BatchNorm after each hidden layer of the head (official main_dino.py --use_bn_in_head, default off).")
     norm_last_layer: bool = param(True, help="Fix the gain of the head's weight-normalised last layer at 1 (official code: True for ViT-B, False for ViT-S).")
+    ibot_loss_weight: float = param(0.0, help="ViT only: weight of iBOT's masked-patch self-distillation beside the [CLS] loss (Zhou et al. 2022: 1; "
+                                    "DINOv2 keeps it); 0 = DINO alone.", min=0.0, max=10.0)
+    ibot_mask_probability: float = param(0.5, help="Share of the student's global crops that get hidden patches (iBOT, DINOv2: 0.5).", min=0.0, max=1.0)
+    ibot_mask_ratio_min: float = param(0.1, help="Smallest share of a masked crop's patches hidden (iBOT: 0.1).", min=0.0, max=0.9)
+    ibot_mask_ratio_max: float = param(0.5, help="Largest share of a masked crop's patches hidden (iBOT: 0.5).", min=0.0, max=0.9)
 
 
 class DINO(Objective):
@@ -157,6 +173,25 @@ class DINO(Objective):
         self.register_buffer("center", torch.zeros(1, params.out_dim))
         self.momentum = 0.0 if self.ablated("no_ema") else params.base_momentum
         self._pending: list[torch.Tensor] | None = None
+        self._pending_patches: torch.Tensor | None = None
+        self.check_params(params, "vit" if hasattr(backbone, "forward_tokens") else type(backbone).__name__.lower())
+        if params.ibot_loss_weight > 0:
+            # What a hidden patch enters as (zeros at the start, as iBOT's masked_embed); learned, no decay.
+            self.mask_token = nn.Parameter(torch.zeros(backbone.embed_dim))
+            self.register_buffer("patch_center", torch.zeros(1, params.out_dim))
+
+    @classmethod
+    def check_params(cls, params: DINOParams, backbone: str) -> None:
+        if params.ibot_loss_weight > 0 and backbone != "vit":
+            raise ConfigError("objective.ibot_loss_weight", f"needs a ViT (its patch tokens are what iBOT distils), but model.backbone "
+                              f"is {backbone!r}; set it to 0 or choose vit.")
+        if params.ibot_mask_ratio_min > params.ibot_mask_ratio_max:
+            raise ConfigError("objective.ibot_mask_ratio_min", f"must be <= objective.ibot_mask_ratio_max "
+                              f"({params.ibot_mask_ratio_max:g}), got {params.ibot_mask_ratio_min:g}")
+
+    @property
+    def uses_ibot(self) -> bool:
+        return self.params.ibot_loss_weight > 0
 
     @property
     def num_local_views(self) -> int:
@@ -182,20 +217,76 @@ class DINO(Objective):
     def projector_embed(self, images):
         return self.head.mlp(self.backbone(images))  # the bottleneck: the last space of real dimension
 
+    def _teacher_networks(self) -> tuple[nn.Module, nn.Module]:
+        if self.teacher_backbone is None:  # no_ema: the student itself, without gradient
+            return self.backbone, self.head
+        return self.teacher_backbone, self.teacher_head
+
+    def _draw_patch_masks(self, crops: int) -> torch.Tensor:
+        """``crops x N`` bool: which patches each global crop hides from the student (iBOT's sampler)."""
+        p = self.params
+        masked = torch.rand(crops) < p.ibot_mask_probability
+        ratios = p.ibot_mask_ratio_min + (p.ibot_mask_ratio_max - p.ibot_mask_ratio_min) * torch.rand(crops)
+        return blockwise_patch_mask((ratios * masked).tolist(), self.backbone.grid_size)
+
+    def _ibot_forward(self, views: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Student and teacher [CLS] outputs of the global crops, and both outputs of the hidden patches.
+
+        The student sees each global crop with its hidden patches replaced by the mask token;
+        the teacher sees it whole.  Returns (student [CLS] per crop, teacher [CLS] per crop,
+        student patch logits M×K, teacher patch logits M×K, the crop each patch belongs to).
+        """
+        n_global = self.num_global_views
+        x = torch.cat(views[:n_global])
+        mask = self._draw_patch_masks(x.shape[0]).to(x.device)
+        if int(mask.sum()) < 2:  # nothing (or one patch, which a BN head cannot take) to distil this step
+            mask[:] = False
+        tokens = self.backbone.forward_tokens(x, mask=mask, mask_token=self.mask_token)
+        s_cls = list(self.head(tokens[:, 0]).chunk(n_global))
+        with torch.no_grad():
+            t_backbone, t_head = self._teacher_networks()
+            t_tokens = t_backbone.forward_tokens(x)
+            t_cls = [c.detach() for c in t_head(t_tokens[:, 0]).chunk(n_global)]
+        if mask.any():
+            s_patch = self.head(tokens[:, 1:][mask])
+            with torch.no_grad():
+                t_patch = t_head(t_tokens[:, 1:][mask]).detach()
+        else:
+            s_patch = t_patch = tokens.new_zeros(0, self.params.out_dim)
+        owner = mask.nonzero()[:, 0]
+        return s_cls, t_cls, s_patch, t_patch, owner
+
     def training_step(self, batch: Batch, progress: float) -> StepOutput:
         n_global = self.num_global_views
         self.head.freeze_last = progress < self.params.freeze_last_layer
-        s = forward_crops(self.student, batch.views, self.backbone)
-        t = [x.detach() for x in forward_crops(self.teacher, batch.views[:n_global], self.backbone)]
+        if self.uses_ibot:
+            s_global, t, s_patch, t_patch, owner = self._ibot_forward(batch.views)
+            s = s_global + forward_crops(self.student, batch.views[n_global:], self.backbone)
+        else:
+            s = forward_crops(self.student, batch.views, self.backbone)
+            t = [x.detach() for x in forward_crops(self.teacher, batch.views[:n_global], self.backbone)]
         center = None if self.ablated("no_centering") else self.center
         tt = self.teacher_temperature(progress)
+        sinkhorn = self.params.teacher_centering == "sinkhorn" and center is not None
         targets = None
-        if self.params.teacher_centering == "sinkhorn" and center is not None:
+        if sinkhorn:
             targets = dino_sinkhorn_targets(t, tt, self.params.sinkhorn_iterations)
             loss = dino_cross_entropy(s, targets, self.params.student_temp)
         else:
             loss = dino_loss(s, t, center, self.params.student_temp, tt)
         self._pending = t
+        patch_metrics: dict[str, Any] = {}
+        if self.uses_ibot:
+            if sinkhorn:
+                patch_targets = dino_sinkhorn_targets([t_patch], tt, self.params.sinkhorn_iterations)[0] if len(t_patch) else t_patch
+            else:
+                shift = 0 if center is None else self.patch_center
+                patch_targets = F.softmax((t_patch.float() - shift) / tt, dim=1)
+            patch_loss = ibot_patch_loss(s_patch, patch_targets, owner, n_global * batch.views[0].shape[0], self.params.student_temp)
+            patch_metrics = {"cls_loss": loss.detach(), "patch_loss": patch_loss.detach(),
+                             "masked_patches": float(len(owner)) / (n_global * batch.views[0].shape[0])}
+            loss = loss + self.params.ibot_loss_weight * patch_loss
+            self._pending_patches = t_patch if len(t_patch) else None
         with torch.no_grad():
             raw = torch.cat(t).float()
             centred = raw - (0 if center is None else center)
@@ -205,6 +296,7 @@ class DINO(Objective):
             info = _entropy(probs.mean(0)) - entropy
             metrics = {"teacher_temp": tt, "teacher_entropy": entropy, "teacher_info": info, "momentum": self.momentum}
             metrics.update(self._diagnostics(raw, centred, s))
+            metrics.update(patch_metrics)
         return StepOutput(loss, metrics)
 
     @torch.no_grad()
@@ -237,7 +329,9 @@ class DINO(Objective):
     def after_step(self, progress: float) -> None:
         if self._pending is not None and not self.ablated("no_centering"):
             self.center.copy_(dino_center_update(self.center, self._pending, self.params.center_momentum))
-        self._pending = None
+            if self._pending_patches is not None:  # iBOT's second centre, over the hidden patches (as DINOv2's iBOT loss)
+                self.patch_center.copy_(dino_center_update(self.patch_center, [self._pending_patches], self.params.center_momentum))
+        self._pending = self._pending_patches = None
         if self.teacher_backbone is None:
             return
         self.momentum = cosine_momentum(self.params.base_momentum, progress, self.params.final_momentum)

@@ -248,6 +248,33 @@ def dino_sinkhorn_targets(teacher: list[torch.Tensor], teacher_temp: float = 0.0
     return list(log_q.exp().chunk(len(teacher)))
 
 
+def ibot_patch_loss(student: torch.Tensor, targets: torch.Tensor, owner: torch.Tensor, num_crops: int,
+                    student_temp: float = 0.1) -> torch.Tensor:
+    """iBOT's masked-patch self-distillation (Zhou et al. 2022, eq. 2; ``loss2`` in the official ``iBOTLoss``).
+
+    ``student``: M×K logits of the M hidden patches as the student saw them (mask token in
+    place); ``targets``: M×K teacher probabilities for the same patches of the unmasked crop
+    (centred and sharpened, or Sinkhorn, by the caller); ``owner``: the crop (0..num_crops-1)
+    each patch belongs to.  Each crop's cross-entropy is averaged over its hidden patches and
+    the sum is divided by *all* ``num_crops`` crops, masked or not, as the official code does
+    (so the weight of the term follows how many crops are masked).
+    """
+    _check_temperature("ibot_patch_loss", student_temp)
+    if num_crops < 1:
+        raise ValueError(f"ibot_patch_loss needs num_crops >= 1, got {num_crops}")
+    if isinstance(student, torch.Tensor) and student.ndim == 2 and student.shape[0] == 0:
+        return student.sum() * 0.0  # no crop masked this step: no term, but a graph to backpropagate through
+    _check_matrix("ibot_patch_loss", student, "student")
+    if targets.shape != student.shape:
+        raise ValueError(f"ibot_patch_loss needs targets shaped like the student's {tuple(student.shape)}, got {tuple(targets.shape)}")
+    if owner.shape != student.shape[:1]:
+        raise ValueError(f"ibot_patch_loss needs one crop index per hidden patch ({student.shape[0]}), got shape {tuple(owner.shape)}")
+    per_patch = -(targets.detach().float() * F.log_softmax(student.float() / student_temp, dim=1)).sum(dim=1)
+    owner = owner.to(per_patch.device)
+    count = torch.zeros(num_crops, device=per_patch.device).index_add_(0, owner, torch.ones_like(per_patch))
+    return (per_patch / count[owner]).sum() / num_crops
+
+
 @torch.no_grad()
 def dino_center_update(center: torch.Tensor, teacher: list[torch.Tensor], momentum: float = 0.9) -> torch.Tensor:
     """DINO's centre (Caron et al. 2021, eq. 4): c <- m c + (1 - m) mean of the teacher outputs of the batch."""

@@ -1,4 +1,4 @@
-"""Which patches an encoder sees: MAE's random masking and I-JEPA's multi-block masks.
+"""Which patches an encoder sees: MAE's random masking, I-JEPA's multi-block masks, iBOT's blockwise masks.
 
 Both samplers work on the ViT's patch grid (row-major patch indices, as in
 ``ViT.patchify``) and return *indices*, because ``ViT.forward_tokens(x, keep)``
@@ -227,4 +227,50 @@ class MultiBlockSampler:
         )
 
 
-__all__ = ["MultiBlockMasks", "MultiBlockSampler", "PatchMask", "block_candidates", "block_shape", "num_masked", "random_patch_mask"]
+# --------------------------------------------------------------------------- iBOT
+
+
+def blockwise_patch_mask(ratios: list[float], grid: int, min_block: int = 4, aspect: tuple[float, float] = (0.3, 1 / 0.3),
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """``len(ratios) x N`` bool, True on the hidden patches: BEiT's blockwise masking (Bao et al. 2022, alg. 1).
+
+    iBOT (Zhou et al. 2022) hides patches this way rather than one by one: a hidden patch
+    whose neighbours are visible can be filled in from them, a hidden block has to be
+    inferred from the object around it.  For each image, rectangles of at least
+    ``min_block`` patches (area uniform up to what is still to hide, aspect log-uniform in
+    ``aspect``, as the BEiT/iBOT generator) are added while they hide only new patches and
+    do not overshoot; on the lab's 8x8 grid the last few patches may not fit a block, so
+    single random patches make up the rest and every image hides exactly
+    ``num_masked(N, ratio)`` patches (0 for a ratio of 0).
+    """
+    n = grid * grid
+    out = torch.zeros(len(ratios), n, dtype=torch.bool)
+    log_lo, log_hi = math.log(aspect[0]), math.log(aspect[1])
+    for i, ratio in enumerate(ratios):
+        target = num_masked(n, float(ratio))
+        hidden = out[i].view(grid, grid)
+        count = 0
+        for _ in range(10 * target):
+            room = target - count
+            if room <= 0:
+                break
+            u = _rand((4,), generator, "cpu").tolist()
+            area = min_block + (max(room, min_block) - min_block) * u[0]
+            ar = math.exp(log_lo + (log_hi - log_lo) * u[1])
+            h, w = int(round(math.sqrt(area * ar))), int(round(math.sqrt(area / ar)))
+            if not (1 <= h <= grid and 1 <= w <= grid):
+                continue
+            top, left = min(int(u[2] * (grid - h + 1)), grid - h), min(int(u[3] * (grid - w + 1)), grid - w)
+            block = hidden[top:top + h, left:left + w]
+            new = int((~block).sum())
+            if 0 < new <= room:
+                block.fill_(True)
+                count += new
+        if count < target:
+            free = (~out[i]).nonzero().flatten()
+            out[i, free[torch.argsort(_rand((len(free),), generator, "cpu"))[: target - count]]] = True
+    return out
+
+
+__all__ = ["MultiBlockMasks", "MultiBlockSampler", "PatchMask", "block_candidates", "block_shape", "blockwise_patch_mask", "num_masked",
+           "random_patch_mask"]
