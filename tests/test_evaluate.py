@@ -7,7 +7,7 @@ import torch
 
 from ssl_studio.cli import main
 from ssl_studio.engine.compare import compare_runs, kendall_tau, ranks
-from ssl_studio.engine.evaluate import finetune_protocol, linear_protocol, stratified_subset
+from ssl_studio.engine.evaluate import attribute_knn, finetune_protocol, linear_protocol, stratified_subset
 
 
 def test_linear_probe_recovers_a_linearly_separable_problem():
@@ -72,6 +72,7 @@ def test_eval_and_compare_end_to_end_on_two_tiny_runs(tmp_path, capsys):
     for run in runs:
         assert main(["eval", str(run), "--protocols", "knn,linear,finetune", "--finetune-epochs", "0.5"]) == 0
         assert (run / "report.md").read_text().count("|") > 10
+        assert "k-NN@20 on colour" in (run / "report.md").read_text()  # shapes records attributes; eval reports them with k-NN
     capsys.readouterr()
     assert main(["compare", *map(str, runs), "--csv", str(tmp_path / "cmp.csv")]) == 0
     out = capsys.readouterr().out
@@ -164,3 +165,22 @@ def test_initial_objective_is_the_network_a_run_starts_from_whatever_the_generat
     assert torch.equal(torch.get_rng_state(), state)  # the caller's generator is untouched
     other = initial_objective(config_from_mapping({"objective": {"name": "simclr"}, "data": {"source": "digits"}, "model": {"width": 8}, "seed": 4}), data)
     assert not all(torch.equal(started[k], v) for k, v in other.state_dict().items() if v.is_floating_point())
+
+
+def test_attribute_knn_reads_what_the_feature_encodes():
+    """A feature made of the colour alone: k-NN finds the colour, the background stays at chance, the label's rename is left out."""
+    g = torch.Generator().manual_seed(0)
+    n = 400
+    colour = torch.randint(4, (n,), generator=g)
+    background = torch.randint(3, (n,), generator=g)
+    labels = torch.randint(5, (n,), generator=g)
+    features = torch.nn.functional.one_hot(colour, 4).float() + 0.01 * torch.randn(n, 4, generator=g)
+    attributes = {"colour": [f"c{c}" for c in colour.tolist()], "background": [f"b{b}" for b in background.tolist()],
+                  "shape": [f"s{y}" for y in labels.tolist()]}
+    train, val = torch.arange(300), torch.arange(300, n)
+    out = attribute_knn(features[train], features[val], attributes, train, val, labels=labels)
+    assert set(out["attributes"]) == {"colour", "background"}  # "shape" only renames the labels
+    assert out["attributes"]["colour"]["k20"] == 1.0
+    bg = out["attributes"]["background"]
+    assert bg["values"] == 3 and abs(bg["k20"] - 1 / 3) < 0.15 and bg["chance"] >= 1 / 3
+    assert attribute_knn(features[train], features[val], None, train, val) is None

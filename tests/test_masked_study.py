@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -37,6 +38,9 @@ def test_masked_study_end_to_end(tmp_path):
         assert sum(regions[k] for k in ("inside", "outline", "background")) == pytest.approx(1.0, abs=1e-4), r["method"]
         assert sum(regions[k + "_share"] for k in ("inside", "outline", "background")) == pytest.approx(1.0, abs=1e-4)
         assert r["knn_k20"] is not None and r["linear_top1"] is not None and r["effective_rank"] is not None
+        # what the feature encodes besides the shape: k-NN on every other attribute shapes records
+        assert set(r["attribute_knn"]) == {"colour", "size", "position", "background"}, r["method"]
+        assert all(0.0 <= v <= 1.0 for v in r["attribute_knn"].values())
     for r in rows[1:]:  # each trained ViT is compared with the initial one image by image
         assert r["iou_gain"] is not None and abs(r["iou_gain"] - (r["attention_iou"] - init["attention_iou"])) < 1e-6
     # every run starts from the same ViT: their step-0 probes agree with each other
@@ -46,6 +50,9 @@ def test_masked_study_end_to_end(tmp_path):
         table = list(csv.reader(fh))
     assert tuple(table[0]) == COLUMNS and len(table) == 5
     assert "ViT at initialisation" in (study / "table.md").read_text()
+    assert "colour " in table[1][COLUMNS.index("k-NN@20 by attribute")]
+    report = json.loads((Path(rows[1]["run_dir"]) / "report.json").read_text())
+    assert set(report["attributes"]["attributes"]["colour"]) == {"k20", "chance", "values"}
     assert "a uniform map puts" in (study / "table.md").read_text()
     assert meta["centre_prior_iou"] is not None and 0.0 <= meta["centre_prior_iou"] <= 1.0
     assert meta["centre_prior_patches"] == round(init["mask_patches"]) and "Centre prior" in (study / "table.md").read_text()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +70,36 @@ def knn_protocol(train_features, train_labels, val_features, val_labels, num_cla
     result.update({"temperature": KNN_TEMPERATURE, "metric": "cosine", "train_images": len(train_features),
                    "val_images": len(val_features), "seconds": time.perf_counter() - t0})
     return result
+
+
+def attribute_knn(train_features, val_features, attributes: dict[str, list] | None, train_index, val_index,
+                  labels: torch.Tensor | None = None, k: int = 20) -> dict | None:
+    """k-NN@k accuracy for every per-image attribute the data set records, beside chance for each.
+
+    What a representation encodes besides its labels: on shapes (colour, size, position,
+    background) a feature can score at chance on the shape and high on the object's colour,
+    which says it met its objective with colour.  Chance is the share of the commonest value
+    among the held-out images.  An attribute that merely renames ``labels`` (shapes' "shape")
+    is left out: the k-NN protocol already reports it.  ``None`` without attributes.
+    """
+    if not attributes:
+        return None
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {}
+    train_index, val_index = torch.as_tensor(train_index), torch.as_tensor(val_index)
+    for name, values in attributes.items():
+        names = sorted(set(values))
+        lookup = {v: i for i, v in enumerate(names)}
+        codes = torch.tensor([lookup[v] for v in values])
+        if labels is not None and len(labels) == len(codes):
+            pairs = set(zip(codes.tolist(), labels.tolist()))
+            if len(pairs) == len(names) == len(set(labels.tolist())):
+                continue
+        y_train, y_val = codes[train_index], codes[val_index]
+        out[name] = {f"k{k}": knn_accuracy(train_features, y_train, val_features, y_val, k=k, num_classes=len(names)),
+                     "chance": float(torch.bincount(y_val, minlength=len(names)).max()) / max(1, len(y_val)), "values": len(names)}
+    return {"attributes": out, "k": k, "seconds": time.perf_counter() - t0} if out else None
+
 
 class Cancelled(Exception):
     """Raised inside a protocol when the caller's ``should_stop`` says so (the GUI's Cancel)."""
@@ -275,6 +305,10 @@ def evaluate_run(run_dir, protocols=("knn",), device: str = "auto", progress: Ca
             progress(name, 0.0)
         if name == "knn":
             results[name] = knn_protocol(train_feats, y_train, val_feats, y_val, data.num_classes)
+            encoded = attribute_knn(train_feats, val_feats, data.attributes, data.train_index, data.val_index, labels=data.labels)
+            if encoded is not None:  # what the feature encodes besides the class, in the same pass
+                results["attributes"] = encoded
+                folder.write_report("attributes", encoded)
         elif name == "linear":
             results[name] = linear_protocol(train_feats, y_train, val_feats, y_val, data.num_classes, seed=cfg.seed)
         elif name == "finetune":
@@ -348,6 +382,10 @@ def report_markdown(run_dir) -> str:
     if "linear" in report:
         r = report["linear"]
         lines.append(f"| linear probe | {r['top1']:.3f} | weight decay {r['weight_decay']:g} (chosen on 10 % of train) | {r['seconds']:.1f} |")
+    if "attributes" in report:
+        k = report["attributes"]["k"]
+        for name, a in report["attributes"]["attributes"].items():
+            lines.append(f"| k-NN@{k} on {name} | {a[f'k{k}']:.3f} | {a['values']} values, chance {a['chance']:.3f} | |")
     if "finetune" in report:
         r = report["finetune"]
         lines.append(f"| fine-tuning | {r['top1']:.3f} | {r['epochs']:.1f} epochs, lr {r['lr_head']:g} head / {r['lr_backbone']:g} backbone | {r['seconds']:.1f} |")

@@ -24,7 +24,7 @@ from ssl_studio.engine import attention, diagnostics
 from ssl_studio.engine.build import build_objective, build_views, effective_batch_size, load_data, resolved_optim
 from ssl_studio.engine.control import RunControl
 from ssl_studio.engine.device import pick_channels_last, pick_device, pick_precision
-from ssl_studio.engine.evaluate import embed_images, fit_linear, knn_accuracy, knn_protocol, linear_protocol, standardise
+from ssl_studio.engine.evaluate import attribute_knn, embed_images, fit_linear, knn_accuracy, knn_protocol, linear_protocol, standardise
 from ssl_studio.engine.events import Callback, Evaluated, Event, Failed, Finished, Probe, Started, Step, Visuals
 from ssl_studio.engine.optim import build_optimizer, lr_at
 from ssl_studio.engine.runs import RunFolder, new_run_dir
@@ -436,6 +436,10 @@ class Trainer:
             results["knn"] = knn_protocol(train_feats, y_train, val_feats, y_val, data.num_classes)
             results["linear"] = linear_protocol(train_feats, y_train, val_feats, y_val, data.num_classes, seed=self.cfg.seed)
             summary.update(knn_k5=results["knn"]["k5"], knn_k20=results["knn"]["k20"], linear_top1=results["linear"]["top1"])
+            encoded = attribute_knn(train_feats, val_feats, data.attributes, data.train_index, data.val_index, labels=data.labels)
+            if encoded is not None:
+                results["attributes"] = encoded
+                summary["attribute_knn"] = {name: r["k20"] for name, r in encoded["attributes"].items()}
         # An image-text model: zero-shot with labels, retrieval with captions alone (an unlabelled captioned folder).
         if hasattr(self.objective, "encode_text") and (data.labels is not None or data.captions is not None):
             from ssl_studio.engine.zeroshot import zeroshot_protocol

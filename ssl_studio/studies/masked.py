@@ -63,6 +63,7 @@ class MaskedRow:
     train_seconds: float | None = None
     knn_k20: float | None = None
     linear_top1: float | None = None
+    attribute_knn: dict[str, float] = field(default_factory=dict)  # k-NN@20 on each recorded attribute (shapes: colour, size, ...)
     effective_rank: float | None = None
     attention_iou: float | None = None  # study: first IOU_IMAGES probe images
     probe_attention_iou: float | None = None  # the trainer's final probe (first 64 probe images)
@@ -140,6 +141,7 @@ def run_masked_study(data: str = "shapes", minutes_per_run: float = 5.0, out: st
         elif isinstance(event, Finished):
             s = event.summary
             row.knn_k20, row.linear_top1 = s.get("knn_k20"), s.get("linear_top1")
+            row.attribute_knn = dict(s.get("attribute_knn") or {})
             row.effective_rank, row.train_seconds = s.get("effective_rank"), s.get("train_seconds")
             if log:
                 log(f"[{index + 1}/{len(rows)}] {row.method}: {event.status} after {event.step} steps"
@@ -303,7 +305,7 @@ def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow
     """Attention numbers for every trained run and for the ViT at initialisation, the figure's pictures,
     and the references the table states (the ViT's sizes, the centre-prior IoU)."""
     from ssl_studio.engine.build import build_views, initial_objective, load_data
-    from ssl_studio.engine.evaluate import embed_images, knn_protocol, linear_protocol
+    from ssl_studio.engine.evaluate import attribute_knn, embed_images, knn_protocol, linear_protocol
     from ssl_studio.engine.runs import RunFolder
 
     cfg0 = configs[0]
@@ -340,6 +342,9 @@ def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow
         y_tr, y_va = data.labels[data.train_index], data.labels[data.val_index]
         init_row.knn_k20 = knn_protocol(feats_tr, y_tr, feats_va, y_va, data.num_classes)["k20"]
         init_row.linear_top1 = linear_protocol(feats_tr, y_tr, feats_va, y_va, data.num_classes, seed=cfg0.seed)["top1"]
+        encoded = attribute_knn(feats_tr, feats_va, data.attributes, data.train_index, data.val_index, labels=data.labels)
+        if encoded is not None:
+            init_row.attribute_knn = {name: r["k20"] for name, r in encoded["attributes"].items()}
         from ssl_studio.engine import diagnostics
 
         init_row.effective_rank = diagnostics.effective_rank(embed_images(init.backbone, data.images[probe_index], views.plain))
@@ -370,7 +375,7 @@ def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow
 
 # -- outputs ---------------------------------------------------------------------------------
 
-COLUMNS = ("method", "objective", "steps", "train s", "k-NN@20", "linear top-1", "effective rank", "attention IoU",
+COLUMNS = ("method", "objective", "steps", "train s", "k-NN@20", "linear top-1", "k-NN@20 by attribute", "effective rank", "attention IoU",
            "60 % mask (patches)", "attention on object inside / outline / background", "attention distance per layer (px)", "status")
 
 
@@ -401,7 +406,8 @@ def _regions_sentence(rows: list[MaskedRow]) -> str:
 
 def _cells(r: MaskedRow) -> list[str]:
     dist = " / ".join(f"{d:.1f}" for d in r.attention_distance) or "-"
-    return [r.method, r.objective, str(r.steps), _fmt(r.train_seconds, 0), _fmt(r.knn_k20), _fmt(r.linear_top1), _fmt(r.effective_rank, 1),
+    encoded = ", ".join(f"{name} {value:.2f}" for name, value in r.attribute_knn.items()) or "-"
+    return [r.method, r.objective, str(r.steps), _fmt(r.train_seconds, 0), _fmt(r.knn_k20), _fmt(r.linear_top1), encoded, _fmt(r.effective_rank, 1),
             _fmt(r.attention_iou), _fmt(r.mask_patches, 1), _regions(r.attention_regions), dist, r.status]
 
 
@@ -435,7 +441,8 @@ def write_study(study_dir: Path, rows: list[MaskedRow], meta: dict[str, Any], pi
             f"mask downsampled to the patch grid (a patch is object when >= half of it is), mean over the first {meta.get('iou_images')} "
             f"probe images; attention distance: attention-weighted mean pixel distance between query and key patches, per layer "
             f"(first to last), heads averaged, over {meta.get('distance_images')} probe images.  k-NN and linear: the run's report "
-            "(the method's own evaluation feature); the initial ViT row uses its [CLS] token.",
+            "(the method's own evaluation feature); the initial ViT row uses its [CLS] token.  k-NN@20 by attribute: the same k-NN "
+            "on each other attribute the data records (what the feature encodes besides the class).",
             "", _regions_sentence(rows), ""] + verdicts + [""]
     (study_dir / "table.md").write_text("\n".join(head + lines) + "\n", encoding="utf-8")
     with open(study_dir / "table.csv", "w", newline="", encoding="utf-8") as fh:
