@@ -176,9 +176,7 @@ def validate_config(cfg: RunConfig) -> None:
     if cfg.model.registers and cfg.model.backbone != "vit":
         raise ConfigError("model.registers", f"only applies to the ViT, but model.backbone is {cfg.model.backbone!r}; set it to 0 or choose vit.")
     objective_cls = get_objective(cfg.objective.name)  # raises ConfigError for an unknown name
-    objective_cls.parse_params(cfg.objective.params)
-    backbone_params = {**objective_cls.param_defaults_for(cfg.model.backbone), **cfg.objective.params}
-    objective_cls.check_params(objective_cls.parse_params(backbone_params), cfg.model.backbone)
+    objective_cls.check_params(objective_cls.params_for(cfg.objective.params, cfg.model.backbone), cfg.model.backbone)
     for ab in cfg.ablations:
         if ab not in ABLATIONS:
             raise ConfigError("ablations", f"has unknown switch {ab!r} (known: {', '.join(ABLATIONS)})")

@@ -60,8 +60,7 @@ def build_objective(cfg: RunConfig, imageset: ImageSet) -> Objective:
 
 def objective_params(cfg: RunConfig) -> Any:
     """The objective's validated parameters: the config's values over the defaults for its backbone."""
-    objective_cls = get_objective(cfg.objective.name)
-    return objective_cls.parse_params({**objective_cls.param_defaults_for(cfg.model.backbone), **cfg.objective.params})
+    return get_objective(cfg.objective.name).params_for(cfg.objective.params, cfg.model.backbone)
 
 
 def initial_objective(cfg: RunConfig, imageset: ImageSet) -> Objective:

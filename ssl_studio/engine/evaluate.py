@@ -87,13 +87,14 @@ def attribute_knn(train_features, val_features, attributes: dict[str, list] | No
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
     train_index, val_index = torch.as_tensor(train_index), torch.as_tensor(val_index)
+    label_list = labels.tolist() if labels is not None else None
+    num_labels = len(set(label_list)) if label_list is not None else 0
     for name, values in attributes.items():
         names = sorted(set(values))
         lookup = {v: i for i, v in enumerate(names)}
         codes = torch.tensor([lookup[v] for v in values])
-        if labels is not None and len(labels) == len(codes):
-            pairs = set(zip(codes.tolist(), labels.tolist()))
-            if len(pairs) == len(names) == len(set(labels.tolist())):
+        if label_list is not None and len(label_list) == len(codes):
+            if len(set(zip(codes.tolist(), label_list))) == len(names) == num_labels:  # a one-to-one renaming
                 continue
         y_train, y_val = codes[train_index], codes[val_index]
         out[name] = {f"k{k}": knn_accuracy(train_features, y_train, val_features, y_val, k=k, num_classes=len(names)),

@@ -127,6 +127,11 @@ class Objective(nn.Module):
         return entry.optim if entry is not None else cls.recipe
 
     @classmethod
+    def params_for(cls, given: Mapping[str, Any], backbone: str | None) -> Any:
+        """Validated ``Params``: the ``given`` values over the defaults for ``backbone``."""
+        return cls.parse_params({**cls.param_defaults_for(backbone), **given})
+
+    @classmethod
     def check_params(cls, params: Any, backbone: str) -> None:
         """Refuse, with a ConfigError naming the field, settings that cannot work together or on ``backbone``."""
 

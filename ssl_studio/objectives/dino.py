@@ -286,9 +286,9 @@ class DINO(Objective):
             else:
                 shift = 0 if center is None else self.patch_center
                 patch_targets = F.softmax((t_patch.float() - shift) / tt, dim=1)
-            patch_loss = ibot_patch_loss(s_patch, patch_targets, owner, n_global * batch.views[0].shape[0], self.params.student_temp)
-            patch_metrics = {"cls_loss": loss.detach(), "patch_loss": patch_loss.detach(),
-                             "masked_patches": float(len(owner)) / (n_global * batch.views[0].shape[0])}
+            crops = n_global * batch.views[0].shape[0]
+            patch_loss = ibot_patch_loss(s_patch, patch_targets, owner, crops, self.params.student_temp)
+            patch_metrics = {"cls_loss": loss.detach(), "patch_loss": patch_loss.detach(), "masked_patches": float(len(owner)) / crops}
             loss = loss + self.params.ibot_loss_weight * patch_loss
             self._pending_patches = t_patch if len(t_patch) else None
         with torch.no_grad():
