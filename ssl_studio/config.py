@@ -68,6 +68,9 @@ class AugmentConfig:
     saturation: float = param(0.4, help="Saturation jitter strength.", min=0.0, max=1.0)
     hue: float = param(0.1, help="Hue jitter strength (fraction of the colour wheel).", min=0.0, max=0.5)
     grayscale_p: float = param(0.2, help="Probability of converting a view to grayscale.", min=0.0, max=1.0)
+    colour_mix_p: float = param(0.0, help="Probability that a view's colours are turned by a random rotation or reflection of the RGB cube "
+                                          "about mid-grey, so two views agree on edges and shapes but on no colour or brightness "
+                                          "(a 1x1 random convolution, Xu et al. 2021 RandConv, kept orthogonal).", min=0.0, max=1.0)
     blur_p: list[float] = param(default_factory=lambda: [0.0, 0.0], help="Gaussian blur probability for view 1, view 2 (BYOL: 1.0, 0.1).", min=0.0, max=1.0)
     blur_sigma_min: float = param(0.1, help="Smallest blur sigma, in pixels at 224 px, scaled to the resolution.", min=0.0)
     blur_sigma_max: float = param(2.0, help="Largest blur sigma, in pixels at 224 px, scaled to the resolution.", min=0.0)

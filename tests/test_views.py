@@ -180,6 +180,70 @@ def test_grayscale_gives_equal_channels():
     torch.testing.assert_close(ViewMaker(OFF, 32, MEAN, STD).denormalize(g, clamp=False), ref, atol=1e-5, rtol=0)
 
 
+def test_random_rotations_are_proper_rotations_spread_over_so3():
+    r = V.random_rotations(torch.rand(4000, 3, generator=gen(3)))
+    assert torch.allclose(r @ r.transpose(1, 2), torch.eye(3).expand(4000, 3, 3), atol=1e-5)
+    assert torch.allclose(torch.linalg.det(r), torch.ones(4000), atol=1e-5)
+    # Haar-uniform rotations average to the zero matrix; any bias towards the identity would show
+    assert r.mean(0).abs().max() < 0.05
+    # and they turn a fixed colour direction anywhere: red's image points into every octant
+    red = r[:, :, 0]
+    octants = {tuple(s) for s in (red > 0).int().tolist()}
+    assert len(octants) == 8
+
+
+def pairwise_colour_distances(v: torch.Tensor, vm: ViewMaker) -> torch.Tensor:
+    """Distances between the colours of 64 pixels of each view (B x 64 x 64), in [0, 1] RGB."""
+    px = vm.denormalize(v, clamp=False).flatten(2)[:, :, :64].transpose(1, 2)
+    return (px[:, :, None] - px[:, None]).norm(dim=-1)
+
+
+def test_colour_mix_moves_every_colour_and_keeps_the_geometry():
+    imgs = images(64, seed=4)
+    mixed_cfg = dataclasses.replace(OFF, colour_mix_p=1.0)
+    vm_off, vm_mix = ViewMaker(OFF, 32, MEAN, STD), ViewMaker(mixed_cfg, 32, MEAN, STD)
+    (plain,) = vm_off(imgs, n_global=1, generator=gen())
+    (mixed,) = vm_mix(imgs, n_global=1, generator=gen())
+    d_plain, d_mixed = pairwise_colour_distances(plain, vm_off), pairwise_colour_distances(mixed, vm_mix)
+    # an orthogonal map about mid-grey: every distance between two colours shrinks by the same factor
+    assert torch.allclose(d_mixed, d_plain * V.COLOUR_MIX_CONTRAST, atol=1e-4)
+    # the turned cube stays inside [0, 1]^3: nothing is clipped
+    raw = vm_mix.denormalize(mixed, clamp=False)
+    assert raw.min() >= -1e-5 and raw.max() <= 1 + 1e-5
+    # colours themselves do change: a pixel's colour is not the plain one scaled towards grey
+    shrunk = (vm_off.denormalize(plain, clamp=False) - 0.5) * V.COLOUR_MIX_CONTRAST + 0.5
+    assert (raw - shrunk).abs().amax(dim=(1, 2, 3)).min() > 0.05
+    # and about half the views are reflected: the luma order of two pixels flips between mixes
+    w = torch.tensor(V.GRAY_WEIGHTS)[None, :, None, None]
+    luma_plain, luma_mixed = (vm_off.denormalize(plain, clamp=False) * w).sum(1), (raw * w).sum(1)
+    darker_plain = luma_plain[:, 0, 0] < luma_plain[:, 0, 1]
+    darker_mixed = luma_mixed[:, 0, 0] < luma_mixed[:, 0, 1]
+    flipped = (darker_plain != darker_mixed).float().mean()
+    assert 0.2 < flipped < 0.8
+
+
+def test_colour_mix_probability_and_independent_views():
+    imgs = images(200, seed=5)
+    vm_off = ViewMaker(OFF, 32, MEAN, STD)
+    vm_half = ViewMaker(dataclasses.replace(OFF, colour_mix_p=0.5), 32, MEAN, STD)
+    (plain,) = vm_off(imgs, n_global=1, generator=gen())
+    first, second = vm_half(imgs, n_global=2, generator=gen())
+    kept = (first - plain).abs().amax(dim=(1, 2, 3)) < 1e-4
+    assert 0.35 < kept.float().mean() < 0.65
+    # the two views of one image draw their own maps
+    assert (first - second).abs().amax(dim=(1, 2, 3)).gt(0.05).float().mean() > 0.5
+
+
+def test_colour_mix_off_draws_nothing_extra():
+    # with colour_mix_p = 0 a seed gives exactly the views it gave before the option existed:
+    # the generator is left where the main draw leaves it
+    g = gen(6)
+    ViewMaker(BYOL, 32, MEAN, STD)(images(4), generator=g)
+    g_ref = gen(6)
+    V._uniforms(2, 4, torch.device("cpu"), g_ref)
+    assert torch.equal(g.get_state(), g_ref.get_state())
+
+
 def test_solarize_inverts_pixels_above_half():
     x = images(4)
     vm = ViewMaker(dataclasses.replace(OFF, solarize_p=[1.0, 1.0]), 32, MEAN, STD)

@@ -12,6 +12,8 @@ BYOL (Grill et al. 2020, table 6), with torchvision's semantics for every transf
 
 1. random resized crop + horizontal flip, one bilinear ``grid_sample`` per view
    (the flip is a negated x scale in the sampling grid);
+   then, with probability ``colour_mix_p`` (0 by default, not part of SimCLR's recipe),
+   a random orthogonal colour map (see :func:`colour_mix`);
 2. colour jitter with probability ``jitter_p``: brightness, contrast, saturation, hue,
    each factor drawn per sample, in a random order per sample, clamped to [0, 1]
    after every step exactly as torchvision does;
@@ -86,6 +88,9 @@ _U_BLUR = _U_GRAY + 1
 _U_SIGMA = _U_BLUR + 1
 _U_SOLARIZE = _U_SIGMA + 1
 _N_UNIFORMS = _U_SOLARIZE + 1
+# The colour mix draws its own uniforms (apply flag, three for the rotation, reflection flag),
+# only when it is on, so switching it on leaves every other random number of a seed as it was.
+_N_MIX_UNIFORMS = 5
 
 
 @dataclass(frozen=True)
@@ -118,16 +123,17 @@ def _accelerated(x: torch.Tensor) -> bool:
 # --------------------------------------------------------------------------- random draws
 
 
-def _uniforms(n: int, batch: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
-    """``n × batch × _N_UNIFORMS`` uniforms on ``device``, drawn on the generator's device.
+def _uniforms(n: int, batch: int, device: torch.device, generator: torch.Generator | None,
+              columns: int = _N_UNIFORMS) -> torch.Tensor:
+    """``n × batch × columns`` uniforms on ``device``, drawn on the generator's device.
 
     Drawing on the generator's own device lets a CPU generator drive CUDA images
     (the numbers are then identical across devices), and a CUDA generator drive them
     without a transfer.
     """
     if generator is None:
-        return torch.rand(n, batch, _N_UNIFORMS, device=device)
-    u = torch.rand(n, batch, _N_UNIFORMS, device=generator.device, generator=generator)
+        return torch.rand(n, batch, columns, device=device)
+    u = torch.rand(n, batch, columns, device=generator.device, generator=generator)
     return u.to(device, non_blocking=True)
 
 
@@ -269,6 +275,50 @@ def hue_matrices(hue: torch.Tensor, c: _Colour) -> torch.Tensor:
     cos = torch.cos(angle)[:, None, None]
     sin = torch.sin(angle)[:, None, None]
     return torch.addcmul(torch.addcmul(c.hue_a0, cos, c.hue_a1), sin, c.hue_a2)
+
+
+def random_rotations(u: torch.Tensor) -> torch.Tensor:
+    """``B×3×3`` rotations, uniform (Haar) on SO(3), from ``B×3`` uniforms.
+
+    Shoemake's subgroup algorithm (Graphics Gems III, 1992): a unit quaternion from three
+    uniforms is uniform on the 3-sphere, and its rotation matrix uniform on SO(3).
+    """
+    u1, u2, u3 = u.unbind(-1)
+    a, b = torch.sqrt(1 - u1), torch.sqrt(u1)
+    t2, t3 = 2 * math.pi * u2, 2 * math.pi * u3
+    x, y, z, w = a * torch.sin(t2), a * torch.cos(t2), b * torch.sin(t3), b * torch.cos(t3)
+    rows = (
+        (1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)),
+        (2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)),
+        (2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)),
+    )
+    return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2)
+
+
+# The colour mix shrinks colours towards mid-grey by this factor so that a turned cube stays
+# inside [0, 1]^3 (its half-diagonal is sqrt(3)/2): no colour is clipped, none merges with another.
+COLOUR_MIX_CONTRAST = 1 / math.sqrt(3)
+
+
+def colour_mix(um: torch.Tensor, p: float, c: _Colour) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample affine maps ``x -> k·Q (x - ½) + ½`` with ``Q`` random orthogonal, applied with probability ``p``.
+
+    ``Q`` is a uniform rotation of the RGB cube about its grey centre, and a reflection through
+    the centre (the colour negative) half of the time, so every colour *and* the luma order of
+    two colours can change between views; distances between colours shrink by the one factor
+    ``k`` (:data:`COLOUR_MIX_CONTRAST`), so the edges and the shapes they outline stay.  It is
+    RandConv's random 1x1 convolution (Xu et al. 2021, "Robust and Generalizable Visual
+    Representation Learning via Random Convolutions"), which pushes a network towards shape,
+    restricted to orthogonal maps so that no two colours of an image collapse into one.
+
+    ``um``: ``B×5`` uniforms (apply flag, three for the rotation, reflection flag).
+    Returns ``B×3×3`` matrices and ``B×3`` offsets (the identity where the sample is not mixed).
+    """
+    q = random_rotations(um[:, 1:4])
+    q = q * torch.where(um[:, 4] < 0.5, -1.0, 1.0)[:, None, None]
+    m = torch.where((um[:, 0] < p)[:, None, None], q * COLOUR_MIX_CONTRAST, c.eye)
+    offset = 0.5 * (1 - m.sum(-1))  # ½ - m·(½, ½, ½)
+    return m, offset
 
 
 class _Pending:
@@ -622,7 +672,8 @@ class ViewMaker:
         x.copy_(images.expand(-1, 3, -1, -1))
         return x, scale
 
-    def _view(self, x: torch.Tensor, scale: float, u: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
+    def _view(self, x: torch.Tensor, scale: float, u: torch.Tensor, spec: ViewSpec,
+              um: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.cfg
         c, norm_m, norm_q = self._consts(x.device)
         b, _, height, width = x.shape
@@ -634,6 +685,8 @@ class ViewMaker:
         v = resized_crop(x, theta, s, grid_out=grid, out=self._buffer("pixels_a", (b, 3, s, s), x.device))
 
         pending = _Pending(b, scale, c, spare=self._buffer("pixels_b", (b, 3, s, s), x.device))
+        if um is not None:
+            pending.then(*colour_mix(um, cfg.colour_mix_p, c))
         v = colour_jitter(v, pending, u, cfg, c)
 
         if cfg.grayscale_p > 0:
@@ -678,7 +731,8 @@ class ViewMaker:
         with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
             x, scale = self._as_rgb_float(images)
             u = _uniforms(len(specs), x.shape[0], device, generator)
-            return [self._view(x, scale, u[i], spec) for i, spec in enumerate(specs)]
+            um = _uniforms(len(specs), x.shape[0], device, generator, _N_MIX_UNIFORMS) if self.cfg.colour_mix_p > 0 else None
+            return [self._view(x, scale, u[i], spec, None if um is None else um[i]) for i, spec in enumerate(specs)]
 
     def plain(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 -> normalised float32 without augmentation, resized to ``out_size`` if needed.
@@ -708,6 +762,7 @@ __all__ = [
     "ViewMaker",
     "ViewSpec",
     "colour_jitter",
+    "colour_mix",
     "crop_boxes",
     "crop_grid",
     "crop_theta",
@@ -715,6 +770,7 @@ __all__ = [
     "gaussian_kernels",
     "hue_matrices",
     "random_blur",
+    "random_rotations",
     "random_solarize",
     "resized_crop",
 ]
