@@ -88,6 +88,8 @@ class ModelConfig:
                                "ConvNet 32, ResNet-18 64, ViT 32 (embedding 96).", min=0, max=1024)
     registers: int = param(0, help="ViT only: learnable register tokens that join the sequence and are dropped at the output "
                                    "(Darcet et al. 2024, 'Vision Transformers Need Registers'; DINOv2 uses 4).", min=0, max=16)
+    init_from: str = param("", help="A run folder whose trained backbone this run starts from (e.g. an MAE run before DINO); "
+                                    "empty starts from random weights. Backbone, width, registers and resolution must match that run's.")
 
 
 @dataclass

@@ -243,6 +243,32 @@ def test_dino_settings_follow_the_backbone_unless_the_user_changed_them(panel):
     assert objective_params(panel.to_config()) == objective_params(cli)
 
 
+def test_start_from_a_run_is_typed_chosen_and_loaded(panel, monkeypatch, tmp_path):
+    from ssl_studio.gui import experiment_panel as module
+
+    edit = panel.findChild(QLineEdit, "initFromEdit")
+    assert edit.text() == "" and panel.to_config().model.init_from == ""
+    edit.setText(str(tmp_path / "mae-run"))
+    assert panel.valid, panel.error
+    assert panel.to_config().model.init_from == str(tmp_path / "mae-run")
+    # the button asks for a folder, starting in the runs folder; a cancelled dialog changes nothing
+    panel.runs_dir = tmp_path
+    edit.clear()
+    asked = []
+    monkeypatch.setattr(module.QFileDialog, "getExistingDirectory", lambda parent, title, start: asked.append(start) or "")
+    panel.findChild(module.QToolButton, "initFromButton").click()
+    assert asked == [str(tmp_path)] and panel.to_config().model.init_from == ""
+    monkeypatch.setattr(module.QFileDialog, "getExistingDirectory", lambda parent, title, start: str(tmp_path / "chosen"))
+    assert panel.choose_start_run()
+    assert panel.to_config().model.init_from == str(tmp_path / "chosen")
+    # a failed start names the field, and the panel knows which control that is
+    assert panel.widget_for_field("model.init_from") is edit
+    # re-running a run that started from another fills the field back in
+    cfg = config_from_mapping({"objective": {"name": "dino"}, "model": {"backbone": "vit", "init_from": "/runs/mae"}})
+    panel.load_config(cfg)
+    assert edit.text() == "/runs/mae" and same_run(panel.to_config(), cfg)
+
+
 def test_registers_are_a_vit_setting(panel):
     spin = panel.findChild(QSpinBox, "registersSpin")
     combo = panel.backbone_combo

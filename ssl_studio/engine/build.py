@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -9,7 +10,7 @@ import torch
 from ssl_studio.config import TINY_BATCH, RunConfig
 from ssl_studio.data import ImageSet, load_imageset
 from ssl_studio.data.views import ViewMaker
-from ssl_studio.models import build_backbone
+from ssl_studio.models import DEFAULT_WIDTH, build_backbone
 from ssl_studio.objectives import Objective, ObjectiveContext, get_objective
 from ssl_studio.params import ConfigError
 
@@ -38,13 +39,61 @@ def effective_batch_size(cfg: RunConfig, num_train: int) -> int:
     return max(2, min(batch, num_train))
 
 
-def build_objective(cfg: RunConfig, imageset: ImageSet) -> Objective:
-    """Backbone + objective with the config's parameters; seeded by the caller."""
+def pretrained_backbone_state(cfg: RunConfig, resolution: int) -> dict[str, torch.Tensor]:
+    """The trained backbone weights of the run folder ``cfg.model.init_from``.
+
+    Only the backbone carries over (its ``backbone.*`` entries in the run's last checkpoint);
+    heads, predictors, decoders and optimiser state start fresh, as when a ViT pre-trained by
+    MAE is tuned by another objective (Lehner et al. 2023, "MAE-CT").  The source run must
+    have built the same backbone, or the weights would not fit: that is checked on its
+    ``config.toml`` first, so the message names the setting that differs.
+    """
+    from ssl_studio.engine.runs import RunFolder  # runs imports build's neighbours; keep the import local
+
+    field = "model.init_from"
+    path = Path(cfg.model.init_from).expanduser()
+    folder = RunFolder(path, create=False)
+    if not folder.config_path.is_file():
+        raise ConfigError(field, f"{path} is not a run folder (it has no config.toml); choose a folder a finished run wrote.")
+    source = folder.read_config()
+    def settings(model, res: int) -> tuple:  # width 0 means the backbone's own default: compare what is built
+        return model.backbone, model.width or DEFAULT_WIDTH.get(model.backbone, 64), model.registers, res
+
+    ours, theirs = settings(cfg.model, resolution), settings(source.model, source.data.resolution)
+    for name, mine, other in zip(("model.backbone", "model.width", "model.registers", "data.resolution"), ours, theirs):
+        if mine != other:
+            raise ConfigError(field, f"run {path.name} trained with {name} = {other!r} but this run has {mine!r}; "
+                                     f"set {name} to {other!r} to start from its weights.")
+    try:
+        ckpt = folder.load_checkpoint()
+    except ConfigError as exc:
+        raise ConfigError(field, exc.message) from None
+    state = {k[len("backbone."):]: v for k, v in ckpt.get("objective", {}).items() if k.startswith("backbone.")}
+    if not state:
+        raise ConfigError(field, f"the checkpoint of run {path.name} holds no backbone weights; choose a run of a training objective.")
+    return state
+
+
+def build_objective(cfg: RunConfig, imageset: ImageSet, start_weights: bool = True) -> Objective:
+    """Backbone + objective with the config's parameters; seeded by the caller.
+
+    With ``model.init_from`` set the backbone takes that run's trained weights before the
+    objective is built, so an EMA teacher or target encoder copies them too.
+    ``start_weights=False`` skips that, for callers that load the run's own checkpoint
+    next (resuming, evaluating): they need neither the source run nor its weights.
+    """
     objective_cls = get_objective(cfg.objective.name)
     if objective_cls.backbones is not None and cfg.model.backbone not in objective_cls.backbones:
         raise ConfigError("model.backbone", f"must be one of {', '.join(objective_cls.backbones)} for {objective_cls.title}, got {cfg.model.backbone!r}")
     params = objective_params(cfg)
     backbone = build_backbone(cfg.model, imageset.resolution)
+    if cfg.model.init_from and start_weights:
+        state = pretrained_backbone_state(cfg, imageset.resolution)
+        try:
+            backbone.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ConfigError("model.init_from", f"the backbone weights of run {Path(cfg.model.init_from).name} do not fit this "
+                                                 f"backbone ({str(exc).splitlines()[0]}); start this run from a run with the same model settings.") from None
     context = ObjectiveContext(
         image_size=imageset.resolution,
         num_classes=imageset.num_classes,

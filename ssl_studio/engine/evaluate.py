@@ -257,7 +257,7 @@ def load_trained(run_dir, device: str = "auto"):
     ckpt = folder.load_checkpoint()
     imageset = load_data(cfg)
     torch.manual_seed(cfg.seed)
-    objective = build_objective(cfg, imageset)
+    objective = build_objective(cfg, imageset, start_weights=False)  # the run's own checkpoint follows
     objective.load_state_dict(ckpt["objective"])
     objective.load_extra_state(ckpt.get("objective_extra", {}))
     dev = pick_device(device if device != "auto" else cfg.device)

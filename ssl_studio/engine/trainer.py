@@ -158,7 +158,7 @@ class Trainer:
             self.imageset = load_data(cfg, progress=self.data_progress)
         data = self.imageset
         torch.manual_seed(cfg.seed)
-        self.objective = build_objective(cfg, data).to(self.device)
+        self.objective = build_objective(cfg, data, start_weights=checkpoint is None).to(self.device)
         if self.channels_last:
             self.objective.to(memory_format=torch.channels_last)
         self.views = build_views(cfg, data)

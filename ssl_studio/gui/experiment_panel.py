@@ -163,6 +163,7 @@ class ExperimentPanel(QWidget):
         self._state = "idle"
         self.error: str = ""
         self.config: RunConfig | None = None
+        self.runs_dir = Path("runs")  # where "Start from" looks first; the window sets its own
         self._build()
         self._on_objective_changed()
 
@@ -236,6 +237,18 @@ class ExperimentPanel(QWidget):
         self.registers_spin.setEnabled(self.backbone_combo.currentData() == "vit")
         self.registers_spin.valueChanged.connect(self._changed)
         form.addRow("Registers", self.registers_spin)
+        self.init_from_edit = _name(QLineEdit(), "initFromEdit", "Start from run", _tooltip(ModelConfig, "init_from"))
+        self.init_from_edit.setPlaceholderText("random weights")
+        self.init_from_edit.setClearButtonEnabled(True)
+        self.init_from_edit.textChanged.connect(self._changed)
+        choose = _name(QToolButton(), "initFromButton", "Choose the run to start from")
+        choose.setText("Choose…")
+        choose.clicked.connect(self.choose_start_run)
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.init_from_edit, 1)
+        row.addWidget(choose)
+        form.addRow("Start from", row)
         lay.addWidget(box)
 
         # Data -------------------------------------------------------------------
@@ -525,6 +538,16 @@ class ExperimentPanel(QWidget):
         self._show_data_path()
         self._changed()
 
+    def choose_start_run(self) -> bool:
+        """Ask for the run folder whose trained backbone the next run starts from; False when cancelled."""
+        current = self.init_from_edit.text().strip()
+        start = str(Path(current).parent if current else self.runs_dir if self.runs_dir.is_dir() else Path.cwd())
+        path = QFileDialog.getExistingDirectory(self, "Start from the trained backbone of run", start)
+        if not path:
+            return False
+        self.init_from_edit.setText(path)
+        return True
+
     def choose_folder(self, kind: str) -> bool:
         """Ask for an image or CIFAR folder; False (and no change) when the dialog is cancelled."""
         title = "Open image folder" if kind == "folder" else "Open CIFAR folder (cifar-10-batches-py or cifar-100-python)"
@@ -605,6 +628,7 @@ class ExperimentPanel(QWidget):
         model["backbone"] = self.backbone_combo.currentData()
         model["width"] = self.width_spin.value()
         model["registers"] = self.registers_spin.value() if model["backbone"] == "vit" else 0
+        model["init_from"] = self.init_from_edit.text().strip()
         m["model"] = model
         data = dict(self.data_form.values())
         data["source"] = self.data_source()
@@ -669,6 +693,7 @@ class ExperimentPanel(QWidget):
             "model.backbone": self.backbone_combo,
             "model.width": self.width_spin,
             "model.registers": self.registers_spin,
+            "model.init_from": self.init_from_edit,
             "data.source": self.data_combo,
             "optim.lr": self.lr_edit,
             "batch_size": self.batch_spin,
@@ -768,6 +793,7 @@ class ExperimentPanel(QWidget):
             self.backbone_combo.setCurrentIndex(max(0, self.backbone_combo.findData(cfg.model.backbone)))
             self.width_spin.setValue(cfg.model.width)
             self.registers_spin.setValue(cfg.model.registers)
+            self.init_from_edit.setText(cfg.model.init_from)
             self.set_data_source(cfg.data.source)
             self.data_form.set_values(self._base.get("data", {}))
             self.augment_form.set_values(self._base.get("augment", {}))

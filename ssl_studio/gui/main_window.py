@@ -159,6 +159,7 @@ class MainWindow(QMainWindow):
         central.hide()
 
         self.experiment = ExperimentPanel()
+        self.experiment.runs_dir = self.runs_dir
         self.experiment.setMinimumWidth(390)
         self.experiment.startRequested.connect(self.start_run)
         self.experiment.pauseRequested.connect(self.toggle_pause)
