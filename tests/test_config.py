@@ -49,3 +49,14 @@ def test_every_preset_loads():
     for p in presets:
         assert isinstance(load_config(p.path), RunConfig), p.name
         assert p.description, f"preset {p.name} needs a description"
+
+
+def test_the_colour_mix_preset_is_simclr_with_every_view_recoloured():
+    import dataclasses
+
+    from ssl_studio.presets import list_presets
+
+    paths = {p.name: p.path for p in list_presets()}
+    mixed, plain = load_config(paths["simclr-colour-mix"]), load_config(paths["simclr"])
+    assert mixed.augment.colour_mix_p == 1.0 and plain.augment.colour_mix_p == 0.0
+    assert dataclasses.replace(mixed, augment=dataclasses.replace(mixed.augment, colour_mix_p=0.0)) == plain

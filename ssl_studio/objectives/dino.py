@@ -94,6 +94,9 @@ class DINOParams:
     attention stays spread (paired IoU change +0.017, +0.014, -0.122) where DINO's drifts onto
     the background, and the feature reads the object's colour, not its shape, as DINO's does
     (resources/studies/masked-shapes-20min.md, stop 17).  A step costs ~10 % more.
+    Taking the colour away (``augment.colour_mix_p = 1``) leaves DINO on that ViT nothing to
+    agree on: it collapses to uniform outputs, with or without Sinkhorn, from a random start
+    or from an MAE encoder (stop 18).
 
     These defaults are the paper's ViT recipe.  On the ConvNet they do not learn shapes in
     3 CPU-minutes (k-NN@20 0.17 against 0.21 at initialisation): the teacher's cosine logits
