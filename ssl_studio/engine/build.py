@@ -10,6 +10,7 @@ import torch
 from ssl_studio.config import TINY_BATCH, RunConfig
 from ssl_studio.data import ImageSet, load_imageset
 from ssl_studio.data.views import ViewMaker
+from ssl_studio.engine.runs import RunFolder
 from ssl_studio.models import DEFAULT_WIDTH, build_backbone
 from ssl_studio.objectives import Objective, ObjectiveContext, get_objective
 from ssl_studio.params import ConfigError
@@ -39,6 +40,11 @@ def effective_batch_size(cfg: RunConfig, num_train: int) -> int:
     return max(2, min(batch, num_train))
 
 
+def _built_backbone(model, resolution: int) -> tuple:
+    """What decides a backbone's weights: kind, width (0 resolved to the backbone's default), registers, resolution."""
+    return model.backbone, model.width or DEFAULT_WIDTH.get(model.backbone, 64), model.registers, resolution
+
+
 def pretrained_backbone_state(cfg: RunConfig, resolution: int) -> dict[str, torch.Tensor]:
     """The trained backbone weights of the run folder ``cfg.model.init_from``.
 
@@ -48,18 +54,13 @@ def pretrained_backbone_state(cfg: RunConfig, resolution: int) -> dict[str, torc
     have built the same backbone, or the weights would not fit: that is checked on its
     ``config.toml`` first, so the message names the setting that differs.
     """
-    from ssl_studio.engine.runs import RunFolder  # runs imports build's neighbours; keep the import local
-
     field = "model.init_from"
     path = Path(cfg.model.init_from).expanduser()
     folder = RunFolder(path, create=False)
     if not folder.config_path.is_file():
         raise ConfigError(field, f"{path} is not a run folder (it has no config.toml); choose a folder a finished run wrote.")
     source = folder.read_config()
-    def settings(model, res: int) -> tuple:  # width 0 means the backbone's own default: compare what is built
-        return model.backbone, model.width or DEFAULT_WIDTH.get(model.backbone, 64), model.registers, res
-
-    ours, theirs = settings(cfg.model, resolution), settings(source.model, source.data.resolution)
+    ours, theirs = _built_backbone(cfg.model, resolution), _built_backbone(source.model, source.data.resolution)
     for name, mine, other in zip(("model.backbone", "model.width", "model.registers", "data.resolution"), ours, theirs):
         if mine != other:
             raise ConfigError(field, f"run {path.name} trained with {name} = {other!r} but this run has {mine!r}; "
