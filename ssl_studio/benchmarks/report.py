@@ -31,6 +31,7 @@ def run_bench(parts: list[str], seconds: float = 3.0, backbones: list[str] | Non
                   "| pipeline | views/s |", "|---|---:|",
                   f"| ssl_studio.data.views (batched) | {r['views_per_s']:,.0f} |",
                   f"| torchvision.transforms.v2, per sample | {r['torchvision_views_per_s']:,.0f} |",
+                  f"| ssl_studio.data.views with colour mix (`augment.colour_mix_p = 1`) | {r['colour_mix_views_per_s']:,.0f} |",
                   f"| ratio | {r['ratio']:.1f}x |", ""]
     if "training" in parts:
         from ssl_studio.benchmarks.training import bench_training

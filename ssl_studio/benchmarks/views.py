@@ -135,6 +135,10 @@ def bench_views(
         byol(on_dev)
         dt, n = _time_views(lambda: byol(on_dev, n_global=2, n_local=0), dev, extra_s)
         byol_views = n / dt
+        mixed = ViewMaker(dataclasses.replace(cfg, colour_mix_p=1.0), size, MEAN, STD)
+        mixed(on_dev)
+        dt, n = _time_views(lambda: mixed(on_dev, n_global=2, n_local=0), dev, extra_s)
+        mixed_views = n / dt
 
         return {
             "views_per_s": views_per_s,
@@ -146,6 +150,8 @@ def bench_views(
             "multicrop_2x6_ms_per_batch": 1e3 * 8 * batch_size / multi_views,
             "byol_views_per_s": byol_views,
             "byol_ms_per_batch_2_views": 1e3 * 2 * batch_size / byol_views,
+            "colour_mix_views_per_s": mixed_views,
+            "colour_mix_ms_per_batch_2_views": 1e3 * 2 * batch_size / mixed_views,
             "rounds": rounds,
             "batch_size": batch_size,
             "size": size,
@@ -163,6 +169,7 @@ def format_table(r: dict) -> str:
         ("torchvision v2 per image, 2 views", r["torchvision_views_per_s"], r["torchvision_ms_per_batch_2_views"]),
         ("ViewMaker, multi-crop 2 + 6", r["multicrop_2x6_views_per_s"], r["multicrop_2x6_ms_per_batch"]),
         ("ViewMaker, BYOL blur + solarize, 2 views", r["byol_views_per_s"], r["byol_ms_per_batch_2_views"]),
+        ("ViewMaker, SimCLR + colour mix, 2 views", r["colour_mix_views_per_s"], r["colour_mix_ms_per_batch_2_views"]),
     ]
     lines = [
         f"views: batch {r['batch_size']}, {r['size']}x{r['size']} uint8, {r['device']}, {r['threads']} threads, {r['rounds']} alternating rounds",

@@ -310,6 +310,11 @@ def colour_mix(um: torch.Tensor, p: float, c: _Colour) -> tuple[torch.Tensor, to
     RandConv's random 1x1 convolution (Xu et al. 2021, "Robust and Generalizable Visual
     Representation Learning via Random Convolutions"), which pushes a network towards shape,
     restricted to orthogonal maps so that no two colours of an image collapse into one.
+    It composes into the pending colour matrix, so it adds no pass over the pixels: SimCLR's
+    views ran at 23,378 views/s with it against 24,324 without (one AVX-512 core, batch 256,
+    32 px, timed alternately); ``ssl-studio bench`` prints both.
+    On shapes it lifts SimCLR's shape k-NN from 0.75-0.77 to 0.92-0.93 in 5 CPU-minutes and
+    makes DINO collapse (the ``simclr-colour-mix`` preset; masked-shapes-20min.md, stop 18).
 
     ``um``: ``B×5`` uniforms (apply flag, three for the rotation, reflection flag).
     Returns ``B×3×3`` matrices and ``B×3`` offsets (the identity where the sample is not mixed).
