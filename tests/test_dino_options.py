@@ -256,3 +256,54 @@ def test_ibot_settings_are_checked_when_the_config_is_read():
         config_from_mapping({"objective": {"name": "dino", "ibot_mask_ratio_min": 0.6}, "model": {"backbone": "vit"}})
     cfg = config_from_mapping({"objective": {"name": "dino", "ibot_loss_weight": 1.0}, "model": {"backbone": "vit"}})
     assert cfg.objective.params["ibot_loss_weight"] == 1.0
+
+
+# ---------------------------------------------------------------- DINOv2's KoLeo regulariser
+
+
+def test_koleo_loss_hand_value_and_gradient_spreads_the_closest_pair():
+    # Three unit vectors: a and b 0.2 rad apart, c opposite a.  Nearest neighbours: a<->b, c->b.
+    a = torch.tensor([1.0, 0.0])
+    b = torch.tensor([torch.cos(torch.tensor(0.2)), torch.sin(torch.tensor(0.2))])
+    c = torch.tensor([-1.0, 0.0])
+    x = (3.0 * torch.stack([a, b, c])).requires_grad_()  # scaled: the loss normalises its input
+    loss = L.koleo_loss(x)
+    d_ab = (a - b).norm()
+    d_c = (c - b).norm()  # b is a hair closer to c than a is
+    torch.testing.assert_close(loss, -(2 * torch.log(d_ab) + torch.log(d_c)) / 3)
+    loss.backward()
+    # descending the loss moves a and b apart along the circle
+    step = 0.01 * x.grad
+    moved = F.normalize(x.detach() - step, dim=1)
+    assert (moved[0] - moved[1]).norm() > d_ab
+
+
+def test_koleo_loss_grows_without_bound_as_features_collapse():
+    g = torch.Generator().manual_seed(0)
+    spread = L.koleo_loss(torch.randn(32, 16, generator=g))
+    centre = torch.randn(1, 16, generator=g)
+    near = L.koleo_loss(centre + 1e-3 * torch.randn(32, 16, generator=g))
+    nearer = L.koleo_loss(centre + 1e-5 * torch.randn(32, 16, generator=g))
+    assert spread < near < nearer
+    with pytest.raises(ValueError, match="at least 2"):
+        L.koleo_loss(torch.randn(1, 4))
+    with pytest.raises(ValueError, match="B×D"):
+        L.koleo_loss(torch.randn(4))
+
+
+@pytest.mark.parametrize("maker", [make_dino, make_ibot])
+def test_dino_koleo_term_is_added_on_the_student_global_features(maker):
+    b = batch()
+    plain = maker().training_step(b, 0.5)
+    assert "koleo_loss" not in plain.metrics  # off by default
+    out = maker(koleo_loss_weight=0.1).training_step(b, 0.5)
+    m = out.metrics
+    torch.testing.assert_close(m["distillation_loss"], plain.loss.detach())  # the rest of the loss is unchanged
+    torch.testing.assert_close(out.loss.detach(), m["distillation_loss"] + 0.1 * m["koleo_loss"])
+    obj = maker(koleo_loss_weight=0.1)
+    with torch.no_grad():
+        feats = obj.backbone(torch.cat(b.views[:2])).chunk(2) if maker is make_dino else None
+    if feats is not None:  # the sum over the two global crops (one pass, as BN sees them), each crop's batch on its own
+        torch.testing.assert_close(m["koleo_loss"], L.koleo_loss(feats[0]) + L.koleo_loss(feats[1]))
+    assert float(m["koleo_loss"]) > 0
+

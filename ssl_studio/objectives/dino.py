@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_studio.objectives.base import BackboneRecipe, Batch, Objective, OptimRecipe, StepOutput, cosine_momentum, ema_copy, ema_update
-from ssl_studio.objectives.losses import dino_center_update, dino_cross_entropy, dino_loss, dino_sinkhorn_targets, ibot_patch_loss
+from ssl_studio.objectives.losses import dino_center_update, dino_cross_entropy, dino_loss, dino_sinkhorn_targets, ibot_patch_loss, koleo_loss
 from ssl_studio.objectives.masking import blockwise_patch_mask
 from ssl_studio.objectives.multicrop import forward_crops
 from ssl_studio.params import ConfigError, param
@@ -79,7 +79,9 @@ class DINOParams:
     Options from the official code, all off by default: ``teacher_centering = "sinkhorn"``
     is DINOv2's Sinkhorn-Knopp teacher (Oquab et al. 2023); ``freeze_last_layer`` is
     main_dino.py's ``--freeze_last_layer`` (1 epoch there); ``use_bn_in_head`` its
-    ``--use_bn_in_head``.
+    ``--use_bn_in_head``; ``koleo_loss_weight`` is DINOv2's KoLeo regulariser on the student's
+    [CLS] features (0.1 there; ``losses.koleo_loss``), a term that grows without bound as the
+    features of a batch collapse onto one point.
 
     ``ibot_loss_weight > 0`` adds iBOT's masked-patch self-distillation (Zhou et al. 2022,
     "iBOT: Image BERT Pre-Training with Online Tokenizer"; DINOv2 keeps it beside its [CLS]
@@ -140,6 +142,8 @@ class DINOParams:
     ibot_mask_probability: float = param(0.5, help="Share of the student's global crops that get hidden patches (iBOT, DINOv2: 0.5).", min=0.0, max=1.0)
     ibot_mask_ratio_min: float = param(0.1, help="Smallest share of a masked crop's patches hidden (iBOT: 0.1).", min=0.0, max=0.9)
     ibot_mask_ratio_max: float = param(0.5, help="Largest share of a masked crop's patches hidden (iBOT: 0.5).", min=0.0, max=0.9)
+    koleo_loss_weight: float = param(0.0, help="Weight of the KoLeo term that spreads the student's [CLS] features within a batch "
+                                     "(DINOv2, Oquab et al. 2023: 0.1); 0 = off.", min=0.0, max=10.0)
 
 
 class DINO(Objective):
@@ -215,6 +219,10 @@ class DINO(Objective):
     def student(self, x):
         return self.head(self.backbone(x))
 
+    def _student_with_features(self, x):
+        features = self.backbone(x)
+        return features, self.head(features)
+
     @torch.no_grad()
     def teacher(self, x):
         if self.teacher_backbone is None:
@@ -236,12 +244,14 @@ class DINO(Objective):
         ratios = p.ibot_mask_ratio_min + (p.ibot_mask_ratio_max - p.ibot_mask_ratio_min) * torch.rand(crops)
         return blockwise_patch_mask((ratios * masked).tolist(), self.backbone.grid_size)
 
-    def _ibot_forward(self, views: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Student and teacher [CLS] outputs of the global crops, and both outputs of the hidden patches.
+    def _ibot_forward(self, views: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor],
+                                                                 torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Student [CLS] features and outputs and teacher [CLS] outputs of the global crops, and both outputs of the hidden patches.
 
         The student sees each global crop with its hidden patches replaced by the mask token;
-        the teacher sees it whole.  Returns (student [CLS] per crop, teacher [CLS] per crop,
-        student patch logits M×K, teacher patch logits M×K, the crop each patch belongs to).
+        the teacher sees it whole.  Returns (student [CLS] feature per crop, student [CLS] output
+        per crop, teacher [CLS] output per crop, student patch logits M×K, teacher patch logits
+        M×K, the crop each patch belongs to).
         """
         n_global = self.num_global_views
         x = torch.cat(views[:n_global])
@@ -249,6 +259,7 @@ class DINO(Objective):
         if int(mask.sum()) < 2:  # nothing (or one patch, which a BN head cannot take) to distil this step
             mask[:] = False
         tokens = self.backbone.forward_tokens(x, mask=mask, mask_token=self.mask_token)
+        s_features = list(tokens[:, 0].chunk(n_global))
         s_cls = list(self.head(tokens[:, 0]).chunk(n_global))
         with torch.no_grad():
             t_backbone, t_head = self._teacher_networks()
@@ -261,16 +272,18 @@ class DINO(Objective):
         else:
             s_patch = t_patch = tokens.new_zeros(0, self.params.out_dim)
         owner = mask.nonzero()[:, 0]
-        return s_cls, t_cls, s_patch, t_patch, owner
+        return s_features, s_cls, t_cls, s_patch, t_patch, owner
 
     def training_step(self, batch: Batch, progress: float) -> StepOutput:
         n_global = self.num_global_views
         self.head.freeze_last = progress < self.params.freeze_last_layer
         if self.uses_ibot:
-            s_global, t, s_patch, t_patch, owner = self._ibot_forward(batch.views)
+            s_features, s_global, t, s_patch, t_patch, owner = self._ibot_forward(batch.views)
             s = s_global + forward_crops(self.student, batch.views[n_global:], self.backbone)
         else:
-            s = forward_crops(self.student, batch.views, self.backbone)
+            features_and_outputs = forward_crops(self._student_with_features, batch.views, self.backbone)
+            s_features = [f for f, _ in features_and_outputs[:n_global]]
+            s = [out for _, out in features_and_outputs]
             t = [x.detach() for x in forward_crops(self.teacher, batch.views[:n_global], self.backbone)]
         center = None if self.ablated("no_centering") else self.center
         tt = self.teacher_temperature(progress)
@@ -282,7 +295,7 @@ class DINO(Objective):
         else:
             loss = dino_loss(s, t, center, self.params.student_temp, tt)
         self._pending = t
-        patch_metrics: dict[str, Any] = {}
+        term_metrics: dict[str, Any] = {}
         if self.uses_ibot:
             if sinkhorn:
                 patch_targets = dino_sinkhorn_targets([t_patch], tt, self.params.sinkhorn_iterations)[0] if len(t_patch) else t_patch
@@ -291,9 +304,15 @@ class DINO(Objective):
                 patch_targets = F.softmax((t_patch.float() - shift) / tt, dim=1)
             crops = n_global * batch.views[0].shape[0]
             patch_loss = ibot_patch_loss(s_patch, patch_targets, owner, crops, self.params.student_temp)
-            patch_metrics = {"cls_loss": loss.detach(), "patch_loss": patch_loss.detach(), "masked_patches": float(len(owner)) / crops}
+            term_metrics = {"cls_loss": loss.detach(), "patch_loss": patch_loss.detach(), "masked_patches": float(len(owner)) / crops}
             loss = loss + self.params.ibot_loss_weight * patch_loss
             self._pending_patches = t_patch if len(t_patch) else None
+        if self.params.koleo_loss_weight > 0:
+            # DINOv2 sums the term over the global crops, each crop's batch on its own.
+            koleo = sum(koleo_loss(f) for f in s_features)
+            term_metrics["distillation_loss"] = loss.detach()
+            term_metrics["koleo_loss"] = koleo.detach()
+            loss = loss + self.params.koleo_loss_weight * koleo
         with torch.no_grad():
             raw = torch.cat(t).float()
             centred = raw - (0 if center is None else center)
@@ -303,7 +322,7 @@ class DINO(Objective):
             info = _entropy(probs.mean(0)) - entropy
             metrics = {"teacher_temp": tt, "teacher_entropy": entropy, "teacher_info": info, "momentum": self.momentum}
             metrics.update(self._diagnostics(raw, centred, s))
-            metrics.update(patch_metrics)
+            metrics.update(term_metrics)
         return StepOutput(loss, metrics)
 
     @torch.no_grad()

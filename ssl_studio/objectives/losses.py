@@ -275,6 +275,28 @@ def ibot_patch_loss(student: torch.Tensor, targets: torch.Tensor, owner: torch.T
     return (per_patch / count[owner]).sum() / num_crops
 
 
+def koleo_loss(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """The Kozachenko-Leonenko entropy regulariser, -mean log (distance to the nearest neighbour).
+
+    Sablayrolles et al. 2019 ("Spreading vectors for similarity search"); DINOv2 (Oquab et al.
+    2023, §4) adds it, weight 0.1, on the student's L2-normalised [CLS] features of each global
+    crop, so no two images of a batch sit on the same point: a term that rises without bound as
+    the features collapse, which DINO's centring and sharpening alone do not have.  ``features``:
+    B×D (B >= 2), normalised here; the nearest neighbour is found without gradient, the distance
+    to it has one.
+    """
+    _check_matrix("koleo_loss", features, "features")
+    if features.shape[0] < 2:
+        raise ValueError(f"koleo_loss needs at least 2 features to find neighbours, got {features.shape[0]}")
+    x = F.normalize(features.float(), dim=1, eps=eps)
+    with torch.no_grad():
+        similarity = x @ x.t()
+        similarity.fill_diagonal_(-2.0)  # below any cosine: an image is not its own neighbour
+        nearest = similarity.argmax(dim=1)
+    distance = (x - x[nearest]).norm(dim=1)
+    return -torch.log(distance + eps).mean()
+
+
 @torch.no_grad()
 def dino_center_update(center: torch.Tensor, teacher: list[torch.Tensor], momentum: float = 0.9) -> torch.Tensor:
     """DINO's centre (Caron et al. 2021, eq. 4): c <- m c + (1 - m) mean of the teacher outputs of the batch."""

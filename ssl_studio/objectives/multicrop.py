@@ -16,6 +16,7 @@ ConvNets, globally pooled) take every size.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,20 +29,29 @@ def fits(backbone: nn.Module, size: int) -> bool:
     return True if accepts is None else bool(accepts(size))
 
 
-def forward_crops(fn: Callable[[torch.Tensor], torch.Tensor], views: list[torch.Tensor], backbone: nn.Module) -> list[torch.Tensor]:
-    """``fn`` applied to every view, one pass per resolution, outputs in view order."""
+def forward_crops(fn: Callable[[torch.Tensor], Any], views: list[torch.Tensor], backbone: nn.Module) -> list[Any]:
+    """``fn`` applied to every view, one pass per resolution, outputs in view order.
+
+    ``fn`` returns a tensor, or a tuple of tensors (say features and head outputs), each
+    split back per view; a view's output is then the tuple of its parts.
+    """
     groups: dict[int, list[int]] = {}
     for i, v in enumerate(views):
         groups.setdefault(v.shape[-1], []).append(i)
-    out: list[torch.Tensor | None] = [None] * len(views)
+    out: list[Any] = [None] * len(views)
     for size, idx in groups.items():
         x = torch.cat([views[i] for i in idx])
         if not fits(backbone, size):
             target = int(backbone.image_size)
             x = F.interpolate(x, size=(target, target), mode="bilinear", align_corners=False)
-        for i, y in zip(idx, fn(x).chunk(len(idx))):
-            out[i] = y
-    return out  # type: ignore[return-value]
+        y = fn(x)
+        if isinstance(y, tuple):
+            for i, parts in zip(idx, zip(*(part.chunk(len(idx)) for part in y))):
+                out[i] = parts
+        else:
+            for i, part in zip(idx, y.chunk(len(idx))):
+                out[i] = part
+    return out
 
 
 __all__ = ["fits", "forward_crops"]
