@@ -358,3 +358,4 @@ def test_pretty_name_spells_abbreviations_as_papers_do():
     assert pretty_name("use_bn_in_head") == "Use BN in head"
     assert pretty_name("no_ema") == "No EMA"
     assert pretty_name("ibot_loss_weight") == "iBOT loss weight"  # not "IBOT"
+    assert pretty_name("koleo_loss_weight") == "KoLeo loss weight"

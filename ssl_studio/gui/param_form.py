@@ -36,7 +36,7 @@ FLOAT_LIMIT = 1e12
 
 
 # Abbreviations a label spells the way papers do ("Use BN in head", "No EMA"), not as words.
-ACRONYMS = {"bn": "BN", "ema": "EMA", "mlp": "MLP", "cls": "CLS", "knn": "k-NN", "ibot": "iBOT"}
+ACRONYMS = {"bn": "BN", "ema": "EMA", "mlp": "MLP", "cls": "CLS", "knn": "k-NN", "ibot": "iBOT", "koleo": "KoLeo"}
 
 
 def pretty_name(name: str) -> str:
