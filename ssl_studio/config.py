@@ -119,7 +119,8 @@ class ProbeConfig:
     every: int = param(50, help="Run the diagnostics probe every this many steps (0 = only at the end).", min=0)
     size: int = param(1000, help="Number of held-out images the probe embeds.", min=16, max=20000)
     knn_k: int = param(20, help="Neighbours used by the online k-NN accuracy.", min=1, max=200)
-    visuals_every: int = param(200, help="Produce objective visuals every this many steps (0 = never).", min=0)
+    visuals_every: int = param(50, help="Produce objective visuals (attention maps, reconstructions, ...) at step 0, every this many "
+                                   "steps (as the probe) and at the end (0 = only at the end).", min=0)
 
 
 @dataclass

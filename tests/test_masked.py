@@ -403,3 +403,32 @@ def test_a_panel_request_is_served_between_steps_with_the_asked_ratio(tmp_path):
     assert len(requested) == 1 and requested[0].step == 2
     assert requested[0].info["mask_ratio"] == pytest.approx(0.5, abs=0.05)
     assert requested[0].arrays["mask"].mean() == pytest.approx(0.5, abs=0.05)
+
+
+def test_visuals_start_at_initialisation_and_follow_their_cadence(tmp_path):
+    """A ViT run's attention (and MAE's reconstructions) arrive at step 0, before any training, then every
+    ``probe.visuals_every`` steps and at the end (only at the end with 0): the panels show at once, with the
+    network at initialisation."""
+    from ssl_studio.engine.events import Step, Visuals
+    from ssl_studio.engine.trainer import Trainer
+
+    def run(visuals_every, name):
+        events = []
+        cfg = config_from_mapping({"objective": {"name": "mae", "decoder_dim": 32, "decoder_depth": 1},
+                                   "data": {"source": "shapes", "num_images": 128}, "model": {"backbone": "vit", "width": 16},
+                                   "batch_size": 16, "budget": {"steps": 5}, "name": name,
+                                   "probe": {"every": 0, "size": 32, "visuals_every": visuals_every},
+                                   "precision": "float32", "out": str(tmp_path)})
+        result = Trainer(cfg, callback=events.append).run()
+        assert result.status == "completed", result.message
+        return result, events
+
+    result, events = run(2, "every2")
+    attention = [e for e in events if isinstance(e, Visuals) and e.kind == "attention"]
+    assert [e.step for e in attention] == [0, 2, 4, 5]
+    first_step = next(i for i, e in enumerate(events) if isinstance(e, Step))
+    assert events.index(attention[0]) < first_step  # drawn before the first update
+    assert {e.step for e in events if isinstance(e, Visuals) and e.kind == "reconstruction"} == {0, 2, 4, 5}
+    assert (result.run_dir / "snapshots" / "visuals-attention-0000000.npz").exists()
+    _, quiet = run(0, "at-the-end")
+    assert {e.step for e in quiet if isinstance(e, Visuals)} == {5}

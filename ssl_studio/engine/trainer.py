@@ -285,6 +285,8 @@ class Trainer:
         status = "completed"
         if self.step == 0:
             self._probe(final=False)  # the randomly initialised backbone: the baseline every curve starts from
+            if cfg.probe.visuals_every:
+                self._visuals()  # the pictures at initialisation: panels show at once, and what training changes
             self._checkpoint()  # a divergence in the first minute still leaves a good checkpoint
         while True:
             if self.control.stop_requested:
