@@ -313,6 +313,15 @@ def test_spectrum_heat_map_grows_per_probe(spectrum_panel):
     assert len(rows) == 5 and header[-1] == "eig_15"
 
 
+def test_step_axes_count_whole_steps_from_the_first_probe(spectrum_panel, qtbot):
+    panel = spectrum_panel
+    panel.handle_events([started(16), probe(0, np.random.default_rng(2).normal(size=(50, 16)).astype(np.float32))])
+    panel.show()
+    qtbot.waitExposed(panel)
+    for plot in (panel.rank_plot, panel.heat_plot):
+        label = plot.getAxis("bottom").labelString()
+        assert "step" in label and "x0.001" not in label and "x1e" not in label  # one probe at step 0: range +-0.5
+
 # -- export -----------------------------------------------------------------------------
 def test_panels_export(qtbot, tmp_path):
     feats, labels = clustered(60)

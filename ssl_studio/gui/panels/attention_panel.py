@@ -19,7 +19,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
 
 from ssl_studio.engine.events import Probe, Started, Visuals
-from ssl_studio.gui.panels.base import GrowArray, Panel, cache_axes, legend_brush, name_control, watch_theme
+from ssl_studio.gui.panels.base import GrowArray, Panel, cache_axes, label_step_axis, legend_brush, name_control, watch_theme
 from ssl_studio.gui.panels.reconstruction_panel import (
     _fmt,
     array_to_pixmap,
@@ -76,7 +76,7 @@ class AttentionPanel(Panel):
         self.plot_widget.setMaximumHeight(190)
         self.plot = self.plot_widget.getPlotItem()
         self.plot.setTitle("IoU of the 60 %-mass attention mask with the object")
-        self.plot.setLabel("bottom", "step")
+        label_step_axis(self.plot)
         self.plot.showGrid(x=True, y=True, alpha=0.15)
         self.plot.setYRange(0, 1, padding=0.02)
         cache_axes(self.plot)

@@ -77,6 +77,13 @@ def symbol_style(colour, outline=None) -> dict:
     return {"symbolBrush": pg.mkBrush(colour), "symbolPen": pg.mkPen(outline) if outline is not None else pg.mkPen(None)}
 
 
+def label_step_axis(plot) -> None:
+    """Label the bottom axis "step", in whole steps: pyqtgraph's automatic SI prefix would write
+    "step (x0.001)" while a run has a single probe at step 0 (its range is then +-0.5)."""
+    plot.setLabel("bottom", "step")
+    plot.getAxis("bottom").enableAutoSIPrefix(False)
+
+
 def cache_axes(plot) -> None:
     """Keep each axis as a cached pixmap: a curve's repaint then blits the axes instead of
     replaying their tick text, which is most of a plot's paint time.  The cache is redrawn

@@ -19,7 +19,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
 
 from ssl_studio.engine.events import Started, Step, Visuals
-from ssl_studio.gui.panels.base import GrowArray, Panel, cache_axes, legend_brush, name_control, watch_theme
+from ssl_studio.gui.panels.base import GrowArray, Panel, cache_axes, label_step_axis, legend_brush, name_control, watch_theme
 from ssl_studio.gui.panels.reconstruction_panel import (
     _fmt,
     array_to_pixmap,
@@ -74,7 +74,7 @@ class IJEPAPanel(Panel):
         self.plot_widget.setMaximumHeight(190)
         self.plot = self.plot_widget.getPlotItem()
         self.plot.setTitle("cosine between predicted and actual target embeddings")
-        self.plot.setLabel("bottom", "step")
+        label_step_axis(self.plot)
         self.plot.showGrid(x=True, y=True, alpha=0.15)
         cache_axes(self.plot)
         self.legend = self.plot.addLegend(offset=(-6, 6), labelTextSize="8pt", brush=legend_brush())

@@ -20,8 +20,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
 from ssl_studio.engine.events import Evaluated, Finished, Probe, Started, Step
-from ssl_studio.gui.panels.base import (GrowArray, Panel, cache_axes, ema_filter, legend_brush, name_control, symbol_style,
-                                        watch_theme)
+from ssl_studio.gui.panels.base import (GrowArray, Panel, cache_axes, ema_filter, label_step_axis, legend_brush, name_control,
+                                        symbol_style, watch_theme)
 
 LOSS_COLOUR = "#1F77B4"
 KNN_COLOUR = "#2CA02C"
@@ -134,7 +134,7 @@ class LossPanel(Panel):
         self.loss_plot.setLabel("left", "loss")
         self.acc_plot.setLabel("left", "accuracy")
         self.lr_plot.setLabel("left", "lr")
-        self.lr_plot.setLabel("bottom", "step")
+        label_step_axis(self.lr_plot)
         self.acc_plot.setYRange(0.0, 1.0, padding=0.02)
         self.acc_plot.enableAutoRange(axis="y", enable=False)
 

@@ -47,7 +47,7 @@ from ssl_studio.engine.attention import (
     upscale,
 )
 from ssl_studio.engine.events import Started, Visuals
-from ssl_studio.gui.panels.base import GrowArray, Panel, cache_axes, name_control
+from ssl_studio.gui.panels.base import GrowArray, Panel, cache_axes, label_step_axis, name_control
 
 # ----------------------------------------------------------------------------- picture helpers (Qt)
 
@@ -157,7 +157,7 @@ class ReconstructionPanel(Panel):
         self.plot_widget.setMaximumHeight(180)
         self.plot = self.plot_widget.getPlotItem()
         self.plot.setTitle("masked-patch MSE (probe images, display scale)")
-        self.plot.setLabel("bottom", "step")
+        label_step_axis(self.plot)
         self.plot.showGrid(x=True, y=True, alpha=0.15)
         cache_axes(self.plot)
         self.curve = pg.PlotDataItem([], [], pen=pg.mkPen("#D62728", width=2), symbol="o", symbolSize=4,

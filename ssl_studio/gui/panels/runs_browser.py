@@ -45,8 +45,8 @@ from ssl_studio.engine.evaluate import PROTOCOLS
 from ssl_studio.engine.runs import read_metrics
 from ssl_studio.gui.evaluation import DEFAULT_PROTOCOLS, EvaluationJob, protocol_title
 from ssl_studio.gui.panels import export
-from ssl_studio.gui.panels.base import (RUN_COLOURS, GrowArray, cache_axes, ema_filter, legend_brush, name_control,
-                                        symbol_style, watch_theme)
+from ssl_studio.gui.panels.base import (RUN_COLOURS, GrowArray, cache_axes, ema_filter, label_step_axis, legend_brush,
+                                        name_control, symbol_style, watch_theme)
 
 POLL_MS = 2000
 OVERLAY_EMA = 0.9
@@ -407,7 +407,7 @@ class RunsBrowser(QWidget):
             p.setDownsampling(auto=True, mode="peak")
             p.setClipToView(True)
             p.showGrid(x=True, y=True, alpha=0.15)
-            p.setLabel("bottom", "step")
+            label_step_axis(p)
             cache_axes(p)
         self.legend = pg.LegendItem(offset=(-6, 6), labelTextSize="8pt", brush=legend_brush())
         watch_theme([self.legend])

@@ -23,8 +23,8 @@ from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from ssl_studio.engine.diagnostics import collapse_verdict
 from ssl_studio.engine.events import Probe, Started
-from ssl_studio.gui.panels.base import (GrowArray, GrowRows, Panel, cache_axes, legend_brush, name_control, symbol_style,
-                                        watch_theme)
+from ssl_studio.gui.panels.base import (GrowArray, GrowRows, Panel, cache_axes, label_step_axis, legend_brush, name_control,
+                                        symbol_style, watch_theme)
 
 FLOOR_DECADES = 6.0  # the heat map's dynamic range: eigenvalues below 1e-6 of the largest read as dead
 BANNER_STYLES = {
@@ -116,7 +116,7 @@ class SpectrumPanel(Panel):
         self.rank_line.hide()
         self.spectrum_plot.addItem(self.rank_line)
 
-        self.rank_plot.setLabel("bottom", "step")
+        label_step_axis(self.rank_plot)
         self.rank_plot.showGrid(x=True, y=True, alpha=0.15)
         self.rank_legend = self.rank_plot.addLegend(offset=(-6, 6), labelTextSize="8pt", brush=legend_brush())
         watch_theme([self.rank_legend])
@@ -132,7 +132,7 @@ class SpectrumPanel(Panel):
 
         for plot in (self.spectrum_plot, self.rank_plot, self.heat_plot):
             cache_axes(plot)
-        self.heat_plot.setLabel("bottom", "step")
+        label_step_axis(self.heat_plot)
         self.heat_plot.setLabel("left", "eigenvalue index")
         self.heat_image = pg.ImageItem(axisOrder="col-major")
         self.heat_image.setColorMap(pg.colormap.get("viridis"))
