@@ -350,6 +350,9 @@ def test_a_live_clip_run_gives_the_zero_shot_panel_its_text_tower(window, qtbot)
     rec = start(window, qtbot, tiny(steps=8, objective={"name": "clip"}, probe={"every": 4, "size": 64, "visuals_every": 4}))
     qtbot.waitUntil(lambda: window.visual_panels.get("zeroshot") is not None, timeout=RUN_TIMEOUT_MS)
     panel = window.visual_panels["zeroshot"]
+    # a new picture panel comes to the front of the embedding's tab group (a tab behind is moved off screen)
+    qtbot.waitUntil(lambda: not panel.visibleRegion().isEmpty())
+    assert window.embedding_dock.widget().visibleRegion().isEmpty()
     qtbot.waitUntil(lambda: panel.scorer is not None and panel.scorer.ready and panel.image_emb is not None, timeout=RUN_TIMEOUT_MS)
     assert panel.scorer.objective is window.session.worker.trainer.objective
     panel.set_prompts(class_names=["circle", "square", "red"])

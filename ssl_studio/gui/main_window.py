@@ -306,7 +306,7 @@ class MainWindow(QMainWindow):
         dock = self._dock(f"{kind}Dock", getattr(panel, "title", kind.capitalize()), panel)
         self.addDockWidget(Qt.RightDockWidgetArea, dock)
         self.tabifyDockWidget(self.embedding_dock, dock)
-        dock.raise_()
+        QTimer.singleShot(0, dock.raise_)  # to the front once the layout has made its tab (raised at once, it is not)
         self.view_menu.insertAction(self.view_menu.actions()[0] if self.view_menu.actions() else None, dock.toggleViewAction())
         self.visual_panels[kind] = panel
         self.panels.append(panel)

@@ -132,6 +132,9 @@ class SpectrumPanel(Panel):
 
         for plot in (self.spectrum_plot, self.rank_plot, self.heat_plot):
             cache_axes(plot)
+            # ranks, indices and log eigenvalues read as they are: an automatic "(x0.001)" on a
+            # left axis would also be drawn outside the axis and left behind when it goes
+            plot.getAxis("left").enableAutoSIPrefix(False)
         label_step_axis(self.heat_plot)
         self.heat_plot.setLabel("left", "eigenvalue index")
         self.heat_image = pg.ImageItem(axisOrder="col-major")
