@@ -88,8 +88,11 @@ class ModelConfig:
                                "ConvNet 32, ResNet-18 64, ViT 32 (embedding 96).", min=0, max=1024)
     registers: int = param(0, help="ViT only: learnable register tokens that join the sequence and are dropped at the output "
                                    "(Darcet et al. 2024, 'Vision Transformers Need Registers'; DINOv2 uses 4).", min=0, max=16)
+    depth: int = param(0, help="ViT only: Transformer blocks; 0 takes the ViT's default (6).  Fewer blocks leave the [CLS] token "
+                               "less room to read its feature before the last layer, whose attention the attention panel shows.",
+                       min=0, max=24)
     init_from: str = param("", help="A run folder whose trained backbone this run starts from (e.g. an MAE run before DINO); "
-                                    "empty starts from random weights. Backbone, width, registers and resolution must match that run's.")
+                                    "empty starts from random weights. Backbone, width, depth, registers and resolution must match that run's.")
 
 
 @dataclass
@@ -181,6 +184,8 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError("data.source", f"must be shapes, digits, folder:PATH or cifar:PATH, got {src!r}")
     if cfg.model.registers and cfg.model.backbone != "vit":
         raise ConfigError("model.registers", f"only applies to the ViT, but model.backbone is {cfg.model.backbone!r}; set it to 0 or choose vit.")
+    if cfg.model.depth and cfg.model.backbone != "vit":
+        raise ConfigError("model.depth", f"only applies to the ViT, but model.backbone is {cfg.model.backbone!r}; set it to 0 or choose vit.")
     objective_cls = get_objective(cfg.objective.name)  # raises ConfigError for an unknown name
     objective_cls.check_params(objective_cls.params_for(cfg.objective.params, cfg.model.backbone), cfg.model.backbone)
     for ab in cfg.ablations:

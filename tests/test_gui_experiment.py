@@ -269,6 +269,23 @@ def test_start_from_a_run_is_typed_chosen_and_loaded(panel, monkeypatch, tmp_pat
     assert edit.text() == "/runs/mae" and same_run(panel.to_config(), cfg)
 
 
+def test_depth_is_a_vit_setting(panel):
+    spin = panel.findChild(QSpinBox, "depthSpin")
+    combo = panel.backbone_combo
+    combo.setCurrentIndex(combo.findData("convnet"))
+    assert not spin.isEnabled() and panel.to_config().model.depth == 0
+    combo.setCurrentIndex(combo.findData("vit"))
+    assert spin.isEnabled() and spin.text() == "default (6)"
+    spin.setValue(2)
+    assert panel.valid, panel.error
+    assert panel.to_config().model.depth == 2
+    combo.setCurrentIndex(combo.findData("convnet"))  # kept in the box, not in a run that would refuse it
+    assert not spin.isEnabled() and panel.to_config().model.depth == 0 and panel.valid
+    cfg = config_from_mapping({"objective": {"name": "dino"}, "model": {"backbone": "vit", "depth": 3}})
+    panel.load_config(cfg)
+    assert spin.isEnabled() and spin.value() == 3 and same_run(panel.to_config(), cfg)
+
+
 def test_registers_are_a_vit_setting(panel):
     spin = panel.findChild(QSpinBox, "registersSpin")
     combo = panel.backbone_combo

@@ -83,6 +83,7 @@ def test_evaluating_a_warm_started_run_does_not_need_its_source(tmp_path, mae_ru
 @pytest.mark.parametrize("change, message", [
     ({"width": 8}, "model.width = 16 but this run has 8"),
     ({"registers": 2}, "model.registers = 0 but this run has 2"),
+    ({"depth": 2}, "model.depth = 6 but this run has 2"),  # the source said nothing: the ViT's default
     ({"backbone": "convnet"}, "model.backbone = 'vit' but this run has 'convnet'"),
 ])
 def test_a_backbone_that_does_not_match_is_refused_naming_the_setting(tmp_path, mae_run, change, message):

@@ -179,6 +179,23 @@ def test_registers_join_the_sequence_and_leave_the_output() -> None:
     assert err.value.field == "model.registers"
 
 
+def test_vit_depth_is_a_setting_and_0_keeps_the_default() -> None:
+    from ssl_studio.config import RunConfig, validate_config
+    from ssl_studio.models import DEFAULT_DEPTH
+    from ssl_studio.params import ConfigError
+
+    default = build_backbone(ModelConfig(backbone="vit", width=8), 32)
+    assert len(default.blocks) == DEFAULT_DEPTH == 6 and f"depth {DEFAULT_DEPTH}," in default.describe()
+    shallow = build_backbone(ModelConfig(backbone="vit", width=8, depth=2), 32).eval()
+    assert len(shallow.blocks) == 2 and "depth 2," in shallow.describe()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert len(shallow.attention_maps(x)) == 2 and shallow(x).shape == (3, shallow.embed_dim)
+    with pytest.raises(ConfigError) as err:
+        validate_config(RunConfig(model=ModelConfig(backbone="convnet", depth=2)))
+    assert err.value.field == "model.depth" and "only applies to the ViT" in str(err.value)
+
+
 def test_sincos_pos_embed() -> None:
     pe = sincos_pos_embed(16, 4)
     assert pe.shape == (16, 16)

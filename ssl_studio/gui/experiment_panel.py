@@ -58,6 +58,7 @@ from ssl_studio.config import (
 from ssl_studio.engine.build import augment_adjustments, resolve_augment
 from ssl_studio.gui.param_form import INT_LIMIT, FloatSpinBox, ParamForm, format_number, pretty_name
 from ssl_studio.gui.preview import PreviewStrip
+from ssl_studio.models import DEFAULT_DEPTH
 from ssl_studio.objectives import FAMILIES, all_objectives
 from ssl_studio.params import ConfigError, describe, from_mapping
 
@@ -230,6 +231,13 @@ class ExperimentPanel(QWidget):
         self.width_spin.setValue(int(w.default))
         self.width_spin.valueChanged.connect(self._changed)
         form.addRow("Width", self.width_spin)
+        self.depth_spin = _name(QSpinBox(), "depthSpin", "ViT depth", _tooltip(ModelConfig, "depth"))
+        d = _spec(ModelConfig, "depth")
+        self.depth_spin.setRange(int(d.min), int(d.max))
+        self.depth_spin.setSpecialValueText(f"default ({DEFAULT_DEPTH})")  # shown at 0
+        self.depth_spin.setEnabled(self.backbone_combo.currentData() == "vit")
+        self.depth_spin.valueChanged.connect(self._changed)
+        form.addRow("Depth", self.depth_spin)
         self.registers_spin = _name(QSpinBox(), "registersSpin", "ViT registers", _tooltip(ModelConfig, "registers"))
         r = _spec(ModelConfig, "registers")
         self.registers_spin.setRange(int(r.min), int(r.max))
@@ -479,6 +487,7 @@ class ExperimentPanel(QWidget):
             if moved:
                 self.param_form.set_values({**current, **moved})
         self.registers_spin.setEnabled(backbone == "vit")  # a token sequence only the ViT has
+        self.depth_spin.setEnabled(backbone == "vit")
         self._show_recipe(cls)
         self._changed()
 
@@ -628,6 +637,7 @@ class ExperimentPanel(QWidget):
         model["backbone"] = self.backbone_combo.currentData()
         model["width"] = self.width_spin.value()
         model["registers"] = self.registers_spin.value() if model["backbone"] == "vit" else 0
+        model["depth"] = self.depth_spin.value() if model["backbone"] == "vit" else 0
         model["init_from"] = self.init_from_edit.text().strip()
         m["model"] = model
         data = dict(self.data_form.values())
@@ -693,6 +703,7 @@ class ExperimentPanel(QWidget):
             "model.backbone": self.backbone_combo,
             "model.width": self.width_spin,
             "model.registers": self.registers_spin,
+            "model.depth": self.depth_spin,
             "model.init_from": self.init_from_edit,
             "data.source": self.data_combo,
             "optim.lr": self.lr_edit,
@@ -793,6 +804,7 @@ class ExperimentPanel(QWidget):
             self.backbone_combo.setCurrentIndex(max(0, self.backbone_combo.findData(cfg.model.backbone)))
             self.width_spin.setValue(cfg.model.width)
             self.registers_spin.setValue(cfg.model.registers)
+            self.depth_spin.setValue(cfg.model.depth)
             self.init_from_edit.setText(cfg.model.init_from)
             self.set_data_source(cfg.data.source)
             self.data_form.set_values(self._base.get("data", {}))

@@ -17,7 +17,7 @@ from ssl_studio.models.base import Backbone
 from ssl_studio.models.convnet import ConvNet
 from ssl_studio.models.heads import MLPHead
 from ssl_studio.models.resnet import ResNet18
-from ssl_studio.models.vit import ViT
+from ssl_studio.models.vit import DEFAULT_DEPTH, ViT
 
 
 # What ``model.width = 0`` means for each backbone: the ConvNet's measured best
@@ -35,8 +35,8 @@ def build_backbone(cfg: ModelConfig, image_size: int, in_channels: int = 3) -> B
     if name == "resnet18":
         return ResNet18(image_size=image_size, in_channels=in_channels, width=width)
     if name == "vit":
-        return ViT(image_size=image_size, in_channels=in_channels, width=width, registers=cfg.registers)
+        return ViT(image_size=image_size, in_channels=in_channels, width=width, depth=cfg.depth or DEFAULT_DEPTH, registers=cfg.registers)
     raise ValueError(f"model.backbone must be one of {', '.join(BACKBONES)}, got {name!r}")
 
 
-__all__ = ["Backbone", "ConvNet", "MLPHead", "ResNet18", "ViT", "build_backbone", "DEFAULT_WIDTH"]
+__all__ = ["Backbone", "ConvNet", "MLPHead", "ResNet18", "ViT", "build_backbone", "DEFAULT_DEPTH", "DEFAULT_WIDTH"]

@@ -81,6 +81,9 @@ from torch import Tensor, nn
 from ssl_studio.models.base import Backbone
 
 
+DEFAULT_DEPTH = 6  # Transformer blocks when model.depth is 0
+
+
 def default_patch_size(image_size: int) -> int:
     """``image_size // 8`` (at least 2), moved to the nearest divisor of ``image_size``.
 
@@ -198,7 +201,7 @@ class ViT(Backbone):
         image_size: int = 32,
         in_channels: int = 3,
         width: int = 32,
-        depth: int = 6,
+        depth: int = DEFAULT_DEPTH,
         num_heads: int = 3,
         mlp_ratio: float = 4.0,
         patch_size: int | None = None,
