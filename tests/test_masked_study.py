@@ -56,6 +56,13 @@ def test_masked_study_end_to_end(tmp_path):
     assert "a uniform map puts" in (study / "table.md").read_text()
     assert meta["centre_prior_iou"] is not None and 0.0 <= meta["centre_prior_iou"] <= 1.0
     assert meta["centre_prior_patches"] == round(init["mask_patches"]) and "Centre prior" in (study / "table.md").read_text()
+    assert init["centre_prior_iou"] == meta["centre_prior_iou"]
+    for r in rows[1:]:  # each mask is judged against a centre mask of its own size
+        assert 0.0 <= r["centre_prior_iou"] <= 1.0
+        if round(r["mask_patches"]) == meta["centre_prior_patches"]:
+            assert r["centre_prior_iou"] == meta["centre_prior_iou"]
+        assert table[rows.index(r) + 1][COLUMNS.index("centre prior at that size")] == f"{r['centre_prior_iou']:.3f}"
+    assert "a centre mask of its size" in (study / "table.md").read_text()
     assert meta["backbone"].startswith("ViT, embed ") and meta["backbone"] in (study / "table.md").read_text()
     fig = Image.open(study / "figure.png")
     assert fig.size[0] > 600 and fig.size[1] > 300

@@ -71,6 +71,7 @@ class MaskedRow:
     iou_gain: float | None = None  # mean over the same images of (this IoU - the initial ViT's IoU), image by image
     iou_gain_se: float | None = None  # its standard error: what "clearly above initialisation" is judged by
     mask_patches: float | None = None  # mean size of the 60 % mask, in patches
+    centre_prior_iou: float | None = None  # a fixed centre mask of this row's mask size: the bar its attention IoU must beat
     attention_regions: dict[str, float] = field(default_factory=dict)  # mean attention mass inside / on the outline of / off the object, and each region's patch share
     masked_mse: float | None = None  # MAE only: hidden-patch MSE of the reconstructions figure
     fill_mse: float | None = None  # the same patches filled with the image's mean visible colour: the bar to beat
@@ -354,7 +355,7 @@ def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow
     if masks is not None and init_row.mask_patches:
         k = int(round(init_row.mask_patches))
         references["centre_prior_patches"] = k
-        references["centre_prior_iou"] = centre_prior_iou(masks, g, k)
+        references["centre_prior_iou"] = init_row.centre_prior_iou = centre_prior_iou(masks, g, k)
 
     for cfg, row in zip(configs, rows):
         if not row.run_dir or not (Path(row.run_dir) / "checkpoints" / "last.pt").exists():
@@ -369,6 +370,9 @@ def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow
         row.attention_regions = numbers["attention_regions"]
         row.attention_distance = numbers["attention_distance"]
         row.iou_gain, row.iou_gain_se = paired_gain(numbers["per_image_iou"], init_iou)
+        if masks is not None and row.mask_patches:
+            # a smaller mask has a higher centre prior on centred objects: each mask is judged at its own size
+            row.centre_prior_iou = centre_prior_iou(masks, g, int(round(row.mask_patches)))
         picture(row.method, enc)
     return init_row, pictures, references
 
@@ -376,7 +380,8 @@ def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow
 # -- outputs ---------------------------------------------------------------------------------
 
 COLUMNS = ("method", "objective", "steps", "train s", "k-NN@20", "linear top-1", "k-NN@20 by attribute", "effective rank", "attention IoU",
-           "60 % mask (patches)", "attention on object inside / outline / background", "attention distance per layer (px)", "status")
+           "60 % mask (patches)", "centre prior at that size", "attention on object inside / outline / background",
+           "attention distance per layer (px)", "status")
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -408,7 +413,7 @@ def _cells(r: MaskedRow) -> list[str]:
     dist = " / ".join(f"{d:.1f}" for d in r.attention_distance) or "-"
     encoded = ", ".join(f"{name} {value:.2f}" for name, value in r.attribute_knn.items()) or "-"
     return [r.method, r.objective, str(r.steps), _fmt(r.train_seconds, 0), _fmt(r.knn_k20), _fmt(r.linear_top1), encoded, _fmt(r.effective_rank, 1),
-            _fmt(r.attention_iou), _fmt(r.mask_patches, 1), _regions(r.attention_regions), dist, r.status]
+            _fmt(r.attention_iou), _fmt(r.mask_patches, 1), _fmt(r.centre_prior_iou), _regions(r.attention_regions), dist, r.status]
 
 
 def write_study(study_dir: Path, rows: list[MaskedRow], meta: dict[str, Any], pictures: dict[str, Any] | None = None) -> None:
@@ -426,11 +431,16 @@ def write_study(study_dir: Path, rows: list[MaskedRow], meta: dict[str, Any], pi
                 if r.iou_gain is not None and r.iou_gain_se:
                     gain = (f" (paired over the same images: {r.iou_gain:+.3f} ± {r.iou_gain_se:.3f} standard error, "
                             f"{abs(r.iou_gain) / r.iou_gain_se:.1f} standard errors)")
-                verdicts.append(f"{r.method}: attention IoU {r.attention_iou:.3f}, {word} the initial ViT's {init.attention_iou:.3f}{gain}.")
+                prior = ""
+                if r.centre_prior_iou is not None:
+                    side = "above" if r.attention_iou > r.centre_prior_iou else "not above"
+                    prior = f"; {side} a centre mask of its size ({r.centre_prior_iou:.3f})"
+                verdicts.append(f"{r.method}: attention IoU {r.attention_iou:.3f}, {word} the initial ViT's {init.attention_iou:.3f}{gain}{prior}.")
     if meta.get("centre_prior_iou") is not None:
         verdicts.append(f"Centre prior: a fixed mask of the {meta['centre_prior_patches']} patches nearest the image centre (the initial "
                         f"ViT's mask size) scores IoU {meta['centre_prior_iou']:.3f}; an attention mask finds the object only "
-                        "when it beats this, not merely the initial ViT.")
+                        "when it beats a centre mask of its own size (the table's column: on centred objects a smaller mask "
+                        "scores higher), not merely the initial ViT.")
     verdicts += [f"{r.method} reconstructions (reconstructions.png): hidden-patch MSE {r.masked_mse:.4f} against "
                  f"{_fmt(r.fill_mse, 4)} for each image's mean visible colour." for r in rows if r.masked_mse is not None]
     head = [f"# MAE vs I-JEPA vs DINO on one ViT, {meta.get('data', '?')}", "",
