@@ -98,7 +98,13 @@ class DINOParams:
     (resources/studies/masked-shapes-20min.md, stop 17).  A step costs ~10 % more.
     Taking the colour away (``augment.colour_mix_p = 1``) leaves DINO on that ViT nothing to
     agree on: it collapses to uniform outputs, with or without Sinkhorn, from a random start
-    or from an MAE encoder (stop 18).
+    or from an MAE encoder (stop 18).  KoLeo (0.1 or 1) does not stop that collapse on the
+    ConvNet: it keeps the backbone's features spread (effective rank 66) while the head's
+    outputs still go uniform (stop 19).  DINO lowers the attention IoU from every
+    self-supervised start tried (MAE, MAE + iBOT, SimCLR with the colour mix, whose
+    attention had found the object); on this ViT its last-layer [CLS] attention barely
+    shapes the feature (the feature with and without it: cosine 0.95), since the colour it
+    encodes is in every token by then.
 
     These defaults are the paper's ViT recipe.  On the ConvNet they do not learn shapes in
     3 CPU-minutes (k-NN@20 0.17 against 0.21 at initialisation): the teacher's cosine logits
