@@ -269,36 +269,20 @@ def test_start_from_a_run_is_typed_chosen_and_loaded(panel, monkeypatch, tmp_pat
     assert edit.text() == "/runs/mae" and same_run(panel.to_config(), cfg)
 
 
-def test_depth_is_a_vit_setting(panel):
-    spin = panel.findChild(QSpinBox, "depthSpin")
+@pytest.mark.parametrize("name, shown_at_0, chosen, loaded", [("registers", "none", 4, 2), ("depth", "default (6)", 2, 3)])
+def test_registers_and_depth_are_vit_settings(panel, name, shown_at_0, chosen, loaded):
+    spin = panel.findChild(QSpinBox, f"{name}Spin")
     combo = panel.backbone_combo
     combo.setCurrentIndex(combo.findData("convnet"))
-    assert not spin.isEnabled() and panel.to_config().model.depth == 0
+    assert not spin.isEnabled() and getattr(panel.to_config().model, name) == 0
     combo.setCurrentIndex(combo.findData("vit"))
-    assert spin.isEnabled() and spin.text() == "default (6)"
-    spin.setValue(2)
+    assert spin.isEnabled() and spin.text() == shown_at_0
+    spin.setValue(chosen)
     assert panel.valid, panel.error
-    assert panel.to_config().model.depth == 2
-    combo.setCurrentIndex(combo.findData("convnet"))  # kept in the box, not in a run that would refuse it
-    assert not spin.isEnabled() and panel.to_config().model.depth == 0 and panel.valid
-    cfg = config_from_mapping({"objective": {"name": "dino"}, "model": {"backbone": "vit", "depth": 3}})
-    panel.load_config(cfg)
-    assert spin.isEnabled() and spin.value() == 3 and same_run(panel.to_config(), cfg)
-
-
-def test_registers_are_a_vit_setting(panel):
-    spin = panel.findChild(QSpinBox, "registersSpin")
-    combo = panel.backbone_combo
-    combo.setCurrentIndex(combo.findData("convnet"))
-    assert not spin.isEnabled() and panel.to_config().model.registers == 0
-    combo.setCurrentIndex(combo.findData("vit"))
-    assert spin.isEnabled()
-    spin.setValue(4)
-    assert panel.valid, panel.error
-    assert panel.to_config().model.registers == 4
+    assert getattr(panel.to_config().model, name) == chosen
     # back on the ConvNet the value stays in the box but not in the run, which would refuse it
     combo.setCurrentIndex(combo.findData("convnet"))
-    assert not spin.isEnabled() and panel.to_config().model.registers == 0 and panel.valid
-    cfg = config_from_mapping({"objective": {"name": "dino"}, "model": {"backbone": "vit", "registers": 2}})
+    assert not spin.isEnabled() and getattr(panel.to_config().model, name) == 0 and panel.valid
+    cfg = config_from_mapping({"objective": {"name": "dino"}, "model": {"backbone": "vit", name: loaded}})
     panel.load_config(cfg)
-    assert spin.isEnabled() and spin.value() == 2 and same_run(panel.to_config(), cfg)
+    assert spin.isEnabled() and spin.value() == loaded and same_run(panel.to_config(), cfg)
