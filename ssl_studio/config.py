@@ -88,9 +88,7 @@ class ModelConfig:
                                "ConvNet 32, ResNet-18 64, ViT 32 (embedding 96).", min=0, max=1024)
     registers: int = param(0, help="ViT only: learnable register tokens that join the sequence and are dropped at the output "
                                    "(Darcet et al. 2024, 'Vision Transformers Need Registers'; DINOv2 uses 4).", min=0, max=16)
-    depth: int = param(0, help="ViT only: Transformer blocks; 0 takes the ViT's default (6).  Fewer blocks leave the [CLS] token "
-                               "less room to read its feature before the last layer, whose attention the attention panel shows.",
-                       min=0, max=24)
+    depth: int = param(0, help="ViT only: Transformer blocks; 0 takes the ViT's default (6).", min=0, max=24)
     init_from: str = param("", help="A run folder whose trained backbone this run starts from (e.g. an MAE run before DINO); "
                                     "empty starts from random weights. Backbone, width, depth, registers and resolution must match that run's.")
 
