@@ -60,3 +60,7 @@ def test_the_colour_mix_preset_is_simclr_with_every_view_recoloured():
     mixed, plain = load_config(paths["simclr-colour-mix"]), load_config(paths["simclr"])
     assert mixed.augment.colour_mix_p == 1.0 and plain.augment.colour_mix_p == 0.0
     assert dataclasses.replace(mixed, augment=dataclasses.replace(mixed.augment, colour_mix_p=0.0)) == plain
+    # its ViT twin: the same recipe on the ViT, with the time its attention needs to find the object
+    vit = load_config(paths["simclr-vit-colour-mix"])
+    assert vit.model.backbone == "vit" and vit.budget.minutes == 45
+    assert dataclasses.replace(vit, model=mixed.model, budget=mixed.budget) == mixed
