@@ -231,20 +231,17 @@ class ExperimentPanel(QWidget):
         self.width_spin.setValue(int(w.default))
         self.width_spin.valueChanged.connect(self._changed)
         form.addRow("Width", self.width_spin)
-        self.depth_spin = _name(QSpinBox(), "depthSpin", "ViT depth", _tooltip(ModelConfig, "depth"))
-        d = _spec(ModelConfig, "depth")
-        self.depth_spin.setRange(int(d.min), int(d.max))
-        self.depth_spin.setSpecialValueText(f"default ({DEFAULT_DEPTH})")  # shown at 0
-        self.depth_spin.setEnabled(self.backbone_combo.currentData() == "vit")
-        self.depth_spin.valueChanged.connect(self._changed)
-        form.addRow("Depth", self.depth_spin)
-        self.registers_spin = _name(QSpinBox(), "registersSpin", "ViT registers", _tooltip(ModelConfig, "registers"))
-        r = _spec(ModelConfig, "registers")
-        self.registers_spin.setRange(int(r.min), int(r.max))
-        self.registers_spin.setSpecialValueText("none")
-        self.registers_spin.setEnabled(self.backbone_combo.currentData() == "vit")
-        self.registers_spin.valueChanged.connect(self._changed)
-        form.addRow("Registers", self.registers_spin)
+        # Settings of the ViT's token sequence, by ModelConfig field: enabled for the ViT only, 0 elsewhere.
+        self.vit_spins: dict[str, QSpinBox] = {}
+        for field, label, at_zero in (("depth", "Depth", f"default ({DEFAULT_DEPTH})"), ("registers", "Registers", "none")):
+            spin = _name(QSpinBox(), f"{field}Spin", f"ViT {field}", _tooltip(ModelConfig, field))
+            spec = _spec(ModelConfig, field)
+            spin.setRange(int(spec.min), int(spec.max))
+            spin.setSpecialValueText(at_zero)
+            spin.setEnabled(self.backbone_combo.currentData() == "vit")
+            spin.valueChanged.connect(self._changed)
+            form.addRow(label, spin)
+            self.vit_spins[field] = spin
         self.init_from_edit = _name(QLineEdit(), "initFromEdit", "Start from run", _tooltip(ModelConfig, "init_from"))
         self.init_from_edit.setPlaceholderText("random weights")
         self.init_from_edit.setClearButtonEnabled(True)
@@ -486,8 +483,8 @@ class ExperimentPanel(QWidget):
             moved = {k: new[k] for k in new if old[k] != new[k] and current.get(k) == old[k]}
             if moved:
                 self.param_form.set_values({**current, **moved})
-        self.registers_spin.setEnabled(backbone == "vit")  # a token sequence only the ViT has
-        self.depth_spin.setEnabled(backbone == "vit")
+        for spin in self.vit_spins.values():  # a token sequence only the ViT has
+            spin.setEnabled(backbone == "vit")
         self._show_recipe(cls)
         self._changed()
 
@@ -636,8 +633,8 @@ class ExperimentPanel(QWidget):
         model = dict(m.get("model", {}))
         model["backbone"] = self.backbone_combo.currentData()
         model["width"] = self.width_spin.value()
-        model["registers"] = self.registers_spin.value() if model["backbone"] == "vit" else 0
-        model["depth"] = self.depth_spin.value() if model["backbone"] == "vit" else 0
+        for field, spin in self.vit_spins.items():
+            model[field] = spin.value() if model["backbone"] == "vit" else 0
         model["init_from"] = self.init_from_edit.text().strip()
         m["model"] = model
         data = dict(self.data_form.values())
@@ -702,8 +699,7 @@ class ExperimentPanel(QWidget):
             "objective.name": self.objective_combo,
             "model.backbone": self.backbone_combo,
             "model.width": self.width_spin,
-            "model.registers": self.registers_spin,
-            "model.depth": self.depth_spin,
+            **{f"model.{field}": spin for field, spin in self.vit_spins.items()},
             "model.init_from": self.init_from_edit,
             "data.source": self.data_combo,
             "optim.lr": self.lr_edit,
@@ -803,8 +799,8 @@ class ExperimentPanel(QWidget):
             self._on_objective_changed()  # rebuilds the objective's form from _base, over its backbone's defaults
             self.backbone_combo.setCurrentIndex(max(0, self.backbone_combo.findData(cfg.model.backbone)))
             self.width_spin.setValue(cfg.model.width)
-            self.registers_spin.setValue(cfg.model.registers)
-            self.depth_spin.setValue(cfg.model.depth)
+            for field, spin in self.vit_spins.items():
+                spin.setValue(getattr(cfg.model, field))
             self.init_from_edit.setText(cfg.model.init_from)
             self.set_data_source(cfg.data.source)
             self.data_form.set_values(self._base.get("data", {}))
