@@ -233,6 +233,22 @@ def test_attention_by_region_hand_built():
     assert all(torch.allclose(flat[k], regions[k]) for k in regions)
 
 
+def test_object_background_auc_hand_built():
+    """A 2x2 grid of 4-px patches: patch (0, 0) object, patch (0, 1) crossed by the outline (left out), two background."""
+    pixels = torch.zeros(3, 8, 8, dtype=torch.bool)
+    pixels[:, :4, :4] = True
+    pixels[:, :4, 4:5] = True
+    attn = torch.tensor([[[4.0, 9.0], [1.0, 2.0]],   # object above both background patches (the outline patch does not count)
+                         [[1.0, 0.0], [3.0, 1.0]],   # object below one background patch, tied with the other: (0 + 0.5) / 2
+                         [[1.0, 1.0], [1.0, 1.0]]])  # uniform: no separation
+    auc = attention.object_background_auc(attn, pixels)
+    assert auc.tolist() == pytest.approx([1.0, 0.25, 0.5])
+    flipped = attention.object_background_auc(-attn[:1], pixels[:1])  # the same map with its ranking reversed
+    assert flipped.item() == pytest.approx(0.0)
+    no_ground = attention.object_background_auc(attn[:1], torch.ones(1, 8, 8, dtype=torch.bool))  # nothing to separate from
+    assert torch.isnan(no_ground).all()
+
+
 class _FakeViT:
     """A backbone whose attention maps are given, to check the distance arithmetic."""
 

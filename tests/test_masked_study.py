@@ -37,6 +37,7 @@ def test_masked_study_end_to_end(tmp_path):
         regions = r["attention_regions"]  # the attention's mass inside / on the outline of / off the object
         assert sum(regions[k] for k in ("inside", "outline", "background")) == pytest.approx(1.0, abs=1e-4), r["method"]
         assert sum(regions[k + "_share"] for k in ("inside", "outline", "background")) == pytest.approx(1.0, abs=1e-4)
+        assert 0.0 <= r["object_background_auc"] <= 1.0, r["method"]  # object patches ranked above background ones, sign and all
         assert r["knn_k20"] is not None and r["linear_top1"] is not None and r["effective_rank"] is not None
         # what the feature encodes besides the shape: k-NN on every other attribute shapes records
         assert set(r["attribute_knn"]) == {"colour", "size", "position", "background"}, r["method"]
@@ -63,6 +64,8 @@ def test_masked_study_end_to_end(tmp_path):
             assert r["centre_prior_iou"] == meta["centre_prior_iou"]
         assert table[rows.index(r) + 1][COLUMNS.index("centre prior at that size")] == f"{r['centre_prior_iou']:.3f}"
     assert "a centre mask of its size" in (study / "table.md").read_text()
+    assert [row[COLUMNS.index("object vs background AUC")] for row in table[1:]] == [f"{r['object_background_auc']:.3f}" for r in rows]
+    assert "Object vs background AUC" in (study / "table.md").read_text()
     assert meta["backbone"].startswith("ViT, embed ") and meta["backbone"] in (study / "table.md").read_text()
     fig = Image.open(study / "figure.png")
     assert fig.size[0] > 600 and fig.size[1] > 300

@@ -73,6 +73,7 @@ class MaskedRow:
     mask_patches: float | None = None  # mean size of the 60 % mask, in patches
     centre_prior_iou: float | None = None  # a fixed centre mask of this row's mask size: the bar its attention IoU must beat
     attention_regions: dict[str, float] = field(default_factory=dict)  # mean attention mass inside / on the outline of / off the object, and each region's patch share
+    object_background_auc: float | None = None  # does the attention rank object patches above background ones (1), the reverse (0), neither (0.5)
     masked_mse: float | None = None  # MAE only: hidden-patch MSE of the reconstructions figure
     fill_mse: float | None = None  # the same patches filled with the image's mean visible colour: the bar to beat
     attention_distance: list[float] = field(default_factory=list)  # per layer, pixels
@@ -233,7 +234,8 @@ def _encoder(objective) -> torch.nn.Module:
 
 @torch.no_grad()
 def _attention_numbers(backbone, x_iou: torch.Tensor, masks: torch.Tensor | None, x_dist: torch.Tensor) -> dict[str, Any]:
-    out: dict[str, Any] = {"attention_iou": None, "mask_patches": None, "per_image_iou": None, "attention_regions": {}}
+    out: dict[str, Any] = {"attention_iou": None, "mask_patches": None, "per_image_iou": None, "attention_regions": {},
+                           "object_background_auc": None}
     maps = []
     for chunk in x_iou.split(64):
         maps.append(attention.cls_attention(backbone, chunk).mean(1))
@@ -243,6 +245,7 @@ def _attention_numbers(backbone, x_iou: torch.Tensor, masks: torch.Tensor | None
     out["mask_patches"] = float(mask.reshape(len(mask), -1).sum(1).float().mean())
     if masks is not None:
         out["attention_regions"] = {k: float(v.mean()) for k, v in attention.attention_by_region(mean, masks).items()}
+        out["object_background_auc"] = attention.nanmean(attention.object_background_auc(mean, masks))
         iou = attention.mask_iou(mask, masks)
         out["per_image_iou"] = iou
         out["attention_iou"] = attention.nanmean(iou)
@@ -367,7 +370,7 @@ def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow
         enc = _encoder(objective)
         numbers = _attention_numbers(enc, x_iou, masks, x_dist)
         row.attention_iou, row.mask_patches = numbers["attention_iou"], numbers["mask_patches"]
-        row.attention_regions = numbers["attention_regions"]
+        row.attention_regions, row.object_background_auc = numbers["attention_regions"], numbers["object_background_auc"]
         row.attention_distance = numbers["attention_distance"]
         row.iou_gain, row.iou_gain_se = paired_gain(numbers["per_image_iou"], init_iou)
         if masks is not None and row.mask_patches:
@@ -380,7 +383,7 @@ def _analyse(configs: list[RunConfig], rows: list[MaskedRow]) -> tuple[MaskedRow
 # -- outputs ---------------------------------------------------------------------------------
 
 COLUMNS = ("method", "objective", "steps", "train s", "k-NN@20", "linear top-1", "k-NN@20 by attribute", "effective rank", "attention IoU",
-           "60 % mask (patches)", "centre prior at that size", "attention on object inside / outline / background",
+           "60 % mask (patches)", "centre prior at that size", "attention on object inside / outline / background", "object vs background AUC",
            "attention distance per layer (px)", "status")
 
 
@@ -409,11 +412,17 @@ def _regions_sentence(rows: list[MaskedRow]) -> str:
     return text + "."
 
 
+AUC_SENTENCE = ("Object vs background AUC: per image, the share of (object patch, background patch) pairs in which the object "
+                "patch gets more of that attention, averaged over the images: 1 when the map ranks the whole object above the "
+                "background, 0 when it ranks the background above the object (a figure-ground map with its mass on the ground, "
+                "which the IoU scores as low as a map that ignores the object), 0.5 when it does not separate them.")
+
+
 def _cells(r: MaskedRow) -> list[str]:
     dist = " / ".join(f"{d:.1f}" for d in r.attention_distance) or "-"
     encoded = ", ".join(f"{name} {value:.2f}" for name, value in r.attribute_knn.items()) or "-"
     return [r.method, r.objective, str(r.steps), _fmt(r.train_seconds, 0), _fmt(r.knn_k20), _fmt(r.linear_top1), encoded, _fmt(r.effective_rank, 1),
-            _fmt(r.attention_iou), _fmt(r.mask_patches, 1), _fmt(r.centre_prior_iou), _regions(r.attention_regions), dist, r.status]
+            _fmt(r.attention_iou), _fmt(r.mask_patches, 1), _fmt(r.centre_prior_iou), _regions(r.attention_regions), _fmt(r.object_background_auc), dist, r.status]
 
 
 def write_study(study_dir: Path, rows: list[MaskedRow], meta: dict[str, Any], pictures: dict[str, Any] | None = None) -> None:
@@ -453,7 +462,7 @@ def write_study(study_dir: Path, rows: list[MaskedRow], meta: dict[str, Any], pi
             f"(first to last), heads averaged, over {meta.get('distance_images')} probe images.  k-NN and linear: the run's report "
             "(the method's own evaluation feature); the initial ViT row uses its [CLS] token.  k-NN@20 by attribute: the same k-NN "
             "on each other attribute the data records (what the feature encodes besides the class).",
-            "", _regions_sentence(rows), ""] + verdicts + [""]
+            "", _regions_sentence(rows), "", AUC_SENTENCE, ""] + verdicts + [""]
     (study_dir / "table.md").write_text("\n".join(head + lines) + "\n", encoding="utf-8")
     with open(study_dir / "table.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
