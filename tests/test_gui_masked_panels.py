@@ -25,10 +25,10 @@ def started(step=0):
                    total_steps=10, steps_per_epoch=1, batch_size=4, resumed_from_step=step)
 
 
-def probe(step, iou):
+def probe(step, iou, auc=None):
     return Probe(step=step, effective_rank=1.0, mean_cosine=0.1, dim_std=0.1, knn_acc=None, feature_dim=48,
                  spectrum=np.ones(4, np.float32), points2d=np.zeros((2, 2)), labels=None, indices=np.arange(2),
-                 features=None, attention_iou=iou)
+                 features=None, attention_iou=iou, attention_auc=auc)
 
 
 @pytest.fixture(scope="module")
@@ -115,12 +115,15 @@ def test_attention_panel_draws_heads_mean_mask_and_iou(qtbot, tmp_path):
     panel = AttentionPanel()
     qtbot.addWidget(panel)
     panel.resize(900, 700)
-    panel.handle_events([started(), probe(0, 0.12), probe(10, 0.2), as_event(10, "attention", _attention_payload())])
+    panel.handle_events([started(), probe(0, 0.12), probe(10, 0.2, auc=0.08), as_event(10, "attention", _attention_payload())])
     assert panel.picture is not None
     # 4 images (spin box 6 > 4) in rows of image + 3 heads + mean + mask = 6 tiles of 96 px
     assert panel.picture.shape[1] == 6 * 96 + 5 * 4 and panel.picture.shape[0] == 4 * 96 + 3 * 4
     assert panel.initial_iou == pytest.approx(0.12)
     assert "0.200" in panel.iou_label.text() and "0.120" in panel.iou_label.text()
+    assert "AUC 0.080" in panel.iou_label.text()  # the latest probe's object-vs-background AUC beside its IoU
+    auc_x, auc_y = panel.auc_curve.getData()
+    assert list(auc_x) == [0, 10] and np.isnan(auc_y[0]) and auc_y[1] == pytest.approx(0.08)  # a probe without one leaves a gap
     assert list(panel.probe_steps.view) == [0, 10] and list(panel.visual_iou.view) == [pytest.approx(0.3)]
     assert panel.init_line.isVisible()
     panel.count.setValue(2)  # fewer images: redrawn from the last event
@@ -128,7 +131,8 @@ def test_attention_panel_draws_heads_mean_mask_and_iou(qtbot, tmp_path):
     panel.export_png(tmp_path / "a.png")
     panel.export_csv(tmp_path / "a.csv")
     rows = list(csv.reader(open(tmp_path / "a.csv")))
-    assert rows[0] == ["step", "source", "iou"] and len(rows) == 4
+    assert rows[0] == ["step", "source", "iou", "object_background_auc"] and len(rows) == 4
+    assert rows[1][3] == "" and float(rows[2][3]) == pytest.approx(0.08)
     panel.export_svg(tmp_path / "a.svg")
     assert (tmp_path / "a.svg").stat().st_size > 0
 

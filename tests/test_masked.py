@@ -280,7 +280,7 @@ def test_attention_visuals_payload(vit):
     assert out["heads"].shape == (3, vit.num_heads, 8, 8) and out["mean"].shape == (3, 8, 8)
     assert out["mask"].dtype == bool and out["object"].sum() == 3 * 16 and out["image"].shape == (3, 3, 32, 32)
     assert 0.0 <= out["iou"] <= 1.0
-    assert out["iou"] == pytest.approx(attention.attention_iou(vit, x, masks))
+    assert out["iou"] == pytest.approx(attention.attention_overlap(vit, x, masks)["iou"])
     assert attention.attention_visuals(torch.nn.Linear(2, 2), x) is None
 
 
@@ -380,6 +380,7 @@ def test_trainer_emits_attention_for_vit_objectives(tmp_path):
     assert result.status == "completed", result.message
     probes = [e for e in events if isinstance(e, Probe)]
     assert probes[0].step == 0 and all(p.attention_iou is not None and 0 <= p.attention_iou <= 1 for p in probes)
+    assert all(p.attention_auc is not None and 0 <= p.attention_auc <= 1 for p in probes)
     kinds = {e.kind: e for e in events if isinstance(e, Visuals)}
     assert set(kinds) == {"reconstruction", "attention"}
     att = kinds["attention"]

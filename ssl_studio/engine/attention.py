@@ -3,7 +3,7 @@ overlap with the objects, and the mean attention distance per layer (no Qt).
 
 Every objective trained on the lab's ViT gets these, whatever its loss: the
 trainer calls :func:`attention_visuals` beside the objective's own visuals and
-:func:`attention_iou` in every probe (when the data has object masks).
+:func:`attention_overlap` in every probe (when the data has object masks).
 
 Conventions:
 
@@ -195,8 +195,9 @@ def attention_visuals(backbone, images: torch.Tensor, object_masks: torch.Tensor
 
 
 @torch.no_grad()
-def attention_iou(backbone, images: torch.Tensor, object_masks: torch.Tensor, keep_mass: float = 0.6) -> float | None:
-    """Mean IoU between the ``keep_mass`` mask of the heads-averaged [CLS] attention and the objects."""
+def attention_overlap(backbone, images: torch.Tensor, object_masks: torch.Tensor, keep_mass: float = 0.6) -> dict[str, float | None] | None:
+    """How the heads-averaged [CLS] attention meets the objects, from one forward pass: ``iou``, the mean IoU
+    of its ``keep_mass`` mask with them, and ``auc``, the mean :func:`object_background_auc`."""
     if not has_attention(backbone) or object_masks is None:
         return None
     g = backbone.grid_size
@@ -204,7 +205,7 @@ def attention_iou(backbone, images: torch.Tensor, object_masks: torch.Tensor, ke
     if mean.shape[-1] != g * g:
         return None
     mask = attention_mask(mean, keep_mass).reshape(-1, g, g)
-    return nanmean(mask_iou(mask, object_masks))
+    return {"iou": nanmean(mask_iou(mask, object_masks)), "auc": nanmean(object_background_auc(mean, object_masks))}
 
 
 def nanmean(values: torch.Tensor) -> float | None:
@@ -321,5 +322,5 @@ def outline(image_hwc: np.ndarray, cells: np.ndarray, colour: tuple[int, int, in
 
 __all__ = ["BACKGROUND", "GAP", "TILE_SCALE", "dim_outside", "grid_to_pixels", "heat_overlay", "montage", "outline", "to_hwc_uint8",
            "upscale",
-           "REGIONS", "attention_by_region", "attention_iou", "attention_mask", "attention_visuals", "cls_attention",
+           "REGIONS", "attention_by_region", "attention_overlap", "attention_mask", "attention_visuals", "cls_attention",
            "has_attention", "mask_iou", "mean_attention_distance", "nanmean", "object_masks_on_grid", "object_share_on_grid"]

@@ -84,6 +84,7 @@ class Probe(Event):
     linear_acc: float | None = None
     final: bool = False
     attention_iou: float | None = None  # ViT backbones on data with object masks: 60 %-mass [CLS] attention vs objects
+    attention_auc: float | None = None  # the same attention ranking object patches above background ones (attention.object_background_auc)
     spectrum: np.ndarray = snapshot()  # eigenvalues of the feature covariance, descending
     points2d: np.ndarray = snapshot()  # PCA of the probe features, N×2
     labels: np.ndarray | None = snapshot()  # N, or None

@@ -375,12 +375,12 @@ class Trainer:
                 z = self.objective.projector_embed(x)
             if z is not None:
                 projector_rank = diagnostics.effective_rank(torch.nan_to_num(z.float().cpu()))
-        attention_iou = None
+        overlap = None
         backbone = getattr(self.objective, "attention_backbone", self.objective.backbone)
         if data.masks is not None and attention.has_attention(backbone):
             first = self.probe_index[:64]
             x = self.views.plain(data.images[first].to(self.device))
-            attention_iou = attention.attention_iou(backbone, x, data.masks[first])
+            overlap = attention.attention_overlap(backbone, x, data.masks[first])
         event = Probe(
             step=self.step,
             effective_rank=diagnostics.effective_rank(feats),
@@ -396,7 +396,8 @@ class Trainer:
             indices=self.probe_index.numpy(),
             features=feats.numpy(),
             final=final,
-            attention_iou=attention_iou,
+            attention_iou=None if overlap is None else overlap["iou"],
+            attention_auc=None if overlap is None else overlap["auc"],
         )
         self.last_probe = event
         self.emit(event)

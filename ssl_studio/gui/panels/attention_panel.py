@@ -6,7 +6,10 @@ Fed by ``Visuals(kind="attention")`` (see ``ssl_studio.engine.attention.attentio
 ``image``, ``heads``, ``mean``, ``mask``, optional ``object``; info ``iou``) and by the
 ``attention_iou`` of every ``Probe`` (64 probe images), which makes the curve.  The dashed
 line is the IoU of the same ViT at initialisation (the step-0 probe): DINO-like attention
-should climb above it; a method whose attention ignores the object stays on it.
+should climb above it; a method whose attention ignores the object stays on it.  Beside it, each
+probe's ``attention_auc`` (``attention.object_background_auc``): whether the map ranks the object's
+patches above the background's (1), the reverse (0) or neither (0.5).  A low IoU alone cannot say
+which: on shapes DINO's map outlines the object from the background's side (AUC near 0).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from ssl_studio.gui.panels.reconstruction_panel import (
 
 OBJECT_COLOUR = (40, 220, 90)
 IOU_COLOUR = "#2CA02C"
+AUC_COLOUR = "#FF7F0E"
 VISUALS_COLOUR = "#1F77B4"
 
 
@@ -51,6 +55,7 @@ class AttentionPanel(Panel):
         self.picture: np.ndarray | None = None
         self.probe_steps = GrowArray(64)
         self.probe_iou = GrowArray(64)
+        self.probe_auc = GrowArray(64)  # NaN where a probe had no AUC, so it stays aligned with probe_steps
         self.visual_steps = GrowArray(64)
         self.visual_iou = GrowArray(64)
         self.initial_iou: float | None = None
@@ -61,7 +66,7 @@ class AttentionPanel(Panel):
         self.count.setRange(1, 16)
         self.count.setValue(6)
         self.count.valueChanged.connect(lambda _v: self._draw(self.last) if self.last is not None else None)
-        self.iou_label = name_control(QLabel("IoU –"), "attentionIoU", "Attention-mask IoU with the objects")
+        self.iou_label = name_control(QLabel("IoU –"), "attentionIoU", "Attention-mask IoU with the objects and object-vs-background AUC")
         self.iou_label.setStyleSheet("font-size:16px; font-weight:bold;")
         self.status = name_control(QLabel("Waiting for attention maps…"), "attentionStatus", "Attention status")
         self.status.setWordWrap(True)
@@ -75,7 +80,7 @@ class AttentionPanel(Panel):
         self.plot_widget = name_control(pg.PlotWidget(), "attentionIoUPlot", "Attention-mask IoU over steps")
         self.plot_widget.setMaximumHeight(190)
         self.plot = self.plot_widget.getPlotItem()
-        self.plot.setTitle("IoU of the 60 %-mass attention mask with the object")
+        self.plot.setTitle("Attention on the object: IoU of the 60 %-mass mask; AUC of object over background patches")
         label_step_axis(self.plot)
         self.plot.showGrid(x=True, y=True, alpha=0.15)
         self.plot.setYRange(0, 1, padding=0.02)
@@ -84,11 +89,14 @@ class AttentionPanel(Panel):
         watch_theme([self.legend])
         self.probe_curve = pg.PlotDataItem([], [], pen=pg.mkPen(IOU_COLOUR, width=2), symbol="o", symbolSize=4,
                                            symbolBrush=IOU_COLOUR, symbolPen=None, name="probe (64 images)")
+        self.auc_curve = pg.PlotDataItem([], [], pen=pg.mkPen(AUC_COLOUR, width=2, style=Qt.PenStyle.DashLine), symbol="t",
+                                         symbolSize=5, symbolBrush=AUC_COLOUR, symbolPen=None, connect="finite",
+                                         name="object vs background AUC (0.5 = none)")
         self.visual_curve = pg.PlotDataItem([], [], pen=None, symbol="x", symbolSize=7, symbolPen=VISUALS_COLOUR,
                                             name="shown images")
         self.init_line = pg.InfiniteLine(angle=0, pen=pg.mkPen("#888", width=1, style=Qt.PenStyle.DashLine))
         self.init_line.hide()
-        for item in (self.probe_curve, self.visual_curve, self.init_line):
+        for item in (self.probe_curve, self.auc_curve, self.visual_curve, self.init_line):
             self.plot.addItem(item)
 
         root = QVBoxLayout(self)
@@ -102,10 +110,11 @@ class AttentionPanel(Panel):
     def clear(self) -> None:
         self.last = None
         self.picture = None
-        for arr in (self.probe_steps, self.probe_iou, self.visual_steps, self.visual_iou):
+        for arr in (self.probe_steps, self.probe_iou, self.probe_auc, self.visual_steps, self.visual_iou):
             arr.clear()
         self.initial_iou = None
         self.probe_curve.setData([], [])
+        self.auc_curve.setData([], [])
         self.visual_curve.setData([], [])
         self.init_line.hide()
         self.image.clear()
@@ -126,6 +135,8 @@ class AttentionPanel(Panel):
                         self.initial_iou = float(iou)
                     self.probe_steps.append(ev.step)
                     self.probe_iou.append(float(iou))
+                    auc = getattr(ev, "attention_auc", None)
+                    self.probe_auc.append(float("nan") if auc is None else float(auc))
                     curve = True
             elif isinstance(ev, Visuals) and ev.kind == self.visual_kind:
                 iou = (ev.info or {}).get("iou")
@@ -141,6 +152,7 @@ class AttentionPanel(Panel):
 
     def _draw_curve(self) -> None:
         self.probe_curve.setData(self.probe_steps.view, self.probe_iou.view)
+        self.auc_curve.setData(self.probe_steps.view, self.probe_auc.view)
         self.visual_curve.setData(self.visual_steps.view, self.visual_iou.view)
         if self.initial_iou is not None:
             self.init_line.setValue(self.initial_iou)
@@ -149,6 +161,9 @@ class AttentionPanel(Panel):
         text = f"IoU {_fmt(None if latest is None else float(latest))}"
         if self.initial_iou is not None:
             text += f"  (at initialisation {_fmt(self.initial_iou)})"
+        auc = self.probe_auc.view[-1] if len(self.probe_auc) else float("nan")
+        if np.isfinite(auc):
+            text += f"   AUC {_fmt(float(auc))}"
         self.iou_label.setText(text)
 
     def _draw(self, ev: Visuals) -> None:
@@ -188,9 +203,10 @@ class AttentionPanel(Panel):
         return self.plot
 
     def table(self):
-        header = ["step", "source", "iou"]
-        rows = [[int(s), "probe", float(v)] for s, v in zip(self.probe_steps.view, self.probe_iou.view)]
-        rows += [[int(s), "visuals", float(v)] for s, v in zip(self.visual_steps.view, self.visual_iou.view)]
+        header = ["step", "source", "iou", "object_background_auc"]
+        rows = [[int(s), "probe", float(v), float(a) if np.isfinite(a) else ""]
+                for s, v, a in zip(self.probe_steps.view, self.probe_iou.view, self.probe_auc.view)]
+        rows += [[int(s), "visuals", float(v), ""] for s, v in zip(self.visual_steps.view, self.visual_iou.view)]
         rows.sort(key=lambda r: (r[0], r[1]))
         return header, rows
 
