@@ -51,6 +51,9 @@ class DataConfig:
     held_out: list[str] = param(default_factory=list, help="Colour-shape pairs never shown in training, e.g. red-triangle (shapes only).")
     backgrounds: list[str] = param(default_factory=list, help="Background textures the shapes source draws from, e.g. plain; empty draws all six "
                                    "(plain, striped, checkered, noisy, gradient, dotted). Shapes only.")
+    fixed_background: bool = param(False, help="Draw every background in the same greys (mid-grey, textures in a darker grey) instead of "
+                                   "random colours, so the background no longer tells one image from another; with backgrounds = plain "
+                                   "only the object does. Shapes only.")
 
 
 @dataclass

@@ -115,6 +115,35 @@ def test_backgrounds_restrict_the_texture_and_keep_the_objects(small):
     assert torch.equal(shapes.generate(600, 32, seed=3, backgrounds=list(shapes.BACKGROUNDS)).images, small.images)
 
 
+def test_fixed_background_draws_every_background_alike_and_keeps_the_objects(small):
+    fixed = load_imageset(DataConfig(source="shapes", num_images=600, backgrounds=["plain"], fixed_background=True), seed=3)
+    plain = shapes.generate(600, 32, seed=3, backgrounds=["plain"])
+    assert torch.equal(fixed.masks, plain.masks) and torch.equal(fixed.labels, plain.labels)  # the same objects
+    # the background pixels of every image: mid-grey up to sensor noise (random colours between images without the option)
+    def background_means(images, masks):
+        return torch.stack([images[i].float()[:, ~masks[i] & ~_near_edge(masks[i])].mean(1) for i in range(0, 600, 10)])
+    grey = background_means(fixed.images, fixed.masks)
+    assert (grey - torch.tensor(shapes.FIXED_BACKGROUND_RGB[0])).abs().max() < 2.0
+    assert background_means(plain.images, plain.masks).std(0).min() > 20  # random colours between images
+    inside = fixed.masks[0] & ~_near_edge(~fixed.masks[0])  # the object's pixels away from its soft edge: untouched
+    assert inside.sum() > 50 and torch.equal(fixed.images[0][:, inside], plain.images[0][:, inside])
+    # textured backgrounds keep their textures, drawn in the two fixed greys
+    textured = shapes.generate(600, 32, seed=3, fixed_background=True)
+    assert torch.equal(textured.masks, small.masks)
+    colours = textured.images[0].float()[:, ~small.masks[0] & ~_near_edge(small.masks[0])]
+    assert (colours[0] == colours[1]).all() and (colours[1] == colours[2]).all()  # grey: the sensor noise is one plane for all channels
+    assert colours.min() >= 58 - 10 and colours.max() <= 128 + 10
+    with pytest.raises(DataError) as err:
+        load_imageset(DataConfig(source="digits", fixed_background=True), seed=0)
+    assert err.value.field == "data.fixed_background"
+
+
+def _near_edge(mask):
+    """Pixels within one pixel of ``mask``: at an object's soft edge object and background colours blend."""
+    grown = torch.nn.functional.max_pool2d(mask[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
+    return grown & ~mask
+
+
 def test_backgrounds_are_validated():
     with pytest.raises(DataError) as err:
         load_imageset(DataConfig(source="shapes", num_images=64, backgrounds=["plain", "marble"]), seed=0)

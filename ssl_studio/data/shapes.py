@@ -106,6 +106,9 @@ AUGMENT_DEFAULTS: dict[str, float] = {"crop_scale_min": 0.85}
 
 NOISE_STD = 5.0  # grey levels of per-pixel sensor noise over everything
 TEXTURE_CONTRAST = 70.0  # spread, in grey levels per channel, between a background's two colours
+# ``fixed_background``: every background in these two greys (a plain one is the first), so that it carries no
+# identity of its image.  Mid-grey keeps every palette colour visible on it.
+FIXED_BACKGROUND_RGB = ((128.0, 128.0, 128.0), (58.0, 58.0, 58.0))
 
 
 # ---------------------------------------------------------------------------
@@ -397,12 +400,14 @@ def _render_chunk(q: dict[str, torch.Tensor], res: int, g: torch.Generator, up: 
     return out, alpha >= 0.5
 
 
-def _draw_params(n: int, res: int, seed: int, backgrounds: Sequence[int] | None = None
+def _draw_params(n: int, res: int, seed: int, backgrounds: Sequence[int] | None = None, fixed_background: bool = False
                  ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Every per-image attribute and drawing parameter, drawn up front from one generator.
 
     ``backgrounds`` (indices into BACKGROUNDS) restricts the textures; all six, the default,
     draw exactly the numbers they always did, so the default data set never changes.
+    ``fixed_background`` replaces the drawn background colours after every number is drawn, so
+    the objects stay exactly those of the same seed with random backgrounds.
     """
     allowed = torch.tensor(list(backgrounds) if backgrounds else range(len(BACKGROUNDS)))
     g = torch.Generator()
@@ -426,6 +431,8 @@ def _draw_params(n: int, res: int, seed: int, backgrounds: Sequence[int] | None 
     close = (base_rgb - obj_rgb[:, None, :]).norm(dim=-1, keepdim=True) < 110
     base_rgb = torch.where(close, torch.remainder(base_rgb + 128, 256).clamp(30, 225), base_rgb)
     bg_rgb = (base_rgb + (torch.rand(n, 2, 3, generator=g) - 0.5) * TEXTURE_CONTRAST).clamp(0, 255)
+    if fixed_background:
+        bg_rgb = torch.tensor(FIXED_BACKGROUND_RGB).expand(n, 2, 3).clone()
     rotation = torch.rand(n, generator=g) * 2 * math.pi
     bg_angle = torch.rand(n, 1, 1, generator=g) * math.pi
     attrs = {"colour": colour, "size": size, "position": position}
@@ -455,15 +462,19 @@ def generate(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     backgrounds: Sequence[str] = (),
+    fixed_background: bool = False,
 ) -> RawImages:
     """Render ``num_images`` shapes at ``resolution``; the same arguments give identical tensors.
 
     ``backgrounds`` names the textures to draw from (empty: all of BACKGROUNDS).  Fewer textures
     take the background out as a nuisance: with plain ones only, the object is the one
-    structure in the image (see the masked study's notes on DINO's attention).
+    structure in the image (see the masked study's notes on DINO's attention).  ``fixed_background``
+    draws every background in the same greys (``FIXED_BACKGROUND_RGB``): with plain ones only, the
+    object is the one thing that tells an image from another (there, DINO's attention finds it;
+    with random backgrounds it settles on them: resources/studies/masked-shapes-20min.md, stop 20).
     """
     n, res = int(num_images), int(resolution)
-    attrs, params = _draw_params(n, res, seed, parse_backgrounds(backgrounds))
+    attrs, params = _draw_params(n, res, seed, parse_backgrounds(backgrounds), fixed_background)
     label, background = params["label"], params["background"]
     colour, size, position = attrs["colour"], attrs["size"], attrs["position"]
 

@@ -4,7 +4,7 @@ Sources only produce images and what they know about them (RawImages); the
 rules every source shares live here once: ``limit`` (seeded, stratified by
 class and official split), the seeded stratified split or the official one,
 and ``held_out`` (shapes only: those colour-shape pairs leave train_index).
-Shapes-only fields (``held_out``, ``backgrounds``) set for another source are refused here.
+Shapes-only fields (``held_out``, ``backgrounds``, ``fixed_background``) set for another source are refused here.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def load_raw(cfg: DataConfig, seed: int, progress: Progress | None = None) -> Ra
     if kind == "shapes":
         from ssl_studio.data.shapes import generate
 
-        return generate(cfg.num_images, cfg.resolution, seed, progress, backgrounds=list(cfg.backgrounds or []))
+        return generate(cfg.num_images, cfg.resolution, seed, progress, backgrounds=list(cfg.backgrounds or []),
+                        fixed_background=cfg.fixed_background)
     if kind == "digits":
         from ssl_studio.data.digits import load_digits_images
 
@@ -70,7 +71,8 @@ def load_imageset(cfg: DataConfig, seed: int, progress: Progress | None = None) 
     """
     held_out = list(cfg.held_out or [])
     is_shapes = (cfg.source or "").strip().lower() == "shapes"
-    for field, value in (("data.held_out", held_out), ("data.backgrounds", list(cfg.backgrounds or []))):
+    for field, value in (("data.held_out", held_out), ("data.backgrounds", list(cfg.backgrounds or [])),
+                         ("data.fixed_background", cfg.fixed_background)):
         if value and not is_shapes:
             raise DataError(field, f"only applies to the shapes source, but data.source is {cfg.source!r}; clear it or switch to shapes.")
     if held_out:
