@@ -78,22 +78,24 @@ class AttentionPanel(Panel):
 
         self.image = picture_label("attentionImages", "Per-head and mean [CLS] attention and the 60 % mask on probe images")
         self.plot_widget = name_control(pg.PlotWidget(), "attentionIoUPlot", "Attention-mask IoU over steps")
-        self.plot_widget.setMaximumHeight(190)
+        self.plot_widget.setMaximumHeight(210)
         self.plot = self.plot_widget.getPlotItem()
-        self.plot.setTitle("Attention on the object: IoU of the 60 %-mass mask; AUC of object over background patches")
+        self.plot.setTitle("Attention on the object over steps")
         label_step_axis(self.plot)
         self.plot.showGrid(x=True, y=True, alpha=0.15)
-        self.plot.setYRange(0, 1, padding=0.02)
+        self.plot.setYRange(0, 1.45, padding=0.02)  # both scores live in [0, 1]; the band above holds the legend
+        self.plot.getAxis("left").setTicks([[(v / 5, f"{v / 5:g}") for v in range(6)]])
         cache_axes(self.plot)
-        self.legend = self.plot.addLegend(offset=(-6, 6), labelTextSize="8pt", brush=legend_brush())
+        # one row across the band above 1 (no curve goes there), so it covers no data
+        self.legend = self.plot.addLegend(offset=(-6, 2), labelTextSize="8pt", brush=legend_brush(), colCount=3)
         watch_theme([self.legend])
         self.probe_curve = pg.PlotDataItem([], [], pen=pg.mkPen(IOU_COLOUR, width=2), symbol="o", symbolSize=4,
-                                           symbolBrush=IOU_COLOUR, symbolPen=None, name="probe (64 images)")
+                                           symbolBrush=IOU_COLOUR, symbolPen=None, name="IoU (probe)")
         self.auc_curve = pg.PlotDataItem([], [], pen=pg.mkPen(AUC_COLOUR, width=2, style=Qt.PenStyle.DashLine), symbol="t",
                                          symbolSize=5, symbolBrush=AUC_COLOUR, symbolPen=None, connect="finite",
-                                         name="object vs background AUC (0.5 = none)")
+                                         name="AUC (probe)")
         self.visual_curve = pg.PlotDataItem([], [], pen=None, symbol="x", symbolSize=7, symbolPen=VISUALS_COLOUR,
-                                            name="shown images")
+                                            name="IoU (shown images)")
         self.init_line = pg.InfiniteLine(angle=0, pen=pg.mkPen("#888", width=1, style=Qt.PenStyle.DashLine))
         self.init_line.hide()
         for item in (self.probe_curve, self.auc_curve, self.visual_curve, self.init_line):
@@ -160,10 +162,10 @@ class AttentionPanel(Panel):
         latest = self.probe_iou.view[-1] if len(self.probe_iou) else (self.visual_iou.view[-1] if len(self.visual_iou) else None)
         text = f"IoU {_fmt(None if latest is None else float(latest))}"
         if self.initial_iou is not None:
-            text += f"  (at initialisation {_fmt(self.initial_iou)})"
+            text += f" (at init {_fmt(self.initial_iou)})"
         auc = self.probe_auc.view[-1] if len(self.probe_auc) else float("nan")
         if np.isfinite(auc):
-            text += f"   AUC {_fmt(float(auc))}"
+            text += f" · AUC {_fmt(float(auc))}"
         self.iou_label.setText(text)
 
     def _draw(self, ev: Visuals) -> None:
