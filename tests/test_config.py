@@ -64,3 +64,14 @@ def test_the_colour_mix_preset_is_simclr_with_every_view_recoloured():
     vit = load_config(paths["simclr-vit-colour-mix"])
     assert vit.model.backbone == "vit" and vit.budget.minutes == 45
     assert dataclasses.replace(vit, model=mixed.model, budget=mixed.budget) == mixed
+
+
+def test_dino_vit_grey_background_preset_is_dino_vit_on_one_grey_background():
+    import dataclasses
+
+    from ssl_studio.presets import list_presets
+
+    paths = {p.name: p.path for p in list_presets()}
+    grey, vit = load_config(paths["dino-vit-grey-background"]), load_config(paths["dino-vit"])
+    assert grey.data.backgrounds == ["plain"] and grey.data.fixed_background and grey.budget.minutes == 10
+    assert dataclasses.replace(grey, data=vit.data, budget=vit.budget) == vit
