@@ -249,6 +249,23 @@ def test_object_background_auc_hand_built():
     assert torch.isnan(no_ground).all()
 
 
+def test_object_background_auc_counts_every_object_background_pair():
+    """The sorted computation equals the definition over all (object, background) patch pairs, ties half."""
+    g = torch.Generator().manual_seed(0)
+    attn = torch.randint(0, 5, (40, 8, 8), generator=g).float()  # few values: many ties
+    pixels = torch.zeros(40, 32, 32, dtype=torch.bool)
+    for i in range(40):
+        x, y = torch.randint(4, 28, (2,), generator=g).tolist()
+        pixels[i, max(0, y - 7):y + 7, max(0, x - 7):x + 7] = True
+    share = attention.object_share_on_grid(pixels, 8).reshape(40, -1)
+    flat = attn.reshape(40, -1)
+    expected = []
+    for a, s in zip(flat, share):
+        obj, ground = a[s >= 0.5], a[s <= 1e-6]
+        expected.append(((obj[:, None] > ground[None]).float() + 0.5 * (obj[:, None] == ground[None]).float()).mean().item())
+    assert attention.object_background_auc(attn, pixels).tolist() == pytest.approx(expected)
+
+
 class _FakeViT:
     """A backbone whose attention maps are given, to check the distance arithmetic."""
 
