@@ -130,15 +130,15 @@ def object_background_auc(attn: torch.Tensor, object_masks: torch.Tensor) -> tor
     """
     b = attn.shape[0]
     g = attn.shape[-1] if attn.dim() == 3 else int(round(attn.shape[-1] ** 0.5))
-    a = attn.reshape(b, -1).float().cpu()
+    a = attn.reshape(b, -1).float().cpu().contiguous()  # searchsorted wants contiguous rows
     share = object_share_on_grid(object_masks.cpu(), g).reshape(b, -1)
     obj, ground = share >= 0.5, share <= 1e-6
     # Mann-Whitney by sorting, not by all pairs (B x N x N would not fit for fine patch grids): for each
     # object patch, the background patches below it and those tied with it, found by binary search in
     # the image's sorted background values (+inf pads the other patches to the end, out of reach).
     ground_sorted = torch.where(ground, a, torch.full_like(a, float("inf"))).sort(dim=1).values
-    below = torch.searchsorted(ground_sorted, a.contiguous(), side="left").float()
-    tied = torch.searchsorted(ground_sorted, a.contiguous(), side="right").float() - below
+    below = torch.searchsorted(ground_sorted, a, side="left").float()
+    tied = torch.searchsorted(ground_sorted, a, side="right").float() - below
     wins = ((below + 0.5 * tied) * obj).sum(1)
     count = obj.sum(1).float() * ground.sum(1).float()
     return torch.where(count > 0, wins / count.clamp_min(1), torch.full_like(count, float("nan")))
