@@ -69,7 +69,7 @@ def pretrained_backbone_state(cfg: RunConfig, resolution: int) -> dict[str, torc
     try:
         ckpt = folder.load_checkpoint()
     except ConfigError as exc:
-        raise ConfigError(field, exc.message) from None
+        raise ConfigError(field, f"refused: {exc.message}") from None
     state = {k[len("backbone."):]: v for k, v in ckpt.get("objective", {}).items() if k.startswith("backbone.")}
     if not state:
         raise ConfigError(field, f"the checkpoint of run {path.name} holds no backbone weights; choose a run of a training objective.")

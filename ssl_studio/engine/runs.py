@@ -150,12 +150,11 @@ class RunFolder:
         except json.JSONDecodeError:
             return {}
 
-    def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-        if not self.checkpoint_path.exists():
-            from ssl_studio.params import ConfigError
+    def load_checkpoint(self, map_location: str | torch.device = "cpu", resume: bool = False) -> dict[str, Any]:
+        """``checkpoints/last.pt``, loaded without running code and checked (``checkpoint_file.read_checkpoint``)."""
+        from ssl_studio.engine.checkpoint_file import read_checkpoint
 
-            raise ConfigError("", f"Run folder {self.path} has no checkpoint (checkpoints/last.pt); it may have failed before its first save.")
-        return torch.load(self.checkpoint_path, map_location=map_location, weights_only=False)
+        return read_checkpoint(self.checkpoint_path, map_location=map_location, resume=resume)
 
     def read_snapshot(self, name: str) -> dict[str, np.ndarray]:
         with np.load(self.path / "snapshots" / name, allow_pickle=False) as data:

@@ -146,7 +146,7 @@ class Trainer:
         checkpoint = None
         if self.resume:
             self.folder = RunFolder(self.requested_dir, create=False)
-            checkpoint = self.folder.load_checkpoint()
+            checkpoint = self.folder.load_checkpoint(resume=True)
         else:
             self.folder = RunFolder(self.requested_dir or new_run_dir(cfg))
             self.folder.write_config(cfg)
