@@ -15,6 +15,7 @@ wrote, so a foreign or half-written file is refused with the file's name, not a
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     if path.stat().st_size == 0:
         raise _damaged(path, "is empty (0 bytes; a disk that filled up or a crash mid-write can leave this)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on foreign pickles would print beside our sentence
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if "global" in str(exc).lower():  # the file names a callable: refused as code, whatever else it holds
             raise _refuse_code(path, exc) from None
