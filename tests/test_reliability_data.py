@@ -140,6 +140,29 @@ def test_links_into_a_hidden_pool_inside_the_folder_are_followed(tmp_path):
 
 
 @links
+def test_a_linked_root_reads_as_the_folder_it_names(tmp_path):
+    """The root itself may be a link (~/data -> /mnt/data): "inside the folder" means inside what it resolves to."""
+    real = tmp_path / "real"
+    images(real / "cat", 2)
+    images(real / "dog", 2, start=2)
+    os.symlink("../cat/0.png", real / "dog" / "same.png")
+    os.symlink(real, tmp_path / "alias")
+    raw = load_folder(tmp_path / "alias", resolution=8)
+    assert len(raw) == 4 and raw.class_names == ["cat", "dog"] and raw.skipped_link_examples == ["dog/same.png"]
+
+
+@links
+def test_a_split_part_linked_out_of_the_folder_is_refused(tmp_path):
+    images(tmp_path / "elsewhere" / "a", 2)
+    root = tmp_path / "data"
+    images(root / "test" / "a", 2)
+    os.symlink(tmp_path / "elsewhere", root / "train")
+    with pytest.raises(DataError) as err:
+        load_folder(root)
+    one_sentence(err, "train/ is a link", "not followed")
+
+
+@links
 def test_a_folder_of_nothing_but_a_loop_is_a_clear_error(tmp_path):
     os.symlink(".", tmp_path / "again")
     with pytest.raises(DataError) as err:

@@ -81,6 +81,11 @@ def _list_files(root: Path, tree: FolderTree) -> tuple[list[_File], list[str] | 
     top = str(root)
     split = tree.split
     parts = [(split[0], False), (split[1], True)] if split else [("", False)]
+    for part, _ in parts:
+        if part and part in tree.skipped_links:
+            raise DataError("data.source", f"points to {printable(top)}, whose {printable(part)}/ is a link that leads out of the folder "
+                                           "(or back into it), which is not followed; point data.source at a folder that holds "
+                                           f"{printable(part)}/ itself.")
     contents = [(_part_contents(tree, p), is_val) for p, is_val in parts]
     labelled = [bool(classes) for (classes, _), _ in contents]
     if split and any(labelled) and not all(labelled):
