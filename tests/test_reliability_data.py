@@ -385,9 +385,10 @@ def test_undecodable_bytes_in_the_path_load_or_are_refused_cleanly(tmp_path):
     assert len(data) == 20 and data.class_names == ["caf\ufffd", "dog"]
     for text in (data.name, *data.class_names, data.describe()):
         text.encode("utf-8")
-    with pytest.raises(DataError) as err:
-        load_imageset(DataConfig(source="folder:" + os.fsdecode(os.path.join(root, b"gone\xff"))), seed=0)
-    one_sentence(err, "does not exist")
+    for kind in ("folder", "cifar"):
+        with pytest.raises(DataError) as err:
+            load_imageset(DataConfig(source=f"{kind}:" + os.fsdecode(os.path.join(root, b"gone\xff"))), seed=0)
+        assert "gone\ufffd" in one_sentence(err, "does not exist")
 
 
 def test_a_file_with_an_image_name_that_is_not_an_image(tmp_path):

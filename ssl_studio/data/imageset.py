@@ -26,14 +26,6 @@ from ssl_studio.params import ConfigError
 VAL_FALLBACK_SIZE = 1000
 
 
-class DataError(ConfigError):
-    """A user-facing data problem (missing folder, unreadable files, refused pickle).
-
-    A ConfigError so that the GUI shows it beside the data control and the CLI
-    prints it as one sentence; the field is usually ``data.source``.
-    """
-
-
 def printable(text: str) -> str:
     """``text`` safe to print, write as UTF-8 or show: a path's undecodable bytes become U+FFFD.
 
@@ -45,7 +37,23 @@ def printable(text: str) -> str:
         text.encode("utf-8")
         return text
     except UnicodeEncodeError:
-        return os.fsencode(text).decode("utf-8", "replace") if os.name != "nt" else text.encode("utf-8", "replace").decode("utf-8")
+        pass
+    try:
+        return os.fsencode(text).decode("utf-8", "replace")  # the bytes the path really holds, undecodable ones as U+FFFD
+    except UnicodeError:  # a lone surrogate that is no escaped byte
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
+class DataError(ConfigError):
+    """A user-facing data problem (missing folder, unreadable files, refused pickle).
+
+    A ConfigError so that the GUI shows it beside the data control and the CLI
+    prints it as one sentence; the field is usually ``data.source``.  The
+    message is made printable (see ``printable``), since it often names a path.
+    """
+
+    def __init__(self, field: str, message: str):
+        super().__init__(field, printable(message))
 
 
 def plural(n: int, one: str, many: str | None = None) -> str:
