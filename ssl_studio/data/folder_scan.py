@@ -6,9 +6,10 @@ link can never multiply the data or pull it in from elsewhere:
 
 * every real directory and every real file is visited once (by device and
   inode), whatever names lead to it; a hard-linked duplicate is read once;
-* the folder's own directories are walked first, links afterwards, so a link
-  to a folder that is already part of the scan is skipped, never given the
-  files of the folder it points at, and never made a class of its own;
+* the folder's own directories (in a split layout, those under ``train/`` and
+  ``test/``) are walked first, links afterwards, so a link to a folder that is
+  already part of the scan is skipped, never given the files of the folder it
+  points at, and never made a class of its own;
 * a link to a folder or file is followed only when it resolves inside the
   root: a link that leads out of the chosen folder is skipped, so the data a
   run reads is exactly what lies under that folder (a broken link is skipped
