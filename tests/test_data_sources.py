@@ -57,7 +57,7 @@ def messy(tmp_path_factory) -> Path:
     solid("RGB", (16, 16), (200, 100, 0)).convert("P", palette=Image.Palette.ADAPTIVE).save(cats / "pal.png")
     Image.fromarray(np.full((10, 12), 40000, dtype=np.uint16)).save(cats / "deep.png")  # I;16
     solid("RGB", (1200, 800), (10, 200, 10)).save(cats / "big.jpg", quality=95)
-    solid("RGB", (3, 2), (0, 0, 255)).save(cats / "tiny.png")
+    solid("RGB", (6, 4), (0, 0, 255)).save(cats / "tiny.png")  # MIN_SIDE on its shorter side: the smallest kept
     solid("RGB", (32, 32), (240, 240, 0)).save(dogs / "a.jpg", quality=95)
     (dogs / "a.txt").write_text("a sleepy dog\n")
     solid("RGB", (50, 64), (90, 90, 200)).save(dogs / "b.jpg", quality=95)

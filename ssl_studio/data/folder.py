@@ -17,22 +17,28 @@ converted; EXIF orientation is applied; animations give their first frame.
 Images are centre-cropped to a square and resized (antialiased bilinear) to the
 resolution, as every source is, so objects keep their proportions.
 
-Captions come from ``captions.csv`` at the root (columns ``file,caption``, file
-relative to the root; a bare file name also matches) and from ``.txt`` files
-beside the images with the same stem; the CSV wins where both exist.  When
-some images have captions, the rest get "a photo of a <class>" (labelled) or
-"" (unlabelled) so the list stays one per image.
+Captions come from ``captions.csv`` and ``.txt`` sidecars (folder_captions.py).
+Links are followed only inside the folder, each real folder and file once
+(folder_scan.py).
 
-Unreadable, corrupt, zero-byte and non-image files are skipped and counted
-(names in ``skipped_examples``), never fatal, unless nothing is readable.
+Files that cannot be used are skipped, counted and named, never fatal unless
+nothing is left: unreadable, corrupt, zero-byte and non-image files; images
+under ``MIN_SIDE`` pixels on a side (1×1 spacers and tracking pixels: a crop
+of one is a flat colour, nothing a representation can learn from); images
+over Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``).  What was
+skipped, and why, is in the RawImages' ``notes``.
+
+A ``test/`` holding a class ``train/`` lacks is refused: every protocol would
+score the model on a class it never saw.
+
 Decoding runs in a thread pool: Pillow releases the GIL while it decodes, so
 all cores are used without worker processes.
 """
 
 from __future__ import annotations
 
-import csv
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +48,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from ssl_studio.data.imageset import DataError, RawImages, limit_order
+from ssl_studio.data.folder_captions import captions_for, check_caption_names, read_captions_csv, stem
+from ssl_studio.data.folder_scan import FolderTree, scan_folder
+from ssl_studio.data.imageset import DataError, RawImages, limit_order, plural, printable
 
-SPLIT_TRAIN = ("train",)
-SPLIT_TEST = ("test", "val", "valid", "validation")
 IGNORED_NAMES = {"thumbs.db", "desktop.ini"}  # system litter, not worth reporting
 SKIPPED_EXAMPLES = 5
+NOTE_EXAMPLES = 3
 CHUNK = 64  # files per thread-pool task: amortises scheduling, keeps progress smooth
+MIN_SIDE = 4  # pixels on the shorter side below which an image is skipped (see the module docstring)
+
+UNREADABLE, TOO_SMALL, TOO_LARGE = "unreadable", "too small", "too large"
 
 
 @dataclass
@@ -59,68 +69,29 @@ class _File:
     is_val: bool
 
 
-def _visible(name: str) -> bool:
-    return not name.startswith(".") and not name.startswith("__")
-
-
-def _scan(folder: str) -> tuple[list[str], list[str]]:
-    """Visible sub-folder and file names directly in ``folder``, sorted."""
-    dirs, files = [], []
-    try:
-        with os.scandir(folder) as it:
-            for e in it:
-                if not _visible(e.name):
-                    continue
-                try:
-                    (dirs if e.is_dir() else files).append(e.name)
-                except OSError:
-                    continue
-    except OSError:
-        return [], []
-    return sorted(dirs), sorted(files)
-
-
-def _walk_files(root: str, rel_dir: str) -> list[str]:
-    """Every visible file under ``root/rel_dir`` (any depth), as sorted root-relative posix paths."""
-    out: list[str] = []
-    top = os.path.join(root, rel_dir)
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if _visible(d))
-        rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
-        out.extend(f"{rel}/{f}" for f in filenames if _visible(f))
-    return sorted(out)
-
-
-def _find_split(root: str) -> tuple[str, str] | None:
-    by_name = {d.lower(): d for d in _scan(root)[0]}
-    train = next((by_name[n] for n in SPLIT_TRAIN if n in by_name), None)
-    test = next((by_name[n] for n in SPLIT_TEST if n in by_name), None)
-    return (train, test) if train is not None and test is not None else None
-
-
-def _part_contents(root: str, part: str) -> tuple[dict[str, list[str]], list[str]]:
+def _part_contents(tree: FolderTree, part: str) -> tuple[dict[str, list[str]], list[str]]:
     """Class name → files for each sub-folder of ``part`` that holds files, and the loose files."""
-    dirs, loose = _scan(os.path.join(root, part))
     prefix = f"{part}/" if part else ""
-    classes = {d: files for d in dirs if (files := _walk_files(root, prefix + d))}
-    return classes, [prefix + f for f in loose]
+    classes = {d: files for d in tree.dirs.get(part, []) if (files := tree.files_under(prefix + d))}
+    return classes, [prefix + f for f in tree.files.get(part, [])]
 
 
-def _stem(rel: str) -> str:
-    return os.path.splitext(rel)[0]
-
-
-def _list_files(root: Path) -> tuple[list[_File], list[str] | None, dict[str, str]]:
+def _list_files(root: Path, tree: FolderTree) -> tuple[list[_File], list[str] | None, dict[str, str]]:
     """The candidate files, class names (None when unlabelled) and caption sidecars (image stem → .txt)."""
     top = str(root)
-    split = _find_split(top)
+    split = tree.split
     parts = [(split[0], False), (split[1], True)] if split else [("", False)]
-    contents = [(_part_contents(top, p), is_val) for p, is_val in parts]
+    for part, _ in parts:
+        if part and part in tree.skipped_links:
+            raise DataError("data.source", f"points to {printable(top)}, whose {printable(part)}/ is a link that leads out of the folder "
+                                           "(or back into it), which is not followed; point data.source at a folder that holds "
+                                           f"{printable(part)}/ itself.")
+    contents = [(_part_contents(tree, p), is_val) for p, is_val in parts]
     labelled = [bool(classes) for (classes, _), _ in contents]
     if split and any(labelled) and not all(labelled):
         raise DataError(
             "data.source",
-            f"points to {root}, whose {split[0]}/ and {split[1]}/ differ: one has class sub-folders and the other not; "
+            f"points to {printable(top)}, whose {split[0]}/ and {split[1]}/ differ: one has class sub-folders and the other not; "
             "give both the same layout.",
         )
     raw: list[tuple[str, str | None, bool]] = []
@@ -132,49 +103,18 @@ def _list_files(root: Path) -> tuple[list[_File], list[str] | None, dict[str, st
     class_names = sorted({c for _, c, _ in raw if c is not None}) if any(labelled) else None
     index = {c: i for i, c in enumerate(class_names or [])}
     # a .txt beside a file with the same stem is that file's caption, not a bad image
-    stems = {_stem(f) for f, _, _ in raw if not f.lower().endswith(".txt")}
+    stems = {stem(f) for f, _, _ in raw if not f.lower().endswith(".txt")}
     files: list[_File] = []
     sidecars: dict[str, str] = {}
     for rel, c, is_val in raw:
         name = rel.rsplit("/", 1)[-1].lower()
         if name in IGNORED_NAMES or rel.lower() == "captions.csv":
             continue
-        if name.endswith(".txt") and _stem(rel) in stems:
-            sidecars[_stem(rel)] = os.path.join(top, rel)
+        if name.endswith(".txt") and stem(rel) in stems:
+            sidecars[stem(rel)] = os.path.join(top, rel)
             continue
         files.append(_File(os.path.join(top, rel), rel, index[c] if c is not None else -1, is_val))
     return files, class_names, sidecars
-
-
-def _read_captions_csv(root: Path) -> dict[str, str]:
-    path = root / "captions.csv"
-    if not path.is_file():
-        return {}
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError("data.source", f"has a captions file {path} that cannot be read ({exc}); save it as UTF-8 CSV with columns file,caption.") from None
-    if not rows:
-        return {}
-    head = [c.strip().lower() for c in rows[0]]
-    if "file" in head and "caption" in head:
-        fi, ci, rows = head.index("file"), head.index("caption"), rows[1:]
-    else:
-        fi, ci = 0, 1
-    out: dict[str, str] = {}
-    for row in rows:
-        if len(row) > max(fi, ci) and row[fi].strip():
-            key = Path(row[fi].strip().replace("\\", "/")).as_posix()
-            out[key] = row[ci].strip()
-    return out
-
-
-def _read_sidecar(path: Path) -> str:
-    try:
-        return " ".join(path.read_text(encoding="utf-8", errors="replace").split())
-    except OSError:
-        return ""
 
 
 # ---------------------------------------------------------------------------
@@ -217,9 +157,15 @@ def _fit(im: Image.Image, res: int) -> Image.Image:
     return im.resize((res, res), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side), reducing_gap=3.0)
 
 
+class ImageTooSmall(ValueError):
+    """An image whose shorter side is under MIN_SIDE pixels."""
+
+
 def decode_image(path: str | Path, res: int) -> np.ndarray:
-    """H×W×3 uint8 at ``res`` (raises on anything unreadable)."""
+    """H×W×3 uint8 at ``res``; raises ImageTooSmall under MIN_SIDE, something else on anything unreadable."""
     with Image.open(path) as im:
+        if min(im.size) < MIN_SIDE:
+            raise ImageTooSmall(f"{im.size[0]}×{im.size[1]} pixels")
         if im.format == "JPEG" and min(im.size) >= 2 * res:
             im.draft(None, (res, res))  # decode at 1/2, 1/4 or 1/8 size, never below res
         orientation = im.getexif().get(0x0112, 1)
@@ -232,16 +178,96 @@ def decode_image(path: str | Path, res: int) -> np.ndarray:
     return out
 
 
-def _decode_into(out: np.ndarray, start: int, files: list[_File], res: int) -> list[bool]:
-    """Decode ``files`` into ``out[start:]`` (preallocated, so no second copy); True where it worked."""
-    ok: list[bool] = []
+def _decode_into(out: np.ndarray, start: int, files: list[_File], res: int) -> list[str | None]:
+    """Decode ``files`` into ``out[start:]`` (preallocated, so no second copy); None where it worked, else why not."""
+    why: list[str | None] = []
     for i, f in enumerate(files):
         try:
             out[start + i] = decode_image(f.path, res)
-            ok.append(True)
-        except Exception:  # corrupt, truncated, zero-byte, not an image, too big
-            ok.append(False)
-    return ok
+            why.append(None)
+        except ImageTooSmall:
+            why.append(TOO_SMALL)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            why.append(TOO_LARGE)
+        except Exception:  # corrupt, truncated, zero-byte, not an image
+            why.append(UNREADABLE)
+    return why
+
+
+def _decode_all(files: list[_File], resolution: int, progress, workers: int | None) -> tuple[np.ndarray, list[str | None]]:
+    total = len(files)
+    chunks = [files[i : i + CHUNK] for i in range(0, total, CHUNK)]
+    # one thread a core: most of a small file's cost is Pillow's Python-level
+    # header parsing, which holds the GIL, so more threads only contend
+    n_workers = workers or min(32, os.cpu_count() or 1)
+    array = np.empty((total, resolution, resolution, 3), dtype=np.uint8)
+    reasons: list[str | None] = []
+    if progress is not None:
+        progress(0, total)
+    # For the whole decode (the filters are process-wide, so they are set once around the pool, not per
+    # thread): Pillow's decompression-bomb warning becomes an error, so the file is skipped by name
+    # rather than warned about without one; Pillow's other warnings (odd EXIF, palette transparency)
+    # are about files that decode fine.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\.|$)")
+        with ThreadPoolExecutor(max_workers=max(1, min(n_workers, len(chunks)))) as pool:
+            starts = range(0, total, CHUNK)
+            for part in pool.map(_decode_into, [array] * len(chunks), starts, chunks, [resolution] * len(chunks)):
+                reasons.extend(part)
+                if progress is not None:
+                    progress(len(reasons), total)
+    return array, reasons
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:NOTE_EXAMPLES]) + (", ..." if len(names) > NOTE_EXAMPLES else "")
+
+
+def _skip_notes(files: list[_File], reasons: list[str | None], links: list[str]) -> list[str]:
+    """One sentence for each kind of file skipped, naming the first few."""
+    megapixels = f"{(Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f}"
+    kinds = ((UNREADABLE, "unreadable file", "corrupt, empty or not an image"),
+             (TOO_SMALL, "image", f"under {MIN_SIDE} pixels on a side"),
+             (TOO_LARGE, "image", f"over Pillow's decompression-bomb limit of {megapixels} megapixels"))
+    notes = []
+    for kind, noun, why in kinds:
+        names = [printable(f.rel) for f, r in zip(files, reasons) if r == kind]
+        if names:
+            notes.append(f"{plural(len(names), noun)} {'was' if len(names) == 1 else 'were'} skipped ({why}): {_listed(names)}.")
+    if links:
+        notes.append(f"{plural(len(links), 'link')} {'was' if len(links) == 1 else 'were'} not followed (leading out of the "
+                     f"folder, broken, or to images already read): {_listed([printable(x) for x in links])}.")
+    return notes
+
+
+def _nothing_usable(root: Path, files: list[_File], reasons: list[str | None]) -> DataError:
+    parts = []
+    for kind, words in ((UNREADABLE, "unreadable"), (TOO_SMALL, f"under {MIN_SIDE}×{MIN_SIDE} pixels"),
+                        (TOO_LARGE, "over the decompression-bomb limit")):
+        names = [printable(f.rel) for f, why in zip(files, reasons) if why == kind]
+        if names:
+            parts.append(f"{len(names)} {words}, such as {', '.join(names[:NOTE_EXAMPLES])}")
+    return DataError(
+        "data.source",
+        f"points to the folder {printable(str(root))}, but none of its {len(files)} files could be read as an image "
+        f"({'; '.join(parts)}); add JPEG or PNG images of at least {MIN_SIDE}×{MIN_SIDE} pixels there.",
+    )
+
+
+def _check_test_classes(root: Path, split: tuple[str, str], labels: list[int], is_val: list[bool], class_names: list[str],
+                        limit: int) -> None:
+    """Refuse a test split holding a class the training split lacks (it would be scored on a class never trained on)."""
+    train = {y for y, v in zip(labels, is_val) if not v}
+    extra = sorted({y for y, v in zip(labels, is_val) if v} - train)
+    if not extra:
+        return
+    names = ", ".join(printable(class_names[y]) for y in extra[:NOTE_EXAMPLES]) + (", ..." if len(extra) > NOTE_EXAMPLES else "")
+    why = f" after data.limit = {limit} picked the images" if limit > 0 else ""
+    fix = "raise data.limit, or " if limit > 0 else ""
+    raise DataError("data.source", f"points to {printable(str(root))}, whose {split[1]}/ holds {plural(len(extra), 'class', 'classes')} "
+                                   f"that {split[0]}/ has no usable images of{why} ({names}), so they would be scored without being "
+                                   f"trained on; {fix}add images of them to {split[0]}/ or remove them from {split[1]}/.")
 
 
 def load_folder(
@@ -253,19 +279,24 @@ def load_folder(
     workers: int | None = None,
 ) -> RawImages:
     root = Path(path).expanduser()
+    shown = printable(str(root))
     if not root.exists():
-        raise DataError("data.source", f"points to the folder {root}, which does not exist; check the path or pick another folder.")
+        raise DataError("data.source", f"points to the folder {shown}, which does not exist; check the path or pick another folder.")
     if not root.is_dir():
-        raise DataError("data.source", f"points to {root}, which is a file, not a folder; pick the folder that holds the images.")
+        raise DataError("data.source", f"points to {shown}, which is a file, not a folder; pick the folder that holds the images.")
     if not os.access(root, os.R_OK | os.X_OK):
-        raise DataError("data.source", f"points to the folder {root}, which cannot be read (permission denied); fix its permissions or copy the images elsewhere.")
-    files, class_names, sidecars = _list_files(root)
+        raise DataError("data.source", f"points to the folder {shown}, which cannot be read (permission denied); fix its permissions or copy the images elsewhere.")
+    tree = scan_folder(str(root))
+    files, class_names, sidecars = _list_files(root, tree)
     if not files:
+        links = f" ({plural(len(tree.skipped_links), 'link')} leading out of it or back into it not followed)" if tree.skipped_links else ""
         raise DataError(
             "data.source",
-            f"points to the folder {root}, which holds no image files; put images in it (one sub-folder per class for labels).",
+            f"points to the folder {shown}, which holds no image files{links}; put images in it (one sub-folder per class for labels).",
         )
-    split = _find_split(str(root)) is not None
+    table = read_captions_csv(root)
+    notes = check_caption_names(root, table, [f.rel for f in files])
+    split = tree.split
     if 0 < limit < len(files):
         # before decoding, so that a limited run reads only the files it uses
         labels_all = None if class_names is None else torch.tensor([f.label for f in files], dtype=torch.int64)
@@ -273,31 +304,12 @@ def load_folder(
         keep = limit_order(labels_all, len(files), limit, seed, is_val_all).tolist()
         files = [files[i] for i in keep]
 
-    total = len(files)
-    chunks = [files[i : i + CHUNK] for i in range(0, total, CHUNK)]
-    # one thread a core: most of a small file's cost is Pillow's Python-level
-    # header parsing, which holds the GIL, so more threads only contend
-    n_workers = workers or min(32, os.cpu_count() or 1)
-    array = np.empty((total, resolution, resolution, 3), dtype=np.uint8)
-    ok_flags: list[bool] = []
-    if progress is not None:
-        progress(0, total)
-    with ThreadPoolExecutor(max_workers=max(1, min(n_workers, len(chunks)))) as pool:
-        starts = range(0, total, CHUNK)
-        for part in pool.map(_decode_into, [array] * len(chunks), starts, chunks, [resolution] * len(chunks)):
-            ok_flags.extend(part)
-            if progress is not None:
-                progress(len(ok_flags), total)
-
-    ok = [i for i, flag in enumerate(ok_flags) if flag]
-    bad = [files[i].rel for i, flag in enumerate(ok_flags) if not flag]
+    array, reasons = _decode_all(files, resolution, progress, workers)
+    ok = [i for i, why in enumerate(reasons) if why is None]
+    bad = [printable(files[i].rel) for i, why in enumerate(reasons) if why is not None]
     if not ok:
-        examples = ", ".join(bad[:3])
-        raise DataError(
-            "data.source",
-            f"points to the folder {root}, but none of its {total} files could be read as an image (for example {examples}); "
-            "add JPEG or PNG images there.",
-        )
+        raise _nothing_usable(root, files, reasons)
+    notes = _skip_notes(files, reasons, tree.skipped_links) + notes
     good = [files[i] for i in ok]
     if bad:
         array = array[ok]
@@ -305,16 +317,18 @@ def load_folder(
 
     labels = None
     if class_names is not None:
+        if split:
+            _check_test_classes(root, split, [f.label for f in good], [f.is_val for f in good], class_names, limit)
         raw_labels = torch.tensor([f.label for f in good], dtype=torch.int64)
         present = sorted(set(raw_labels.tolist()))  # a class whose files were all unreadable is dropped
         remap = torch.full((len(class_names),), -1, dtype=torch.int64)
         remap[present] = torch.arange(len(present))
         labels = remap[raw_labels]
-        class_names = [class_names[i] for i in present]
+        class_names = [printable(class_names[i]) for i in present]
 
-    captions = _captions(root, good, sidecars, class_names, labels)
+    captions = captions_for(table, [f.rel for f in good], sidecars, class_names, None if labels is None else labels.tolist())
     return RawImages(
-        name=f"folder:{root.name}",
+        name=f"folder:{printable(root.name)}",
         images=images,
         labels=labels,
         class_names=class_names,
@@ -322,27 +336,10 @@ def load_folder(
         is_val=torch.tensor([f.is_val for f in good], dtype=torch.bool) if split else None,
         skipped=len(bad),
         skipped_examples=bad[:SKIPPED_EXAMPLES],
+        skipped_links=len(tree.skipped_links),
+        skipped_link_examples=[printable(x) for x in tree.skipped_links[:SKIPPED_EXAMPLES]],
+        notes=notes,
     )
 
 
-def _captions(
-    root: Path, files: list[_File], sidecars: dict[str, str], class_names: list[str] | None, labels: torch.Tensor | None
-) -> list[str] | None:
-    table = _read_captions_csv(root)
-    by_name = {key: text for key, text in table.items() if "/" not in key}  # bare file names
-    if not table and not sidecars:
-        return None
-    out: list[str] = []
-    for i, f in enumerate(files):
-        text = table.get(f.rel)
-        if text is None:
-            text = by_name.get(f.rel.rsplit("/", 1)[-1])
-        if text is None and _stem(f.rel) in sidecars:
-            text = _read_sidecar(Path(sidecars[_stem(f.rel)]))
-        if text is None:
-            text = f"a photo of a {class_names[int(labels[i])]}" if class_names is not None and labels is not None else ""
-        out.append(text)
-    return out
-
-
-__all__ = ["decode_image", "load_folder"]
+__all__ = ["MIN_SIDE", "ImageTooSmall", "decode_image", "load_folder"]

@@ -13,6 +13,7 @@ and, when the data comes with one, which of them are its official test split.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -25,12 +26,38 @@ from ssl_studio.params import ConfigError
 VAL_FALLBACK_SIZE = 1000
 
 
+def printable(text: str) -> str:
+    """``text`` safe to print, write as UTF-8 or show: a path's undecodable bytes become U+FFFD.
+
+    Paths keep undecodable bytes as surrogates (PEP 383) so that files can be
+    opened; messages, class names and notes must not carry them, or printing
+    them fails with "surrogates not allowed".
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return os.fsencode(text).decode("utf-8", "replace")  # the bytes the path really holds, undecodable ones as U+FFFD
+    except UnicodeError:  # a lone surrogate that is no escaped byte
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
 class DataError(ConfigError):
     """A user-facing data problem (missing folder, unreadable files, refused pickle).
 
     A ConfigError so that the GUI shows it beside the data control and the CLI
-    prints it as one sentence; the field is usually ``data.source``.
+    prints it as one sentence; the field is usually ``data.source``.  The
+    message is made printable (see ``printable``), since it often names a path.
     """
+
+    def __init__(self, field: str, message: str):
+        super().__init__(field, printable(message))
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 def _mean_std(images: torch.Tensor) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
@@ -72,6 +99,13 @@ class ImageSet:
     (or a split that leaves nothing held out) it is a seeded sample of up to
     1,000 *training* images, so probes and k-NN have something to embed; their
     numbers then measure fit, not generalisation.
+
+    What the user should hear about the data is kept beside it: ``skipped`` /
+    ``skipped_examples`` (files that could not be used), ``skipped_links`` /
+    ``skipped_link_examples`` (links not followed), and ``notes``, one
+    sentence each, ready to print (``describe()`` joins them).  ``only_class``
+    names the single class of a folder whose labels were set aside because
+    one class cannot be scored (see ``engine.build.load_data``).
     """
 
     name: str
@@ -87,6 +121,10 @@ class ImageSet:
     attributes: dict[str, list] | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    skipped_links: int = 0
+    skipped_link_examples: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    only_class: str | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -100,6 +138,10 @@ class ImageSet:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    def describe(self) -> str:
+        """The notes about this data as one line ("" when there is nothing to say)."""
+        return " ".join(self.notes)
 
     @property
     def num_classes(self) -> int:
@@ -140,6 +182,10 @@ class ImageSet:
             skipped=self.skipped,
             skipped_examples=list(self.skipped_examples),
             attributes=None if self.attributes is None else {k: [v[i] for i in pick] for k, v in self.attributes.items()},
+            skipped_links=self.skipped_links,
+            skipped_link_examples=list(self.skipped_link_examples),
+            notes=list(self.notes),
+            only_class=self.only_class,
         )
 
 
@@ -161,6 +207,9 @@ class RawImages:
     is_val: torch.Tensor | None = None
     skipped: int = 0
     skipped_examples: list[str] = field(default_factory=list)
+    skipped_links: int = 0
+    skipped_link_examples: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -178,6 +227,9 @@ class RawImages:
             is_val=None if self.is_val is None else self.is_val[idx],
             skipped=self.skipped,
             skipped_examples=self.skipped_examples,
+            skipped_links=self.skipped_links,
+            skipped_link_examples=self.skipped_link_examples,
+            notes=self.notes,
         )
 
 
@@ -296,4 +348,5 @@ def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:
     return out
 
 
-__all__ = ["DataError", "ImageSet", "RawImages", "VAL_FALLBACK_SIZE", "limit_order", "resize_batch", "split_indices"]
+__all__ = ["DataError", "ImageSet", "RawImages", "VAL_FALLBACK_SIZE", "limit_order", "plural", "printable", "resize_batch",
+           "split_indices"]

@@ -100,6 +100,9 @@ def load_imageset(cfg: DataConfig, seed: int, progress: Progress | None = None) 
         skipped=raw.skipped,
         skipped_examples=list(raw.skipped_examples),
         attributes=raw.attributes,
+        skipped_links=raw.skipped_links,
+        skipped_link_examples=list(raw.skipped_link_examples),
+        notes=list(raw.notes),
     )
 
 

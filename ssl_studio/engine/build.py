@@ -9,6 +9,7 @@ import torch
 
 from ssl_studio.config import TINY_BATCH, RunConfig
 from ssl_studio.data import ImageSet, load_imageset
+from ssl_studio.data.imageset import printable
 from ssl_studio.data.views import ViewMaker
 from ssl_studio.engine.runs import RunFolder
 from ssl_studio.models import DEFAULT_DEPTH, DEFAULT_WIDTH, build_backbone
@@ -16,13 +17,32 @@ from ssl_studio.objectives import Objective, ObjectiveContext, get_objective
 from ssl_studio.params import ConfigError
 
 
+# The least data a run can mean something on; each refusal says which minimum and why.
+MIN_TRAIN_IMAGES = TINY_BATCH  # one batch of the smallest size the lab trains with (the tiny_batch ablation)
+MIN_HELD_OUT_IMAGES = 2  # the probe's mean cosine and spectrum compare images in pairs: one image gives NaN
+
+
 def load_data(cfg: RunConfig, progress=None) -> ImageSet:
+    """The run's images, refused in one sentence when no run on them could mean anything.
+
+    Beyond what the source itself refuses: too few training or held-out images
+    (MIN_TRAIN_IMAGES, MIN_HELD_OUT_IMAGES); labels an objective needs but the
+    data lacks; a single class (label-free objectives still train on it, with
+    its labels set aside so that no 1.000 accuracy is reported; see
+    ``_set_one_class_aside``); captions an objective needs but most images lack.
+    """
     imageset = load_imageset(cfg.data, seed=cfg.seed, progress=progress)
     objective_cls = get_objective(cfg.objective.name)
+    _check_size(cfg, imageset)
+    _set_one_class_aside(cfg, imageset, objective_cls)
     if objective_cls.needs_labels and imageset.labels is None:
         raise ConfigError("data.source", f"{cfg.data.source!r} has no class labels, which {objective_cls.title} needs; "
                           "use a folder with one sub-folder per class, or choose a self-supervised objective")
     if objective_cls.needs_captions and imageset.captions is None:
+        if imageset.only_class is not None:
+            raise ConfigError("data.source", f"{cfg.data.source!r} has no captions and only one class ({imageset.only_class}), and "
+                              f"{objective_cls.title} needs captions or at least 2 classes to name; add captions.csv (columns "
+                              "file,caption) or a .txt caption beside each image, or a sub-folder for each further class")
         if imageset.labels is None or not imageset.class_names:
             raise ConfigError("data.source", f"{cfg.data.source!r} has neither captions nor class labels, and {objective_cls.title} "
                               "needs one of them; add captions.csv (columns file,caption) or a .txt caption beside each image, "
@@ -30,9 +50,60 @@ def load_data(cfg: RunConfig, progress=None) -> ImageSet:
         from ssl_studio.objectives.clip import class_captions  # classes but no captions: "a photo of a <class>", ...
 
         imageset.captions = class_captions(imageset.labels.tolist(), imageset.class_names, seed=cfg.seed)
-    if len(imageset.train_index) < 2:
-        raise ConfigError("data.source", f"{cfg.data.source!r} has only {len(imageset.train_index)} training images; at least 2 are needed")
+    if objective_cls.needs_captions:
+        _check_captions(cfg, imageset, objective_cls.title)
     return imageset
+
+
+def _check_size(cfg: RunConfig, imageset: ImageSet) -> None:
+    n_train, n_val = len(imageset.train_index), len(imageset.val_index)
+    limit = cfg.data.limit if 0 < cfg.data.limit else 0
+    if n_train < MIN_TRAIN_IMAGES:
+        fixes = ["add images"]
+        if limit:
+            fixes.append(f"raise data.limit (now {limit})")
+        if cfg.data.val_fraction > 0 and len(imageset) >= MIN_TRAIN_IMAGES + MIN_HELD_OUT_IMAGES:
+            fixes.append("lower data.val_fraction")
+        raise ConfigError("data.source", f"{cfg.data.source!r} gives only {n_train} training image{'s' if n_train != 1 else ''}; at "
+                          f"least {MIN_TRAIN_IMAGES} are needed to fill one batch of the smallest size the lab trains with; "
+                          f"{' or '.join(fixes)}")
+    if n_val < MIN_HELD_OUT_IMAGES:
+        raise ConfigError("data.val_fraction", f"leaves only {n_val} held-out image{'s' if n_val != 1 else ''} of {cfg.data.source!r} "
+                          f"to probe and evaluate on; at least {MIN_HELD_OUT_IMAGES} are needed, because the probe compares images in "
+                          "pairs; raise data.val_fraction, or add images (to its test/ folder where it has one)")
+
+
+def _set_one_class_aside(cfg: RunConfig, imageset: ImageSet, objective_cls) -> None:
+    """A data set with labels of one class only: refused where labels are learnt from, else trained on without labels.
+
+    Every label-based number on one class is 1.000 by construction (k-NN, linear probe,
+    fine-tuning): it says nothing, so the labels are set aside (``only_class`` keeps the
+    name for the sentences that explain it) while a label-free objective still trains;
+    self-supervised learning on images of one kind is legitimate.
+    """
+    if imageset.labels is None or int(torch.unique(imageset.labels).numel()) >= 2:
+        return
+    present = int(imageset.labels[0]) if len(imageset.labels) else 0
+    name = imageset.class_names[present] if imageset.class_names and present < len(imageset.class_names) else str(present)
+    if objective_cls.needs_labels:
+        raise ConfigError("data.source", f"{cfg.data.source!r} has only one class ({name}), and {objective_cls.title} learns to tell "
+                          "classes apart; add a sub-folder of images for each further class, or choose a self-supervised objective")
+    imageset.labels, imageset.class_names, imageset.only_class = None, None, name
+    imageset.notes.append(f"{printable(cfg.data.source)} has only one class ({name}), so its images train without labels: k-NN, linear "
+                          "and fine-tuning accuracy need at least 2 classes and are not measured.")
+
+
+def _check_captions(cfg: RunConfig, imageset: ImageSet, title: str) -> None:
+    """Refuse when most images would train on an empty caption; a note when some would."""
+    captions = imageset.captions or []
+    empty = sum(1 for c in captions if not c.strip())
+    if not empty:
+        return
+    if 2 * empty > len(captions):
+        raise ConfigError("data.source", f"{cfg.data.source!r} gives a caption to only {len(captions) - empty} of its {len(captions)} "
+                          f"images, and {title} learns from captions; add rows to captions.csv (columns file,caption, file "
+                          "relative to the folder) or a .txt caption beside each image")
+    imageset.notes.append(f"{empty} of the {len(captions)} images of {printable(cfg.data.source)} have no caption and train with an empty one.")
 
 
 def effective_batch_size(cfg: RunConfig, num_train: int) -> int:

@@ -120,7 +120,9 @@ def stratified_subset(labels: torch.Tensor, fraction: float, seed: int = 0, min_
 
 
 def standardise(train: torch.Tensor, *others: torch.Tensor):
-    mean, std = train.mean(0, keepdim=True), train.std(0, keepdim=True).clamp_min(1e-6)
+    """Features centred and scaled by the training rows' statistics (a single row is only centred: its std is undefined)."""
+    mean = train.mean(0, keepdim=True)
+    std = train.std(0, keepdim=True).clamp_min(1e-6) if len(train) > 1 else torch.ones_like(mean)
     return [(x - mean) / std for x in (train, *others)]
 
 
@@ -283,9 +285,16 @@ def evaluate_run(run_dir, protocols=("knn",), device: str = "auto", progress: Ca
         raise ConfigError("data.val_fraction", f"is 0 for {cfg.data.source!r}, so no images were held out to evaluate on; "
                                                 "train with data.val_fraction above 0")
     needs_labels = [p for p in protocols if p != "zeroshot"]  # zero-shot falls back to retrieval on captions alone
+    if data.labels is None and needs_labels and data.only_class is not None:
+        raise ConfigError("data.source", f"{cfg.data.source!r} has only one class ({data.only_class}), so it cannot be evaluated by "
+                                         f"{', '.join(needs_labels)}: telling classes apart needs at least 2, and every score on one "
+                                         "class is 1.000; add a sub-folder of images for each further class")
     if data.labels is None and needs_labels:
         raise ConfigError("data.source", f"{cfg.data.source!r} has no labels, so it cannot be evaluated by {', '.join(needs_labels)}"
                                          " (only zeroshot, for image-text runs on captioned images, works without labels)")
+    if "zeroshot" in protocols and data.labels is None and data.captions is None:
+        raise ConfigError("data.source", f"{cfg.data.source!r} has neither class labels nor captions, so zeroshot has nothing to "
+                                         "match images against; add captions.csv or class sub-folders")
     autocast_dtype = pick_precision(cfg.precision, dev)
     results: dict = {"step": step}
     if needs_labels:
