@@ -256,7 +256,7 @@ def gather_states(state: torch.Tensor) -> list[torch.Tensor]:
     x = state.contiguous()
     if dist.get_backend() == "nccl":
         x = x.cuda()
-    return [s.cpu() for s in gather_no_grad(x[None])]
+    return [s.cpu().clone() for s in gather_no_grad(x[None])]  # own storage each: set_state reads from its start
 
 
 def agree(flags: list[float]) -> list[float]:
@@ -273,7 +273,8 @@ def agree(flags: list[float]) -> list[float]:
 
 def barrier() -> None:
     if is_distributed():
-        dist.barrier()
+        with contextlib.suppress(Exception):  # a rank that has gone is reported elsewhere; leaving must not hang on it
+            dist.barrier()
 
 
 # --------------------------------------------------------------------------- failures that end every rank
@@ -406,8 +407,12 @@ def wrap(objective: nn.Module, device: torch.device) -> nn.Module:
         return objective
     from torch.nn.parallel import DistributedDataParallel
 
+    import warnings
+
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(objective, device_ids=ids, broadcast_buffers=False, find_unused_parameters=True)
+    with warnings.catch_warnings():  # broadcast_buffers=False is what is meant here (no buffer sync at init or per step)
+        warnings.simplefilter("ignore", FutureWarning)
+        return DistributedDataParallel(objective, device_ids=ids, broadcast_buffers=False, find_unused_parameters=True)
 
 
 def rank_seed(seed: int) -> int:

@@ -115,9 +115,13 @@ class Trainer:
 
     # -- public ------------------------------------------------------------------------
     def run(self) -> RunResult:
+        result = None
         try:
-            return self._run()
+            result = self._run()
+            return result
         finally:
+            if result is not None and result.ok:  # ranks leave together: the others wait while rank 0 evaluates
+                distributed.barrier()
             distributed.shutdown()
 
     def _run(self) -> RunResult:
