@@ -179,7 +179,8 @@ class ConsoleProgress:
         if isinstance(event, ev.Started):
             self._line(f"{event.objective} on {event.data} ({event.num_train} training images) · {event.backbone} "
                        f"· {event.device} {event.precision}{' channels-last' if event.channels_last else ''} · batch {event.batch_size}"
-                       + (f" · {event.skipped_files} unreadable files skipped" if event.skipped_files else ""), force=True)
+                       + (f" · {event.skipped_files} unreadable files skipped" if event.skipped_files else "")
+                       + (f" · {event.world_size} processes ({event.backend})" if event.world_size > 1 else ""), force=True)
             self._line(f"run folder: {event.run_dir}", force=True)
         elif isinstance(event, ev.Probe):
             self.knn, self.rank = event.knn_acc, event.effective_rank
@@ -247,11 +248,21 @@ def stop_on_interrupt(control):
         signal.signal(signal.SIGINT, previous)
 
 
+def _is_rank0() -> bool:
+    """Under torchrun only rank 0 prints (progress comes from rank 0's events alone)."""
+    from ssl_studio.engine.distributed import env_rank
+
+    return env_rank() == 0
+
+
 def _run_trainer(trainer, quiet: bool) -> int:
-    with stop_on_interrupt(trainer.control):
+    from ssl_studio.engine.distributed import stop_on_sigterm
+
+    with stop_on_interrupt(trainer.control), stop_on_sigterm(trainer.control):
         result = trainer.run()
     if not result.ok:
-        sys.stderr.write(f"ssl-studio: {result.message}\n")
+        if _is_rank0():
+            sys.stderr.write(f"ssl-studio: {result.message}\n")
         return EXIT_FAILED
     return 0
 
@@ -405,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[command](args)
     except ConfigError as exc:
-        sys.stderr.write(f"ssl-studio: {exc}\n")
+        if _is_rank0():
+            sys.stderr.write(f"ssl-studio: {exc}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write("ssl-studio: interrupted\n")

@@ -57,10 +57,13 @@ class Started(Event):
     class_names: list[str] | None = None
     resumed_from_step: int = 0
     skipped_files: int = 0
+    world_size: int = 1  # processes training together (torchrun); batch_size is their global batch
+    backend: str | None = None  # torch.distributed backend (gloo, nccl), None for one process
+    devices: list[str] | None = None  # "host:device" of every rank, in rank order
 
 
 @dataclass
-class Step(Event):
+class Step(Event):  # images_per_s: the global batch over the step's time, for the whole job
     step: int
     epoch: float
     loss: float

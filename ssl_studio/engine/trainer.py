@@ -20,7 +20,7 @@ import torch
 
 from ssl_studio.config import RunConfig, config_to_mapping, validate_config
 from ssl_studio.data import ImageSet
-from ssl_studio.engine import attention, diagnostics
+from ssl_studio.engine import attention, diagnostics, distributed
 from ssl_studio.engine.build import build_objective, build_views, effective_batch_size, load_data, resolved_optim
 from ssl_studio.engine.control import RunControl
 from ssl_studio.engine.device import pick_channels_last, pick_device, pick_precision
@@ -102,9 +102,12 @@ class Trainer:
         self.data_progress = data_progress
         self.folder: RunFolder | None = None
         self.step = 0
+        self.world = distributed.World(rank=distributed.env_rank())  # joined in _setup; rank 0 alone writes and reports
 
     # -- events ------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
+        if not self.world.is_main:
+            return
         if self.folder is not None:
             self.folder(event)
         if self.user_callback is not None:
@@ -112,6 +115,16 @@ class Trainer:
 
     # -- public ------------------------------------------------------------------------
     def run(self) -> RunResult:
+        result = None
+        try:
+            result = self._run()
+            return result
+        finally:
+            if result is not None and result.ok:  # ranks leave together: the others wait while rank 0 evaluates
+                distributed.barrier()
+            distributed.shutdown()
+
+    def _run(self) -> RunResult:
         try:
             self._setup()
         except (ConfigError, ValueError) as exc:
@@ -131,6 +144,13 @@ class Trainer:
                               "the details are in error.txt in the run folder.", exc)
 
     def _fail(self, status: str, message: str, exc: BaseException | None = None) -> RunResult:
+        if self.world.world_size > 1:
+            if not self.world.is_main:  # rank 0 reports it: the run's last event names this rank
+                distributed.announce_failure(f"{message[0].lower()}{message[1:]}" if message else "it stopped")
+                return RunResult(status, None, self.step, message=message)
+            elsewhere = distributed.failure_elsewhere(wait_s=3.0) if exc is not None else None
+            if elsewhere is not None:  # rank 0's own error is the broken connection; the cause is the other rank's
+                message = f"Training stopped at step {self.step}: {elsewhere}"
         if exc is not None and self.folder is not None:
             (self.folder.path / "error.txt").write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
         run_dir = str(self.folder.path) if self.folder else None
@@ -143,14 +163,16 @@ class Trainer:
         validate_config(cfg)
         if cfg.workers > 0:
             torch.set_num_threads(cfg.workers)
+        self.device = pick_device(cfg.device)
+        self.world, self.device = distributed.init_from_env(self.device)
         checkpoint = None
-        if self.resume:
-            self.folder = RunFolder(self.requested_dir, create=False)
-            checkpoint = self.folder.load_checkpoint(resume=True)
-        else:
+        if self.resume:  # every rank reads the checkpoint (one machine, or a run folder on shared storage)
+            folder = RunFolder(self.requested_dir, create=False)
+            checkpoint = folder.load_checkpoint(resume=True)
+            self.folder = folder if self.world.is_main else None
+        elif self.world.is_main:
             self.folder = RunFolder(self.requested_dir or new_run_dir(cfg))
             self.folder.write_config(cfg)
-        self.device = pick_device(cfg.device)
         self.autocast_dtype = pick_precision(cfg.precision, self.device)
         self.channels_last = pick_channels_last(cfg.channels_last, self.device, cfg.model.backbone, self.autocast_dtype)
 
@@ -162,12 +184,16 @@ class Trainer:
         if self.channels_last:
             self.objective.to(memory_format=torch.channels_last)
         self.views = build_views(cfg, data)
-        self.batch_size = effective_batch_size(cfg, len(data.train_index))
+        self.batch_size = effective_batch_size(cfg, len(data.train_index))  # the global batch, on 1 or N processes
+        self.local_batch = self._prepare_distributed()
         opt_name, lr_per_256, wd = resolved_optim(cfg)
         self.peak_lr = lr_per_256 * self.batch_size / 256  # linear scaling rule (Goyal et al. 2017)
         self.optimizer = build_optimizer(opt_name, self.objective.parameter_groups(wd), self.peak_lr, cfg.optim.momentum)
-        self.sampler = EpochSampler(data.train_index, self.batch_size, cfg.seed)
-        self.view_generator = torch.Generator(device=self.device if self.device.type != "mps" else "cpu").manual_seed(cfg.seed + 2)
+        self.model = distributed.wrap(self.objective, self.device)  # what the step calls: DDP under torchrun
+        self.sampler = EpochSampler(data.train_index, self.batch_size, cfg.seed)  # the global order, the same on every rank
+        self.view_generator = torch.Generator(device=self.device if self.device.type != "mps" else "cpu").manual_seed(
+            distributed.rank_seed(cfg.seed + 2))
+        self.objective.draw_generator = torch.Generator().manual_seed(cfg.seed + 4)  # the same on every rank
 
         b = cfg.budget
         no_budget = b.minutes is None and b.epochs is None and b.steps is None
@@ -188,6 +214,8 @@ class Trainer:
         self.last_probe: Probe | None = None
         if checkpoint is not None:
             self._restore(checkpoint)
+        if not self.world.is_main:
+            return
         for name, text in self.objective.artifacts().items():
             (self.folder.path / name).write_text(text, encoding="utf-8")
 
@@ -200,19 +228,44 @@ class Trainer:
             flops_per_image=int(self.objective.backbone.flops_per_image()), total_steps=self.total_steps,
             steps_per_epoch=self.sampler.steps_per_epoch, batch_size=self.batch_size, class_names=data.class_names,
             resumed_from_step=self.step, skipped_files=data.skipped,
+            world_size=self.world.world_size, backend=self.world.backend, devices=self.world.devices,
         ))
+
+    def _prepare_distributed(self) -> int:
+        """Under torchrun: check the batch splits, synchronise BatchNorm where the objective's recipe does; the local batch."""
+        ws = self.world.world_size
+        if ws == 1:
+            return self.batch_size
+        if self.batch_size % ws:
+            raise ConfigError("batch_size", f"{self.batch_size} images do not split evenly over the {ws} processes torchrun started; "
+                                            f"set batch_size to a multiple of {ws} (it stays the global batch)")
+        self.objective.check_distributed(self.objective.params, ws)
+        if self.objective.sync_batchnorm:
+            distributed.convert_batchnorm(self.objective)
+        return self.batch_size // ws
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         self.objective.load_state_dict(ckpt["objective"])
         self.objective.load_extra_state(ckpt.get("objective_extra", {}))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.sampler.load_state(ckpt["sampler"])
-        self.view_generator.set_state(ckpt["view_generator"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        # Per-rank draws: this rank's own state when the checkpoint has one (same or more processes before),
+        # else the fresh per-rank seed (the augmentations then differ from an uninterrupted run).
+        rank = self.world.rank
+        views, rngs = ckpt.get("view_generators", [ckpt["view_generator"]]), ckpt.get("torch_rngs", [ckpt["torch_rng"]])
+        if rank < len(views):
+            self.view_generator.set_state(views[rank])
+            torch.set_rng_state(rngs[rank])
+        if "draw_generator" in ckpt:
+            self.objective.draw_generator.set_state(ckpt["draw_generator"])
         self.step = ckpt["step"]
         self.elapsed = ckpt["elapsed"]
 
     def _checkpoint(self) -> None:
+        views, rngs = distributed.gather_states(self.view_generator.get_state()), distributed.gather_states(torch.get_rng_state())
+        self.last_checkpoint = time.perf_counter()
+        if not self.world.is_main:
+            return
         self.folder.save_checkpoint({
             "format": 1,
             "step": self.step,
@@ -224,6 +277,10 @@ class Trainer:
             "sampler": self.sampler.state(),
             "view_generator": self.view_generator.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "world_size": self.world.world_size,
+            "view_generators": views,
+            "torch_rngs": rngs,
+            "draw_generator": self.objective.draw_generator.get_state(),
         })
         self.last_checkpoint = time.perf_counter()
 
@@ -239,7 +296,7 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def _make_batch(self) -> Batch:
-        idx = self.sampler.next()
+        idx = distributed.shard(self.sampler.next())  # this rank's slice of the global batch
         data = self.imageset
         images = data.images[idx].to(self.device, non_blocking=True)
         n_global = self.objective.num_global_views
@@ -263,9 +320,9 @@ class Trainer:
         batch = self._make_batch()
         self.objective.train()
         with self._autocast():
-            out = self.objective.training_step(batch, progress)
+            out = self.model(batch, progress)
         loss = out.loss.float()
-        loss_value = loss.item()
+        loss_value = distributed.mean_over_ranks(loss.detach()).item()  # the global-batch loss, the same on every rank
         if not math.isfinite(loss_value):
             raise Diverged(f"The loss became {loss_value} at step {self.step + 1}; lower optim.lr (now {self.peak_lr:.3g} at this batch size) "
                            "or set optim.grad_clip, then start again (the last good checkpoint is kept).")
@@ -276,6 +333,9 @@ class Trainer:
         self.optimizer.step()
         self.objective.after_step(progress)
         metrics = {k: float(v) for k, v in out.metrics.items()}
+        if self.world.world_size > 1 and metrics:  # each rank's value on its share, averaged
+            values = distributed.mean_over_ranks(torch.tensor(list(metrics.values()), dtype=torch.float64, device=loss.device))
+            metrics = dict(zip(metrics, values.tolist()))
         return loss_value, metrics, lr
 
     def _loop(self) -> RunResult:
@@ -283,28 +343,35 @@ class Trainer:
         self.last_checkpoint = time.perf_counter()
         throughput = None
         status = "completed"
+        main = self.world.is_main
         if self.step == 0:
-            self._probe(final=False)  # the randomly initialised backbone: the baseline every curve starts from
-            if cfg.probe.visuals_every:
-                self._visuals()  # the pictures at initialisation: panels show at once, and what training changes
+            if main:
+                self._probe(final=False)  # the randomly initialised backbone: the baseline every curve starts from
+                if cfg.probe.visuals_every:
+                    self._visuals()  # the pictures at initialisation: panels show at once, and what training changes
             self._checkpoint()  # a divergence in the first minute still leaves a good checkpoint
         while True:
-            if self.control.stop_requested:
+            stop, done, progress_now, due = self._agree_on_next_step()
+            if stop:
                 status = "stopped"
                 break
-            if self.control.paused:
+            if self.control.paused:  # the window's pause: one process only (nothing pauses a torchrun job)
                 self._checkpoint()
                 if not self.control.wait_while_paused():
                     status = "stopped"
                     break
-            if self.progress() >= 1.0:
+            if done:
                 break
+            if due:
+                self._checkpoint()
             t0 = time.perf_counter()
-            loss, metrics, lr = self._train_step(self.progress())
+            loss, metrics, lr = self._train_step(progress_now)
             self.step += 1
             dt = time.perf_counter() - t0
             self.elapsed += dt
-            rate = self.batch_size / max(dt, 1e-9)
+            if not main:
+                continue
+            rate = self.batch_size / max(dt, 1e-9)  # the global batch: images/s of the whole job
             throughput = rate if throughput is None else 0.9 * throughput + 0.1 * rate
             progress = min(self.progress(), 1.0)
             eta = (self.elapsed / progress - self.elapsed) if progress > 0 else None
@@ -318,9 +385,9 @@ class Trainer:
                 self._visuals()
             for request in self.control.take_requests():
                 self._visuals(request)
-            if time.perf_counter() - self.last_checkpoint > CHECKPOINT_EVERY_S:
-                self._checkpoint()
         self._checkpoint()
+        if not main:  # rank 0 runs the final probe and evaluation and reports
+            return RunResult(status, None, self.step)
         if status == "stopped" and self.last_probe is not None:
             # a stop must end within a couple of seconds (the window waits on it): no final probe or
             # evaluation; 'ssl-studio eval' or the runs browser's Evaluate does that later
@@ -335,6 +402,18 @@ class Trainer:
         summary["collapse"] = verdict
         self.emit(Finished(step=self.step, status=status, run_dir=str(self.folder.path), summary=summary))
         return RunResult(status, self.folder.path, self.step, summary)
+
+    def _agree_on_next_step(self) -> tuple[bool, bool, float, bool]:
+        """(stop, budget done, progress, checkpoint due): every rank's stop request, rank 0's clock for the rest,
+        so all ranks take the same step, stop at the same step and checkpoint together."""
+        main = self.world.is_main
+        due = time.perf_counter() - self.last_checkpoint > CHECKPOINT_EVERY_S
+        progress = self.progress()
+        if self.world.world_size == 1:
+            return self.control.stop_requested, progress >= 1.0, progress, due
+        stop, done, progress, due = distributed.agree([float(self.control.stop_requested), float(main and progress >= 1.0),
+                                                       progress if main else 0.0, float(main and due)])
+        return stop > 0, done > 0, progress, due > 0
 
     # -- probes and evaluation -----------------------------------------------------------
     def _embed(self, index: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,10 @@ class BarlowTwins(ProjectedObjective):
     Params = BarlowParams
     honours = frozenset({"no_augmentation", "no_projector", "no_covariance", "tiny_batch"})
     recipe = OptimRecipe(optimizer="lars", lr=0.3, weight_decay=1e-4)  # solo-learn CIFAR (paper: LARS 0.2, wd 1.5e-6 at B=2048)
+    # Under torchrun: the standardisation and the cross-correlation over the global batch (all-reduced
+    # with gradient, the official code's all_reduce(c)); BN synchronised, as the official code.
+    batch_exchange = "global statistics"
+    sync_batchnorm = True
 
     def __init__(self, backbone, params: BarlowParams, context):
         super().__init__(backbone, params, context)
@@ -45,5 +49,5 @@ class BarlowTwins(ProjectedObjective):
     def training_step(self, batch: Batch, progress: float) -> StepOutput:
         z1, z2 = self.project(torch.cat([batch.views[0], batch.views[1]])).chunk(2)
         lam = 0.0 if self.ablated("no_covariance") else self.params.lambda_offdiag
-        terms = barlow_twins_loss(z1, z2, lam)
+        terms = barlow_twins_loss(z1, z2, lam, across_ranks=True)
         return StepOutput(terms["loss"], {"on_diag": terms["on_diag"].detach(), "off_diag": terms["off_diag"].detach()})

@@ -26,6 +26,14 @@ from ssl_studio.params import from_mapping
 # (timm's and DINOv2's no_weight_decay lists the same ones).
 NO_DECAY_TOKENS = ("pos_embed", "cls_token", "register_tokens", "mask_token")
 
+# How an objective's batch-level quantities cross processes under torchrun (``Objective.batch_exchange``).
+EXCHANGES = {
+    "none": "per-sample loss: DDP's gradient averaging is all it needs",
+    "gathered negatives": "the other ranks' embeddings gathered with gradient as negatives",
+    "global statistics": "statistics over the global batch, all-reduced (with gradient where it flows)",
+    "global queue": "a queue filled with the keys of every rank",
+}
+
 FAMILIES = {
     "contrastive": "Contrastive",
     "negative-free": "Negative-free",
@@ -111,12 +119,23 @@ class Objective(nn.Module):
     # Augmentation settings of the method's paper, used wherever the user left the lab's default
     # (e.g. MAE: crops and flips only).  Keys are AugmentConfig fields.
     augment_defaults: ClassVar[dict[str, Any]] = {}
+    # -- scale-out (torchrun): how the batch-level quantities cross processes ------------------
+    # One of EXCHANGES: what the objective's loss needs from the other ranks' samples so that N
+    # processes compute the loss of the global batch (the collectives are ssl_studio.engine.distributed).
+    batch_exchange: ClassVar[str] = "none"
+    # Whether the method's published recipe synchronises BatchNorm over all devices; the trainer
+    # then turns every BatchNorm into one over the global batch (``distributed.GlobalBatchNorm``).
+    sync_batchnorm: ClassVar[bool] = False
 
     def __init__(self, backbone: nn.Module, params: Any, context: ObjectiveContext):
         super().__init__()
         self.backbone = backbone
         self.params = params
         self.context = context
+        # Per-sample random draws of the step (masks, templates, word drops): the trainer sets a generator
+        # seeded the same on every rank, and ``draw_global`` draws for the global batch and keeps this
+        # rank's rows, so N processes draw what one process draws (None: the global generator).
+        self.draw_generator: torch.Generator | None = None
 
     # -- declaration helpers -------------------------------------------------------------
 
@@ -155,7 +174,28 @@ class Objective(nn.Module):
     def num_local_views(self) -> int:
         return 0
 
+    @classmethod
+    def check_distributed(cls, params: Any, world_size: int) -> None:
+        """Refuse, with a ConfigError naming the setting, what cannot yet run on ``world_size`` > 1 processes."""
+
+    def draw_global(self, local_rows: int, draw):
+        """``draw(global_rows, generator)`` for the global batch, then this rank's rows of it.
+
+        ``draw`` returns a tensor (rows first) or anything with a ``rows(slice)`` method.
+        """
+        from ssl_studio.engine import distributed
+
+        out = draw(distributed.global_rows(local_rows), self.draw_generator)
+        if distributed.world_size() == 1:
+            return out
+        rows = distributed.my_rows(local_rows)
+        return out[rows] if isinstance(out, torch.Tensor) else out.rows(rows)
+
     # -- the contract ------------------------------------------------------------------
+
+    def forward(self, batch: Batch, progress: float) -> StepOutput:
+        """What DistributedDataParallel calls: the training step."""
+        return self.training_step(batch, progress)
 
     def training_step(self, batch: Batch, progress: float) -> StepOutput:  # pragma: no cover - abstract
         """Loss for one batch; ``progress`` is the share of the budget done, in [0, 1]."""

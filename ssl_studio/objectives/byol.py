@@ -66,6 +66,10 @@ class BYOL(Objective):
     Params = BYOLParams
     honours = frozenset({"no_augmentation", "no_projector", "no_predictor", "no_stop_gradient", "no_ema", "tiny_batch"})
     recipe = OptimRecipe(optimizer="lars", lr=1.0, weight_decay=1e-5)  # solo-learn CIFAR (paper: LARS 0.2 x B/256, wd 1.5e-6)
+    # Under torchrun: a per-sample loss (DDP's averaging suffices); BN over all devices, as the
+    # paper's cross-replica batch norm.  The target is an EMA of identical students: identical on every rank.
+    batch_exchange = "none"
+    sync_batchnorm = True
 
     def __init__(self, backbone, params: BYOLParams, context):
         super().__init__(backbone, params, context)

@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssl_studio.engine import distributed
 from ssl_studio.models import MLPHead
 from ssl_studio.models.text import TextEncoder
 from ssl_studio.models.tokenizer import WordTokenizer
@@ -186,6 +187,10 @@ class CLIP(Objective):
     needs_captions = True
     num_global_views = 1
     recipe = OptimRecipe(optimizer="adamw", lr=1e-3, weight_decay=0.1)  # CLIP: AdamW, wd 0.2, lr 5e-4 at B=32k; shorter runs want more lr
+    # Under torchrun: every rank's images and captions are negatives (gathered with gradient, open_clip's
+    # gather_with_grad; SigLIP gathers the captions), duplicate captions are found in the global batch, the
+    # per-sample draws (templates, word drops) are made for the global batch; BN per rank, as open_clip.
+    batch_exchange = "gathered negatives"
     augment_defaults = {
         "crop_scale_min": 0.8, "crop_ratio_min": 0.9, "crop_ratio_max": 1.1, "flip_p": 0.0,
         "jitter_p": 0.5, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.0, "grayscale_p": 0.0,
@@ -263,7 +268,7 @@ class CLIP(Objective):
             return self.tokenize(batch.captions)
         if batch.labels is not None and self.context.class_names:
             names = self.context.class_names
-            pick = torch.randint(len(GENERIC_TEMPLATES), (len(idx),)).tolist()
+            pick = self.draw_global(len(idx), lambda rows, g: torch.randint(len(GENERIC_TEMPLATES), (rows,), generator=g)).tolist()
             return self.tokenize([fill_template(GENERIC_TEMPLATES[k], names[int(y)]) for k, y in zip(pick, batch.labels.tolist())])
         raise ValueError("CLIP got a batch without captions or labels; it needs image-caption pairs")
 
@@ -271,22 +276,25 @@ class CLIP(Objective):
         x = batch.views[0]
         tokens = self._batch_tokens(batch).to(x.device, non_blocking=True)
         if self.params.word_dropout > 0:
-            tokens = drop_words(tokens, self.params.word_dropout)
+            noise = self.draw_global(len(tokens), lambda rows, g: torch.rand((rows, tokens.shape[1]), generator=g)).to(tokens.device)
+            tokens = drop_words(tokens, self.params.word_dropout, noise=noise)
         img = self.image_features(x)
         txt = self.text(tokens)
         positives = None
         if self.params.dedupe_captions:
-            _, group = torch.unique(tokens, dim=0, return_inverse=True)
-            same = group[:, None] == group[None, :]
-            if int(same.sum()) > len(group):
+            everyone = distributed.gather_no_grad(tokens)  # duplicates anywhere in the global batch
+            _, group = torch.unique(everyone, dim=0, return_inverse=True)
+            same = group[distributed.my_rows(len(tokens))][:, None] == group[None, :]
+            if int(torch.unique(group).numel()) < len(group):
                 positives = same
         if self.params.loss == "clip":
-            loss = clip_loss(img, txt, self.logit_scale, positives)
+            loss = clip_loss(img, txt, self.logit_scale, positives, across_ranks=True)
         else:
-            loss = siglip_loss(img, txt, self.logit_scale, self.logit_bias, positives)
+            loss = siglip_loss(img, txt, self.logit_scale, self.logit_bias, positives, across_ranks=True)
         with torch.no_grad():
             sim = F.normalize(img.float(), dim=1) @ F.normalize(txt.float(), dim=1).T
-            hit_target = positives if positives is not None else torch.eye(len(sim), dtype=torch.bool, device=sim.device)
+            local = None if positives is None else positives[:, distributed.my_rows(len(tokens))]
+            hit_target = local if local is not None else torch.eye(len(sim), dtype=torch.bool, device=sim.device)
             rows = torch.arange(len(sim), device=sim.device)
             i2t = hit_target[rows, sim.argmax(1)].float().mean()
             t2i = hit_target[sim.argmax(0), rows].float().mean()
@@ -358,7 +366,8 @@ class CLIP(Objective):
             self.text.vocab_size = weight.shape[0]
 
 
-def drop_words(tokens: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def drop_words(tokens: torch.Tensor, p: float, generator: torch.Generator | None = None,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
     """Each word token (between <sot> and <eot>) dropped with probability ``p``; survivors keep their order.
 
     A row that would lose every word keeps them all.  Shorter captions are then still true
@@ -368,7 +377,7 @@ def drop_words(tokens: torch.Tensor, p: float, generator: torch.Generator | None
     from ssl_studio.models.tokenizer import EOT_ID, PAD_ID, SOT_ID
 
     words = (tokens != PAD_ID) & (tokens != SOT_ID) & (tokens != EOT_ID)
-    u = torch.rand(tokens.shape, device=tokens.device, generator=generator)
+    u = noise if noise is not None else torch.rand(tokens.shape, device=tokens.device, generator=generator)
     keep_word = words & (u >= p)
     empty = ~keep_word.any(1, keepdim=True)
     keep_word = torch.where(empty, words, keep_word)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssl_studio.engine import distributed
 from ssl_studio.objectives.base import BackboneRecipe, Batch, Objective, OptimRecipe, StepOutput, cosine_momentum, ema_copy, ema_update
 from ssl_studio.objectives.losses import dino_center_update, dino_cross_entropy, dino_loss, dino_sinkhorn_targets, ibot_patch_loss, koleo_loss
 from ssl_studio.objectives.masking import blockwise_patch_mask
@@ -176,6 +177,12 @@ class DINO(Objective):
     Params = DINOParams
     honours = frozenset({"no_augmentation", "no_centering", "no_sharpening", "no_ema", "tiny_batch"})
     recipe = OptimRecipe(optimizer="adamw", lr=5e-4, weight_decay=0.04)  # paper ViT recipe (its wd rises 0.04 -> 0.4; kept at 0.04)
+    # Under torchrun: the centres (DINO's and iBOT's) are means over the global batch, the Sinkhorn teacher
+    # sums over every rank's samples (DINOv2), KoLeo's neighbours are searched in the global batch (DINOv2:
+    # per GPU; global here so N processes compute what one does), iBOT's masks are drawn for the global batch,
+    # and BatchNorm (the head's, the ConvNet's) is synchronised, as main_dino.py converts student and teacher.
+    batch_exchange = "global statistics"
+    sync_batchnorm = True
     backbone_recipes = {
         backbone: BackboneRecipe(
             params={"use_bn_in_head": True, "out_dim": 128, "local_crops": 0, "base_momentum": 0.9},
@@ -199,6 +206,7 @@ class DINO(Objective):
         self.momentum = 0.0 if self.ablated("no_ema") else params.base_momentum
         self._pending: list[torch.Tensor] | None = None
         self._pending_patches: torch.Tensor | None = None
+        self._any_hidden = False  # whether any crop of the global batch hid a patch this step
         self.check_params(params, "vit" if hasattr(backbone, "forward_tokens") else type(backbone).__name__.lower())
         if params.ibot_loss_weight > 0:
             # What a hidden patch enters as (zeros at the start, as iBOT's masked_embed); learned, no decay.
@@ -251,12 +259,22 @@ class DINO(Objective):
             return self.backbone, self.head
         return self.teacher_backbone, self.teacher_head
 
-    def _draw_patch_masks(self, crops: int) -> torch.Tensor:
+    def _draw_patch_masks(self, crops: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``crops x N`` bool: which patches each global crop hides from the student (iBOT's sampler)."""
         p = self.params
-        masked = torch.rand(crops) < p.ibot_mask_probability
-        ratios = p.ibot_mask_ratio_min + (p.ibot_mask_ratio_max - p.ibot_mask_ratio_min) * torch.rand(crops)
-        return blockwise_patch_mask((ratios * masked).tolist(), self.backbone.grid_size)
+        masked = torch.rand(crops, generator=generator) < p.ibot_mask_probability
+        ratios = p.ibot_mask_ratio_min + (p.ibot_mask_ratio_max - p.ibot_mask_ratio_min) * torch.rand(crops, generator=generator)
+        return blockwise_patch_mask((ratios * masked).tolist(), self.backbone.grid_size, generator=generator)
+
+    def _draw_global_patch_masks(self, local_rows: int) -> tuple[torch.Tensor, bool]:
+        """The masks of this rank's global crops, drawn for the global batch (crop-major, as one process),
+        and whether any crop of the global batch hides a patch (every rank then runs the patch head)."""
+        n_global, ws = self.num_global_views, distributed.world_size()
+        mask = self._draw_patch_masks(n_global * local_rows * ws, self.draw_generator)
+        if int(mask.sum()) < 2:  # nothing (or one patch, which a BN head cannot take) to distil this step
+            mask[:] = False
+        rows = distributed.my_rows(local_rows)
+        return torch.cat([crop[rows] for crop in mask.chunk(n_global)]), bool(mask.any())
 
     def _ibot_forward(self, views: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor],
                                                                  torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -269,9 +287,8 @@ class DINO(Objective):
         """
         n_global = self.num_global_views
         x = torch.cat(views[:n_global])
-        mask = self._draw_patch_masks(x.shape[0]).to(x.device)
-        if int(mask.sum()) < 2:  # nothing (or one patch, which a BN head cannot take) to distil this step
-            mask[:] = False
+        mask, any_hidden = self._draw_global_patch_masks(views[0].shape[0])
+        mask, self._any_hidden = mask.to(x.device), any_hidden
         tokens = self.backbone.forward_tokens(x, mask=mask, mask_token=self.mask_token)
         s_features = list(tokens[:, 0].chunk(n_global))
         s_cls = list(self.head(tokens[:, 0]).chunk(n_global))
@@ -279,7 +296,7 @@ class DINO(Objective):
             t_backbone, t_head = self._teacher_networks()
             t_tokens = t_backbone.forward_tokens(x)
             t_cls = [c.detach() for c in t_head(t_tokens[:, 0]).chunk(n_global)]
-        if mask.any():
+        if any_hidden:  # on every rank alike: the head's BN may be synchronised
             s_patch = self.head(tokens[:, 1:][mask])
             with torch.no_grad():
                 t_patch = t_head(t_tokens[:, 1:][mask]).detach()
@@ -304,7 +321,7 @@ class DINO(Objective):
         sinkhorn = self.params.teacher_centering == "sinkhorn" and center is not None
         targets = None
         if sinkhorn:
-            targets = dino_sinkhorn_targets(t, tt, self.params.sinkhorn_iterations)
+            targets = dino_sinkhorn_targets(t, tt, self.params.sinkhorn_iterations, across_ranks=True)
             loss = dino_cross_entropy(s, targets, self.params.student_temp)
         else:
             loss = dino_loss(s, t, center, self.params.student_temp, tt)
@@ -312,7 +329,8 @@ class DINO(Objective):
         term_metrics: dict[str, Any] = {}
         if self.uses_ibot:
             if sinkhorn:
-                patch_targets = dino_sinkhorn_targets([t_patch], tt, self.params.sinkhorn_iterations)[0] if len(t_patch) else t_patch
+                patch_targets = (dino_sinkhorn_targets([t_patch], tt, self.params.sinkhorn_iterations, across_ranks=True)[0]
+                                 if self._any_hidden else t_patch)
             else:
                 shift = 0 if center is None else self.patch_center
                 patch_targets = F.softmax((t_patch.float() - shift) / tt, dim=1)
@@ -320,10 +338,10 @@ class DINO(Objective):
             patch_loss = ibot_patch_loss(s_patch, patch_targets, owner, crops, self.params.student_temp)
             term_metrics = {"cls_loss": loss.detach(), "patch_loss": patch_loss.detach(), "masked_patches": float(len(owner)) / crops}
             loss = loss + self.params.ibot_loss_weight * patch_loss
-            self._pending_patches = t_patch if len(t_patch) else None
+            self._pending_patches = t_patch if self._any_hidden else None
         if self.params.koleo_loss_weight > 0:
             # DINOv2 sums the term over the global crops, each crop's batch on its own.
-            koleo = sum(koleo_loss(f) for f in s_features)
+            koleo = sum(koleo_loss(f, across_ranks=True) for f in s_features)
             term_metrics["distillation_loss"] = loss.detach()
             term_metrics["koleo_loss"] = koleo.detach()
             loss = loss + self.params.koleo_loss_weight * koleo
@@ -368,9 +386,10 @@ class DINO(Objective):
     @torch.no_grad()
     def after_step(self, progress: float) -> None:
         if self._pending is not None and not self.ablated("no_centering"):
-            self.center.copy_(dino_center_update(self.center, self._pending, self.params.center_momentum))
+            self.center.copy_(dino_center_update(self.center, self._pending, self.params.center_momentum, across_ranks=True))
             if self._pending_patches is not None:  # iBOT's second centre, over the hidden patches (as DINOv2's iBOT loss)
-                self.patch_center.copy_(dino_center_update(self.patch_center, [self._pending_patches], self.params.center_momentum))
+                self.patch_center.copy_(dino_center_update(self.patch_center, [self._pending_patches], self.params.center_momentum,
+                                                           across_ranks=True))
         self._pending = self._pending_patches = None
         if self.teacher_backbone is None:
             return

@@ -111,6 +111,9 @@ class IJEPA(Objective):
     # Paper: AdamW, lr 1e-4 -> 1e-3 warm-up then cosine at batch 2048 (1.25e-4 per 256), wd 0.04 -> 0.4, for
     # 300 epochs.  Lab runs are ~1000x shorter: 1e-3 per 256, wd kept at 0.04.
     recipe = OptimRecipe(optimizer="adamw", lr=1e-3, weight_decay=0.04)
+    # Under torchrun: a per-sample loss on a BN-free ViT; block sizes and positions are drawn for the
+    # global batch (``draw_global``: the same sizes, the same truncated context, as one process).
+    batch_exchange = "none"
     # Official configs: random resized crop (scale 0.3-1), no flip, no colour distortion, no blur.
     augment_defaults = {"crop_scale_min": 0.3, "crop_scale_max": 1.0, "flip_p": 0.0, "jitter_p": 0.0, "grayscale_p": 0.0,
                         "blur_p": [0.0, 0.0], "solarize_p": [0.0, 0.0]}
@@ -160,7 +163,7 @@ class IJEPA(Objective):
 
     def training_step(self, batch: Batch, progress: float) -> StepOutput:
         x = batch.views[0]
-        masks = self.sampler(x.shape[0], device=x.device)
+        masks = self.draw_global(x.shape[0], lambda rows, g: self.sampler(rows, generator=g, device=x.device))
         target = self.targets(x, masks).detach()
         pred = self.predict(x, masks)
         loss = ijepa_loss(pred, target, self.params.loss)

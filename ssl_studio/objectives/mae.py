@@ -111,6 +111,9 @@ class MAE(Objective):
     # of the probe reconstructions (mean-visible-colour fill: 0.0381): 1e-3 -> 0.0206 (442 steps),
     # 3e-3 -> 0.0150 (410), 6e-3 -> 0.0171 (350 steps, the other core busier).
     recipe = OptimRecipe(optimizer="adamw", lr=3e-3, weight_decay=0.05)
+    # Under torchrun: a per-sample loss on a BN-free ViT; the masks are drawn for the global batch
+    # (``draw_global``), so N processes hide the patches one process hides.
+    batch_exchange = "none"
     # Paper: RandomResizedCrop(scale 0.2-1) + horizontal flip only; masking is the augmentation.
     augment_defaults = {"crop_scale_min": 0.2, "crop_scale_max": 1.0, "flip_p": 0.5, "jitter_p": 0.0, "grayscale_p": 0.0,
                         "blur_p": [0.0, 0.0], "solarize_p": [0.0, 0.0]}
@@ -131,7 +134,8 @@ class MAE(Objective):
 
     def training_step(self, batch: Batch, progress: float) -> StepOutput:
         x = batch.views[0]
-        mask = random_patch_mask(x.shape[0], self.backbone.num_patches, self.params.mask_ratio, device=x.device)
+        mask = self.draw_global(x.shape[0], lambda rows, g: random_patch_mask(rows, self.backbone.num_patches, self.params.mask_ratio,
+                                                                              generator=g, device=x.device))
         pred = self.forward_masked(x, mask)
         target = self.backbone.patchify(x)
         loss = mae_loss(pred, target, mask.mask, norm_pix=self.params.norm_pix_loss)

@@ -47,6 +47,10 @@ class PatchMask:
     def ratio(self) -> float:
         return self.masked.shape[1] / self.mask.shape[1]
 
+    def rows(self, index: slice) -> "PatchMask":
+        """The masks of some images of the batch (a rank's share of a mask drawn for the global batch)."""
+        return PatchMask(keep=self.keep[index], masked=self.masked[index], mask=self.mask[index], restore=self.restore[index])
+
 
 def num_masked(num_patches: int, mask_ratio: float) -> int:
     """round(ratio x N), kept in [0, N - 1]: the encoder always sees at least one patch."""
@@ -98,6 +102,11 @@ class MultiBlockMasks:
     context_mask: torch.Tensor
     target_masks: torch.Tensor
     block_shapes: dict[str, tuple[int, int]]
+
+    def rows(self, index: slice) -> "MultiBlockMasks":
+        """The masks of some images of the batch (a rank's share of masks drawn for the global batch)."""
+        return MultiBlockMasks(context=self.context[index], targets=self.targets[index], context_mask=self.context_mask[index],
+                               target_masks=self.target_masks[index], block_shapes=self.block_shapes)
 
 
 def block_candidates(grid: int, scale: tuple[float, float], aspect: tuple[float, float]) -> list[tuple[int, int]]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ssl_studio.engine import distributed
 from ssl_studio.models import MLPHead
 from ssl_studio.objectives.base import Batch, Objective, OptimRecipe, StepOutput, cosine_momentum, ema_copy, ema_update
 from ssl_studio.objectives.losses import contrastive_accuracy, infonce_with_queue, mocov3_loss
@@ -48,6 +49,10 @@ class MoCoV2(Objective):
     batch statistics leak little, and solo-learn trains MoCo v2+ without it too.
     ``no_temperature`` uses cosine logits with τ = 1 (plain dot products of
     un-normalised keys would let the queue's scale drift without bound).
+
+    Under torchrun the keys of every rank enter the queue (gathered, no gradient), so the
+    queue is the same on every rank and the same as one process's; BatchNorm stays per rank,
+    as in the official code (which shuffles the batch across GPUs instead; not done here).
     """
 
     name = "mocov2"
@@ -58,6 +63,7 @@ class MoCoV2(Objective):
     Params = MoCoV2Params
     honours = frozenset({"no_augmentation", "no_projector", "no_temperature", "no_ema", "tiny_batch"})
     recipe = OptimRecipe(optimizer="sgd", lr=0.3, weight_decay=1e-4)  # solo-learn CIFAR (paper: SGD 0.03 at B=256, 800 epochs)
+    batch_exchange = "global queue"
 
     def __init__(self, backbone, params: MoCoV2Params, context):
         super().__init__(backbone, params, context)
@@ -98,7 +104,7 @@ class MoCoV2(Objective):
         t = 1.0 if self.ablated("no_temperature") else self.params.temperature
         queue = self.queue.clone()  # a snapshot: the enqueue after the step must not touch the graph
         loss = 0.5 * (infonce_with_queue(q1, k2, queue, t) + infonce_with_queue(q2, k1, queue, t))
-        self._pending = F.normalize(torch.cat([k1, k2]).float(), dim=1)
+        self._pending = F.normalize(torch.cat([distributed.gather_no_grad(k1), distributed.gather_no_grad(k2)]).float(), dim=1)
         return StepOutput(loss, {"contrastive_acc": contrastive_accuracy(q1, k2)})
 
     @torch.no_grad()
@@ -148,6 +154,8 @@ class MoCoV3(Objective):
 
     Loss: ctr(q1, k2) + ctr(q2, k1), each InfoNCE scaled by 2τ as in the paper's
     algorithm 1.  No queue: the paper found large batches make it unnecessary.
+    Under torchrun the keys of every rank are the negatives (``concat_all_gather`` in
+    the official code) and BatchNorm is synchronised (the official code's SyncBN).
     """
 
     name = "mocov3"
@@ -158,6 +166,8 @@ class MoCoV3(Objective):
     Params = MoCoV3Params
     honours = frozenset({"no_augmentation", "no_projector", "no_predictor", "no_temperature", "no_ema", "tiny_batch"})
     recipe = OptimRecipe(optimizer="lars", lr=0.3, weight_decay=1e-5)  # solo-learn CIFAR (paper ResNet: LARS 0.3 x B/256, wd 1.5e-6)
+    batch_exchange = "gathered negatives"
+    sync_batchnorm = True
 
     def __init__(self, backbone, params: MoCoV3Params, context):
         super().__init__(backbone, params, context)
@@ -196,7 +206,7 @@ class MoCoV3(Objective):
         q1, q2 = q.chunk(2)
         k1, k2 = (z.detach() if self.key_backbone is None else self.key(v)).chunk(2)
         t = 1.0 if self.ablated("no_temperature") else self.params.temperature
-        loss = mocov3_loss(q1, q2, k1, k2, t)
+        loss = mocov3_loss(q1, q2, k1, k2, t, across_ranks=True)
         return StepOutput(loss, {"contrastive_acc": contrastive_accuracy(q1, k2), "momentum": self.momentum})
 
     @torch.no_grad()

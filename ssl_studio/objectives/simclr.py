@@ -35,6 +35,10 @@ class SimCLR(ProjectedObjective):
     Params = SimCLRParams
     honours = frozenset({"no_augmentation", "no_projector", "no_temperature", "tiny_batch"})
     recipe = OptimRecipe(optimizer="lars", lr=0.4, weight_decay=1e-5)  # solo-learn CIFAR recipe (LARS, 0.4 at batch 256)
+    # Under torchrun: every rank's embeddings are negatives (gathered with gradient), and BN is global
+    # (the paper's "global BN", §B.9: statistics over all devices).
+    batch_exchange = "gathered negatives"
+    sync_batchnorm = True
 
     def __init__(self, backbone, params: SimCLRParams, context):
         super().__init__(backbone, params, context)
@@ -45,8 +49,8 @@ class SimCLR(ProjectedObjective):
         z = self.project(torch.cat([v1, v2]))
         z1, z2 = z.chunk(2)
         if self.ablated("no_temperature"):
-            loss = nt_xent(z1, z2, temperature=1.0, normalize=False)
+            loss = nt_xent(z1, z2, temperature=1.0, normalize=False, across_ranks=True)
         else:
-            loss = nt_xent(z1, z2, temperature=self.params.temperature)
+            loss = nt_xent(z1, z2, temperature=self.params.temperature, across_ranks=True)
         return StepOutput(loss, {"contrastive_acc": contrastive_accuracy(z1, z2)})
 

@@ -48,6 +48,9 @@ class SimSiam(Objective):
     # batch 128 over 50 steps, 0.1 left the no-stop-gradient twin's loss at -0.3 with no collapse
     # yet, 0.5 took it to -0.84 with the backbone's effective rank at 7.5 (healthy: 37).
     recipe = OptimRecipe(optimizer="sgd", lr=0.5, weight_decay=1e-5)
+    # Under torchrun: a per-sample loss; BN synchronised, as the official code (SyncBN).
+    batch_exchange = "none"
+    sync_batchnorm = True
 
     def __init__(self, backbone, params: SimSiamParams, context):
         super().__init__(backbone, params, context)

@@ -29,6 +29,7 @@ class Supervised(Objective):
     needs_labels = True
     num_global_views = 1
     recipe = OptimRecipe(optimizer="sgd", lr=0.1, weight_decay=5e-4)
+    batch_exchange = "none"  # per-sample cross-entropy; BN per rank, as torchvision's reference DDP recipe by default
 
     def __init__(self, backbone, params: SupervisedParams, context):
         super().__init__(backbone, params, context)

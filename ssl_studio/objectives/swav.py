@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssl_studio.engine import distributed
 from ssl_studio.models import MLPHead
 from ssl_studio.objectives.base import Batch, Objective, OptimRecipe, StepOutput
 from ssl_studio.objectives.losses import sinkhorn_knopp, swav_swapped_loss
@@ -42,7 +43,13 @@ class SwAVParams:
 
 
 class SwAV(Objective):
-    """Codes from the two global crops; every crop predicts the codes of the other global crops."""
+    """Codes from the two global crops; every crop predicts the codes of the other global crops.
+
+    Under torchrun the Sinkhorn-Knopp codes are those of the global batch (sums over samples
+    all-reduced, as the official distributed Sinkhorn), the queue holds the features of every rank
+    (the same on every rank; its rows join the codes' problem once, on rank 0), and BatchNorm is
+    synchronised (the official code's SyncBN).
+    """
 
     name = "swav"
     title = "SwAV"
@@ -52,6 +59,8 @@ class SwAV(Objective):
     Params = SwAVParams
     honours = frozenset({"no_augmentation", "no_projector", "tiny_batch"})
     recipe = OptimRecipe(optimizer="lars", lr=0.6, weight_decay=1e-6)  # solo-learn CIFAR (paper: LARS 4.8 at B=4096, wd 1e-6)
+    batch_exchange = "global statistics"
+    sync_batchnorm = True
 
     def __init__(self, backbone, params: SwAVParams, context):
         super().__init__(backbone, params, context)
@@ -98,12 +107,12 @@ class SwAV(Objective):
         with torch.no_grad():
             for i in range(n_global):
                 s = scores[i].detach().float()
-                if use_queue:
+                if use_queue and distributed.rank() == 0:  # the queue is every rank's: its rows count once
                     s = torch.cat([s, self.queue[i].float() @ w.detach().float().T])
-                codes.append(sinkhorn_knopp(s, self.params.epsilon, self.params.sinkhorn_iterations)[:bsz])
+                codes.append(sinkhorn_knopp(s, self.params.epsilon, self.params.sinkhorn_iterations, across_ranks=True)[:bsz])
         loss = swav_swapped_loss(scores, codes, self.params.temperature)
         if self.params.queue_size > 0:
-            self._pending = torch.stack([zi.detach().float() for zi in z[:n_global]])
+            self._pending = torch.stack([distributed.gather_no_grad(zi.detach().float()) for zi in z[:n_global]])
         with torch.no_grad():
             used = torch.cat([c.argmax(1) for c in codes]).unique().numel()
         return StepOutput(loss, {"prototypes_used": float(used)})

@@ -39,6 +39,10 @@ class VICReg(ProjectedObjective):
     Params = VICRegParams
     honours = frozenset({"no_augmentation", "no_projector", "no_variance", "no_covariance", "tiny_batch"})
     recipe = OptimRecipe(optimizer="lars", lr=0.3, weight_decay=1e-4)  # solo-learn CIFAR (paper: LARS 0.2 x B/256, wd 1e-6)
+    # Under torchrun: variance and covariance over the global batch (embeddings gathered with gradient,
+    # the official FullGatherLayer); BN synchronised, as the official code.
+    batch_exchange = "global statistics"
+    sync_batchnorm = True
 
     def __init__(self, backbone, params: VICRegParams, context):
         super().__init__(backbone, params, context)
@@ -52,6 +56,6 @@ class VICReg(ProjectedObjective):
             invariance_weight=p.invariance_weight,
             variance_weight=0.0 if self.ablated("no_variance") else p.variance_weight,
             covariance_weight=0.0 if self.ablated("no_covariance") else p.covariance_weight,
-            gamma=p.gamma, eps=p.eps,
+            gamma=p.gamma, eps=p.eps, across_ranks=True,
         )
         return StepOutput(terms["loss"], {k: terms[k].detach() for k in ("invariance", "variance", "covariance")})

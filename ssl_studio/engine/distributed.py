@@ -1,0 +1,426 @@
+"""Scale-out under ``torchrun``: the process group, who this rank is, and the collectives every objective uses.
+
+One process is the special case of N: every function here is the identity (or a no-op) when no process
+group is running, so objectives and the trainer call them unconditionally.
+
+The rule that makes N processes compute the gradient of the global-batch loss:
+
+* each rank's loss is its share of the global loss, chosen so that the global loss is the *mean* of the
+  ranks' losses (a loss averaged over a rank's rows; or the global loss itself, identical on every rank);
+* ``DistributedDataParallel`` averages the parameter gradients over the ranks;
+* every collective here whose output carries gradient (``gather``, ``all_reduce_sum``) *sums* the incoming
+  gradient over the ranks in its backward pass, so a rank's samples receive the gradient that every rank's
+  loss sends them.
+
+Then the averaged gradient is (1/W) sum_r sum_s dL_s/dtheta through rank r's samples = d(mean_s L_s)/dtheta,
+the gradient one process computes on the concatenated batch (solo-learn#253 is what happens without the
+sum: gathered negatives without gradient).
+
+Batch normalisation over the global batch is ``GlobalBatchNorm`` (CPU and CUDA, any backend): PyTorch's
+``SyncBatchNorm`` refuses CPU tensors, and the lab's tests run on gloo.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from ssl_studio.params import ConfigError
+
+FAILURE_KEY = "ssl_studio/failed/"
+
+
+# --------------------------------------------------------------------------- who am I
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in the job: rank, number of processes, its device and the backend."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+    devices: list[str] = field(default_factory=list)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_by_torchrun(env: dict[str, str] | None = None) -> bool:
+    """Whether torchrun (or any ``env://`` launcher) started this process: RANK and WORLD_SIZE are set."""
+    env = os.environ if env is None else env
+    return "RANK" in env and "WORLD_SIZE" in env
+
+
+def env_rank(env: dict[str, str] | None = None) -> int:
+    """This process's rank from the environment (0 when not launched by torchrun or unreadable)."""
+    env = os.environ if env is None else env
+    try:
+        return int(env.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _env_int(env, name: str) -> int:
+    text = env.get(name, "0")
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(name, f"must be a whole number (torchrun sets it), got {text!r}; start the run with torchrun") from None
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def init_from_env(device: torch.device, timeout_s: float = 1800.0) -> tuple[World, torch.device]:
+    """Join the process group torchrun describes (gloo on CPU, NCCL on CUDA, one GPU per local rank).
+
+    Returns the world and this rank's device.  Outside torchrun (or with one process) nothing is
+    started and the device is returned unchanged.
+    """
+    env = os.environ
+    if not launched_by_torchrun(env):
+        return World(devices=[str(device)]), device
+    ws, rk, local = _env_int(env, "WORLD_SIZE"), _env_int(env, "RANK"), _env_int(env, "LOCAL_RANK")
+    if ws <= 1:
+        return World(devices=[str(device)]), device
+    if device.type == "mps":
+        raise ConfigError("device", "is mps, which torch.distributed cannot train on; set device to cpu to run under torchrun")
+    if device.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise ConfigError("--nproc_per_node", f"asks for local rank {local} but this machine has {torch.cuda.device_count()} "
+                                                  "CUDA devices; start at most one process per GPU")
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    if not dist.is_initialized():
+        import datetime
+
+        try:
+            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        except Exception as exc:  # noqa: BLE001 - reported as one sentence
+            raise ConfigError("torchrun", f"could not join the process group ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                                          "check --rdzv-endpoint / MASTER_ADDR:MASTER_PORT (a free port, reachable from every node)") from None
+    devices = gather_strings(f"{socket.gethostname()}:{device}")
+    return World(rank=rk, world_size=ws, local_rank=local, backend=backend, devices=devices), device
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------- collectives with gradient
+
+
+class _Gather(torch.autograd.Function):
+    """all_gather along dim 0; backward: the gradients of every rank summed, this rank's rows returned."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ws = dist.get_world_size()
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(ws)]
+        dist.all_gather(parts, x)
+        ctx.rows, ctx.rank = x.shape[0], dist.get_rank()
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; backward: the gradient summed over ranks (every rank's loss used the sum)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = x.contiguous().clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def gather(x: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``x`` concatenated along dim 0 in rank order, with gradient (equal row counts on every rank)."""
+    if not is_distributed():
+        return x
+    if x.requires_grad:
+        return _Gather.apply(x)
+    return gather_no_grad(x)
+
+
+@torch.no_grad()
+def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    if not is_distributed():
+        return x
+    x = x.detach().contiguous()
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x)
+    return torch.cat(parts)
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """The sum of ``x`` over ranks, with gradient (backward sums over ranks)."""
+    if not is_distributed():
+        return x
+    if x.requires_grad:
+        return _AllReduceSum.apply(x)
+    y = x.detach().contiguous().clone()
+    dist.all_reduce(y)
+    return y
+
+
+@torch.no_grad()
+def all_reduce_max(x: torch.Tensor) -> torch.Tensor:
+    if not is_distributed():
+        return x
+    y = x.detach().contiguous().clone()
+    dist.all_reduce(y, op=dist.ReduceOp.MAX)
+    return y
+
+
+@torch.no_grad()
+def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over ranks (no gradient): what the step's reported loss and metrics are."""
+    if not is_distributed():
+        return x
+    return all_reduce_sum(x.detach().double()).div_(world_size()).to(x.dtype)
+
+
+def my_rows(local_rows: int) -> slice:
+    """This rank's rows in a tensor gathered from ``local_rows`` rows per rank."""
+    r = rank()
+    return slice(r * local_rows, (r + 1) * local_rows)
+
+
+def shard(x: torch.Tensor) -> torch.Tensor:
+    """This rank's equal share (along dim 0) of a global tensor every rank holds."""
+    n = x.shape[0] // world_size()
+    return x[my_rows(n)]
+
+
+def global_rows(local_rows: int) -> int:
+    return local_rows * world_size()
+
+
+def gather_strings(text: str, size: int = 256) -> list[str]:
+    """Every rank's short string, without pickling (bytes in a fixed-size uint8 tensor)."""
+    if not is_distributed():
+        return [text]
+    raw = text.encode("utf-8")[:size]
+    t = torch.zeros(size + 1, dtype=torch.uint8)
+    t[0] = len(raw)
+    t[1:1 + len(raw)] = torch.tensor(list(raw), dtype=torch.uint8)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    rows = gather_no_grad(t[None]).cpu()
+    return [bytes(r[1:1 + int(r[0])].tolist()).decode("utf-8", "replace") for r in rows]
+
+
+@torch.no_grad()
+def gather_states(state: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's RNG state (a uint8 tensor), for rank 0's checkpoint."""
+    if not is_distributed():
+        return [state]
+    x = state.contiguous()
+    if dist.get_backend() == "nccl":
+        x = x.cuda()
+    return [s.cpu().clone() for s in gather_no_grad(x[None])]  # own storage each: set_state reads from its start
+
+
+def agree(flags: list[float]) -> list[float]:
+    """Element-wise sum of ``flags`` over ranks: rank 0 alone contributes its clock-based decisions, every
+    rank its stop request, and all ranks then act on the same numbers (one small all-reduce per step)."""
+    if not is_distributed():
+        return list(flags)
+    t = torch.tensor(flags, dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return t.cpu().tolist()
+
+
+def barrier() -> None:
+    if is_distributed():
+        with contextlib.suppress(Exception):  # a rank that has gone is reported elsewhere; leaving must not hang on it
+            dist.barrier()
+
+
+# --------------------------------------------------------------------------- failures that end every rank
+
+
+def _store():
+    try:
+        return dist.distributed_c10d._get_default_store()
+    except Exception:  # noqa: BLE001 - no store: nothing to announce through
+        return None
+
+
+def announce_failure(message: str) -> None:
+    """Leave this rank's one-sentence failure where rank 0 can read it (the rendezvous store)."""
+    if not is_distributed():
+        return
+    store = _store()
+    if store is not None:
+        with contextlib.suppress(Exception):
+            store.set(f"{FAILURE_KEY}{rank()}", message)
+
+
+def failure_elsewhere(wait_s: float = 3.0) -> str | None:
+    """The sentence another rank left when it failed, waiting up to ``wait_s`` for it to arrive."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    store = _store()
+    if store is None:
+        return None
+    deadline = time.monotonic() + wait_s
+    while True:
+        for r in range(dist.get_world_size()):
+            if r == dist.get_rank():
+                continue
+            key = f"{FAILURE_KEY}{r}"
+            with contextlib.suppress(Exception):
+                if store.check([key]):
+                    return f"rank {r} failed: {store.get(key).decode('utf-8', 'replace')}"
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def stop_on_sigterm(control):
+    """Under torchrun, SIGTERM (torchrun's way of ending the workers) asks the run to stop after its step,
+    saving a checkpoint; the ranks agree on the step through ``agree``."""
+    if not launched_by_torchrun():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda signum, frame: control.stop())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the global batch (all ranks), on any device.
+
+    One all-reduce per layer of [sum x, sum x^2, count] in float64 (with gradient); the same state_dict
+    keys as ``nn.BatchNorm*d``, so checkpoints move between one and N processes.  Outside a process
+    group, or in eval mode, it is plain batch norm.
+    """
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-D input (N x C x ...), got {x.dim()}-D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and is_distributed()):
+            return super().forward(x)
+        self._check_input_dim(x)
+        c = x.shape[1]
+        dims = [0] + list(range(2, x.dim()))
+        count = x.new_full((1,), x.numel() // max(c, 1), dtype=torch.float64)
+        stats = torch.cat([x.sum(dims, dtype=torch.float64), (x * x).sum(dims, dtype=torch.float64), count])
+        stats = all_reduce_sum(stats)
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0.0)
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
+                unbiased = var.detach() * (n / (n - 1).clamp_min(1.0))
+                self.running_mean.mul_(1 - m).add_(mean.detach().to(self.running_mean.dtype), alpha=m)
+                self.running_var.mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
+        shape = [1, c] + [1] * (x.dim() - 2)
+        scale = torch.rsqrt(var + self.eps)
+        w = self.weight.double() if self.affine else None
+        b = self.bias.double() if self.affine else None
+        if w is not None:
+            shift = b - mean * scale * w
+            scale = scale * w
+        else:
+            shift = -mean * scale
+        return x * scale.to(x.dtype).view(shape) + shift.to(x.dtype).view(shape)
+
+
+def convert_batchnorm(module: nn.Module) -> nn.Module:
+    """``module`` with every BatchNorm replaced by ``GlobalBatchNorm`` sharing its parameters and buffers."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
+        new = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        if module.affine:
+            new.weight, new.bias = module.weight, module.bias
+        if module.track_running_stats:
+            new.running_mean, new.running_var, new.num_batches_tracked = module.running_mean, module.running_var, module.num_batches_tracked
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        converted = convert_batchnorm(child)
+        if converted is not child:
+            setattr(module, name, converted)
+    return module
+
+
+def wrap(objective: nn.Module, device: torch.device) -> nn.Module:
+    """The module the step calls: the objective itself, or DistributedDataParallel around it.
+
+    Buffers are not broadcast each step (queues, centres and synchronised BN statistics are kept
+    equal by the objectives' own collectives); unused parameters are allowed (frozen prototypes,
+    a frozen last layer, a mask token on a step that masks nothing).
+    """
+    if not is_distributed():
+        return objective
+    from torch.nn.parallel import DistributedDataParallel
+
+    import warnings
+
+    ids = [device.index] if device.type == "cuda" else None
+    with warnings.catch_warnings():  # broadcast_buffers=False is what is meant here (no buffer sync at init or per step)
+        warnings.simplefilter("ignore", FutureWarning)
+        return DistributedDataParallel(objective, device_ids=ids, broadcast_buffers=False, find_unused_parameters=True)
+
+
+def rank_seed(seed: int) -> int:
+    """A seed of this rank's own (rank 0 keeps ``seed``, so one process draws what it always drew)."""
+    return seed + 1_000_003 * rank()
+
+
+__all__ = ["GlobalBatchNorm", "World", "agree", "all_reduce_max", "all_reduce_sum", "announce_failure", "barrier",
+           "convert_batchnorm", "env_rank", "failure_elsewhere", "gather", "gather_no_grad", "gather_states", "gather_strings",
+           "global_rows", "init_from_env", "is_distributed", "launched_by_torchrun", "mean_over_ranks", "my_rows", "rank",
+           "rank_seed", "shard", "shutdown", "stop_on_sigterm", "world_size", "wrap"]
