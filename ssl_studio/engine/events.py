@@ -57,6 +57,7 @@ class Started(Event):
     class_names: list[str] | None = None
     resumed_from_step: int = 0
     skipped_files: int = 0
+    resumed_from_time: float | None = None  # when the checkpoint resumed from was written (epoch seconds)
 
 
 @dataclass
