@@ -73,9 +73,13 @@ def config_problem(run_dir: Path) -> str | None:
     if not raw.strip(b"\x00 \t\r\n"):
         return "config.toml is empty or zeroed, so the run cannot be re-run, resumed or evaluated"
     try:
-        tomllib.loads(raw.decode("utf-8"))
+        mapping = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError):
         return "config.toml is damaged (not valid TOML), so the run cannot be re-run, resumed or evaluated"
+    missing = [t for t in _config_tables() if not isinstance(mapping.get(t), dict)]
+    if missing:  # the lab writes every table: a file without its last ones was cut off
+        return (f"config.toml is incomplete (no [{missing[-1]}] table: cut off?), so re-running it would not repeat the run; "
+                "restore it from a copy")
     try:
         from ssl_studio.config import load_config
 
@@ -84,6 +88,13 @@ def config_problem(run_dir: Path) -> str | None:
         detail = str(exc).rstrip(".")
         return f"config.toml holds a setting this version cannot use ({detail})"
     return None
+
+
+def _config_tables() -> list[str]:
+    """The tables every config.toml the lab writes holds."""
+    from ssl_studio.config import RunConfig, config_to_mapping
+
+    return [k for k, v in config_to_mapping(RunConfig()).items() if isinstance(v, dict)]
 
 
 def report_problem(run_dir: Path) -> str | None:
@@ -159,5 +170,4 @@ def compose(problems: Iterable[str | None]) -> str | None:
     clauses = [p for p in problems if p]
     if not clauses:
         return None
-    text = "; ".join(clauses)
-    return text[0].upper() + text[1:] + "."
+    return "; ".join(clauses) + "."  # clauses start with a file's name, which keeps its case
