@@ -217,10 +217,13 @@ class RunFolder:
         (torch's own writer reports a full disk as a bare RuntimeError), and synced before
         the rename, so that a power cut cannot leave an empty ``last.pt`` behind.
         """
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        atomic_write(self.checkpoint_path, lambda fh: fh.write(buffer.getbuffer()), self.path, self.has_checkpoint,
-                     tmp=self.checkpoint_path.with_suffix(".pt.tmp"), sync=True)
+        def write(fh) -> None:
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            fh.write(buffer.getbuffer())
+
+        atomic_write(self.checkpoint_path, write, self.path, self.has_checkpoint, tmp=self.checkpoint_path.with_suffix(".pt.tmp"),
+                     sync=True)
 
     def write_report(self, section: str, results: dict[str, Any]) -> dict[str, Any]:
         report = self.read_report()
