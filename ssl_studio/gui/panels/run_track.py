@@ -63,7 +63,7 @@ class RunTrack:
         self.path = Path(path)
         self.offset = 0
         self._key: tuple | None = None
-        self._config_key: int | None = None
+        self._config_key: tuple | None = ()  # () = never looked: a missing file is a change too
         self._checkpoint_key: tuple | None = ()
         self.report_key: tuple | None = None
         self._report: dict[str, Any] | None = None
