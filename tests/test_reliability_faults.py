@@ -268,3 +268,12 @@ def test_two_processes_on_one_runs_folder_in_the_same_second(tmp_path):
         assert {r["run_dir"] for r in records if "run_dir" in r} == {str(run)}
         assert json.loads((run / "report.json").read_text(encoding="utf-8"))
         assert RunFolder(run, create=False).load_checkpoint()["step"] == 4
+
+
+def test_checkpoint_benchmark_times_the_real_save(tmp_path):
+    from ssl_studio.benchmarks.checkpoint import bench_checkpoint, checkpoint_table
+
+    (row,) = bench_checkpoint(backbones=("convnet",), repeats=1, out=tmp_path, num_images=128)
+    assert row["size_mb"] > 0 and row["seconds"] > 0 and row["interval_s"] <= 30 and row["overhead"] == row["seconds"] / row["interval_s"]
+    assert "| convnet |" in "\n".join(checkpoint_table([row]))
+    assert list(tmp_path.iterdir()) == []  # nothing left behind

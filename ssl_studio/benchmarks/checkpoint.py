@@ -21,7 +21,7 @@ from ssl_studio.config import config_from_mapping
 
 
 def bench_checkpoint(backbones: tuple[str, ...] = ("convnet", "resnet18", "vit"), repeats: int = 5,
-                     objective: str = "simclr", out: str | Path | None = None) -> list[dict[str, Any]]:
+                     objective: str = "simclr", out: str | Path | None = None, num_images: int = 2000) -> list[dict[str, Any]]:
     """One row per backbone: parameters, checkpoint size, median seconds per checkpoint, overhead at the interval."""
     from ssl_studio.engine import trainer as trainer_module
     from ssl_studio.engine.trainer import Trainer
@@ -32,7 +32,7 @@ def bench_checkpoint(backbones: tuple[str, ...] = ("convnet", "resnet18", "vit")
         for backbone in backbones:
             cfg = config_from_mapping({
                 "objective": {"name": objective}, "model": {"backbone": backbone},
-                "data": {"source": "shapes", "num_images": 2000}, "batch_size": 32, "budget": {"steps": 1},
+                "data": {"source": "shapes", "num_images": num_images}, "batch_size": 32, "budget": {"steps": 1},
                 "probe": {"every": 0, "size": 64, "visuals_every": 0}, "device": "cpu", "precision": "float32",
                 "out": tmp,
             })
