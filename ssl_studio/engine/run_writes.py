@@ -27,13 +27,13 @@ class RunWriteError(Exception):
         self.errno = errno_
 
 
-def free_mb(path: str | Path) -> int | None:
+def free_mb(path: str | Path) -> float | None:
     """Free space (MiB) on the disk holding ``path`` or its nearest existing parent; None when unknown."""
     p = Path(path).absolute()
     while not p.exists() and p != p.parent:
         p = p.parent
     try:
-        return int(shutil.disk_usage(p).free // 2**20)
+        return shutil.disk_usage(p).free / 2**20
     except OSError:
         return None
 
@@ -45,7 +45,7 @@ def describe_write_error(exc: OSError, file: str | Path, run_dir: str | Path, re
     code = getattr(exc, "errno", None)
     if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
         mb = free_mb(run_dir)
-        free = f"{mb} MB free" if mb is not None else "free space unknown"
+        free = "free space unknown" if mb is None else f"{mb:.1f} MB free" if mb < 10 else f"{mb:,.0f} MB free"
         quota = " (or your quota on it is used up)" if code != errno.ENOSPC else ""
         return f"The disk holding {run} is full{quota} ({free}), so {file} could not be written; free space, {then}."
     if code == errno.EROFS:

@@ -4,8 +4,9 @@
       config.toml     the exact configuration (re-runnable with ``ssl-studio train --config``)
       metrics.jsonl   one JSON object a line, appended and flushed
       snapshots/      probe results and visuals, .npz
-      checkpoints/    last.pt (written to a temp file, then renamed)
+      checkpoints/    last.pt (written to a temp file, synced, then renamed)
       report.json     evaluation results
+      .lock           held (flock) by the process training the run; free means nobody is (run_lock)
 
 The GUI reads run folders written by any process, live or finished, through
 ``read_metrics`` and ``read_snapshot``; nothing here imports Qt.  Writers never leave a

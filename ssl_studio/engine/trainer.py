@@ -106,6 +106,7 @@ class Trainer:
         self.data_progress = data_progress
         self.folder: RunFolder | None = None
         self.lock: RunLock | None = None
+        self.resumed_from_time: float | None = None  # when the checkpoint a resume starts from was written
         self.step = 0
 
     # -- events ------------------------------------------------------------------------
@@ -233,7 +234,7 @@ class Trainer:
             flops_per_image=int(self.objective.backbone.flops_per_image()), total_steps=self.total_steps,
             steps_per_epoch=self.sampler.steps_per_epoch, batch_size=self.batch_size, class_names=data.class_names,
             resumed_from_step=self.step, skipped_files=data.skipped,
-            resumed_from_time=getattr(self, "resumed_from_time", None) if self.resume else None,
+            resumed_from_time=self.resumed_from_time,
         ))
 
     def _take_lock(self) -> None:
