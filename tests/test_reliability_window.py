@@ -102,3 +102,21 @@ def test_an_interrupted_run_is_resumed_from_the_window(window, qtbot, runs_root)
     assert started and started[0].resumed_from_step == 4 and started[0].run_dir == str(path)
     browser.refresh()
     assert row_of(browser, path)["Status"] == "completed"
+
+
+def test_curves_of_a_resumed_run_do_not_go_back_in_time(tmp_path):
+    """Steps trained after the last checkpoint of a killed run are trained again on resume: they are drawn once."""
+    from ssl_studio.gui.panels.run_track import RunTrack
+
+    def step(n):
+        return {"event": "step", "step": n, "loss": 10.0 - n}
+
+    lines = [{"event": "started", "time": 1.0, "resumed_from_step": 0}] + [step(n) for n in range(1, 11)]
+    lines += [{"event": "started", "time": 2.0, "resumed_from_step": 6}] + [step(n) for n in (7, 8)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"event": "st', encoding="utf-8")
+    (tmp_path / ".lock").write_text("{}", encoding="utf-8")  # its process held it, and is gone
+    track = RunTrack(tmp_path)
+    track.update()
+    assert list(track.steps.view) == [1, 2, 3, 4, 5, 6, 7, 8] and track.step == 8
+    assert track.status == "interrupted"  # says running, and nobody holds it
+    assert "cut off" in track.problem

@@ -8,7 +8,9 @@ two seconds as a fallback (network drives and some platforms send no events).
 Polling is cheap: a folder is re-read only when its metrics.jsonl changed size or
 mtime, and then only from the byte offset it had reached, so a live run with a
 million steps costs what it appended since the last poll, not a re-parse of the
-whole file.  The summary rules are the ones ``engine.runs.summarize_run`` uses.
+whole file (``run_track.RunTrack``).  The summary rules are the ones ``engine.runs.summarize_run``
+uses: a damaged run is listed with one sentence in the Problem column, and a run whose
+process is gone shows as interrupted; Resume asks the window to go on training it.
 
 Evaluate… runs ``engine.evaluate.evaluate_run`` on the selected runs, one after
 another, in a background thread (``gui.evaluation.EvaluationJob``) with a progress
