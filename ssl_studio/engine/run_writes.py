@@ -50,6 +50,8 @@ def describe_write_error(exc: OSError, file: str | Path, run_dir: str | Path, re
         return f"The disk holding {run} is full{quota} ({free}), so {file} could not be written; free space, {then}."
     if code == errno.EROFS:
         return f"The disk holding {run} is read-only, so {file} could not be written; make it writable, {then}."
+    if code in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
+        return f"{file} could not be written because a folder or file stands in its way in {run}; move it away, {then}."
     if code in (errno.EACCES, errno.EPERM):
         return f"Permission denied writing {file}; make {run} writable for you, {then}."
     reason = exc.strerror or type(exc).__name__

@@ -56,6 +56,10 @@ def new_run_dir(cfg: RunConfig) -> Path:
     if cfg.name:
         parts.append(_slug(cfg.name))
     base = Path(cfg.out) / "-".join(parts)
+    if base.parent.exists() and not base.parent.is_dir():
+        from ssl_studio.params import ConfigError
+
+        raise ConfigError("out", f"is {base.parent}, which is a file, not a folder; choose a folder for the runs")
     try:
         base.parent.mkdir(parents=True, exist_ok=True)
         for n in range(1, MAX_SAME_NAME + 1):
