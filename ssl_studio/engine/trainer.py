@@ -239,7 +239,9 @@ class Trainer:
 
     def _take_lock(self) -> None:
         """Hold the run folder for the life of this process: readers tell a live run from a killed one by it,
-        and a second process cannot train the same folder at once."""
+        and a second process cannot train the same folder at once.  Only the process that writes the folder holds it."""
+        if self.folder is None:
+            return
         lock = RunLock(self.folder.path)
         try:
             self.lock = lock.acquire()
@@ -274,7 +276,8 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
         })
         self.last_checkpoint = time.perf_counter()
-        self.folder.append({"event": "checkpoint", "time": time.time(), "step": self.step})
+        if self.folder is not None:  # the step resume will go on from, for readers of metrics.jsonl
+            self.folder.append({"event": "checkpoint", "time": time.time(), "step": self.step})
 
     # -- the loop ----------------------------------------------------------------------
     def progress(self) -> float:
