@@ -182,6 +182,9 @@ class ConsoleProgress:
                        + (f" · {event.skipped_files} unreadable files skipped" if event.skipped_files else "")
                        + (f" · {event.world_size} processes ({event.backend})" if event.world_size > 1 else ""), force=True)
             self._line(f"run folder: {event.run_dir}", force=True)
+            if event.resumed_from_time is not None:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.resumed_from_time))
+                self._line(f"resumed from step {event.resumed_from_step} (checkpoint of {when})", force=True)
         elif isinstance(event, ev.Probe):
             self.knn, self.rank = event.knn_acc, event.effective_rank
         elif isinstance(event, ev.Step) and not self.quiet:

@@ -60,6 +60,7 @@ class Started(Event):
     world_size: int = 1  # processes training together (torchrun); batch_size is their global batch
     backend: str | None = None  # torch.distributed backend (gloo, nccl), None for one process
     devices: list[str] | None = None  # "host:device" of every rank, in rank order
+    resumed_from_time: float | None = None  # when the checkpoint resumed from was written (epoch seconds)
 
 
 @dataclass

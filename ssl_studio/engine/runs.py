@@ -4,15 +4,20 @@
       config.toml     the exact configuration (re-runnable with ``ssl-studio train --config``)
       metrics.jsonl   one JSON object a line, appended and flushed
       snapshots/      probe results and visuals, .npz
-      checkpoints/    last.pt (written to a temp file, then renamed)
+      checkpoints/    last.pt (written to a temp file, synced, then renamed)
       report.json     evaluation results
+      .lock           held (flock) by the process training the run; free means nobody is (run_lock)
 
 The GUI reads run folders written by any process, live or finished, through
-``read_metrics`` and ``read_snapshot``; nothing here imports Qt.
+``read_metrics`` and ``read_snapshot``; nothing here imports Qt.  Writers never leave a
+half-written file in place of a good one and turn a failed write into a ``RunWriteError``
+(one sentence, see ``run_writes``); readers skip and count what they cannot read.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import math
 import os
@@ -27,6 +32,7 @@ import torch
 
 from ssl_studio.config import RunConfig, load_config, save_config
 from ssl_studio.engine.events import Event, Failed, Finished, Probe, Started, Visuals
+from ssl_studio.engine.run_writes import RunWriteError, atomic_write, describe_write_error, remove_quietly
 
 
 def _slug(text: str) -> str:
@@ -35,17 +41,38 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:40] or "data"
 
 
+MAX_SAME_NAME = 1000
+
+
 def new_run_dir(cfg: RunConfig) -> Path:
+    """Create and return a fresh run folder under ``cfg.out``.
+
+    Two runs started in the same second get the same name; creating the folder is the
+    claim (``mkdir`` either makes it or fails), so the second takes ``-2``, ``-3``, ...
+    A folder that cannot be made raises ``RunWriteError`` with one sentence.
+    """
     stamp = time.strftime("%Y%m%d-%H%M%S")
     parts = [stamp, cfg.objective.name, _slug(cfg.data.source)]
     if cfg.name:
         parts.append(_slug(cfg.name))
     base = Path(cfg.out) / "-".join(parts)
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
+    if base.parent.exists() and not base.parent.is_dir():
+        from ssl_studio.params import ConfigError
+
+        raise ConfigError("out", f"is {base.parent}, which is a file, not a folder; choose a folder for the runs")
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+        for n in range(1, MAX_SAME_NAME + 1):
+            path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+            try:
+                os.makedirs(path, exist_ok=False)
+                return path
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise RunWriteError(describe_write_error(exc, f"a run folder in {base.parent}", base.parent, False), base, exc.errno) from None
+    raise RunWriteError(f"{base.parent} already holds {MAX_SAME_NAME} run folders named {base.name}; choose another --out or name.",
+                        base)
 
 
 def _json_safe(value: Any) -> Any:
@@ -68,8 +95,11 @@ class RunFolder:
     def __init__(self, path: str | Path, create: bool = True):
         self.path = Path(path)
         if create:
-            (self.path / "snapshots").mkdir(parents=True, exist_ok=True)
-            (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+            try:
+                (self.path / "snapshots").mkdir(parents=True, exist_ok=True)
+                (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise self._write_error(exc, self.path / "snapshots") from None
         self._metrics = None
 
     # -- paths -------------------------------------------------------------------------
@@ -90,14 +120,74 @@ class RunFolder:
         return self.path / "report.json"
 
     # -- writing -----------------------------------------------------------------------
+    def has_checkpoint(self) -> bool:
+        try:
+            return self.checkpoint_path.is_file() and self.checkpoint_path.stat().st_size > 0
+        except OSError:
+            return False
+
+    def _write_error(self, exc: OSError, file: Path) -> RunWriteError:
+        try:
+            name = str(Path(file).relative_to(self.path))
+        except ValueError:
+            name = str(file)
+        return RunWriteError(describe_write_error(exc, name, self.path, self.has_checkpoint()), Path(file), exc.errno)
+
     def write_config(self, cfg: RunConfig) -> None:
-        save_config(cfg, self.config_path)
+        tmp = self.config_path.with_suffix(".toml.tmp")
+        try:
+            save_config(cfg, self.config_path)
+        except OSError as exc:
+            remove_quietly(tmp)
+            raise self._write_error(exc, self.config_path) from None
+        except BaseException:
+            remove_quietly(tmp)
+            raise
+
+    def write_text(self, name: str, text: str) -> None:
+        """A small text file of the run (an objective's artifact), written whole or not at all."""
+        atomic_write(self.path / name, lambda fh: fh.write(text.encode("utf-8")), self.path, self.has_checkpoint)
+
+    def write_error_text(self, text: str) -> bool:
+        """error.txt (a traceback for the curious); on a full disk this fails too, and must not raise."""
+        try:
+            atomic_write(self.path / "error.txt", lambda fh: fh.write(text.encode("utf-8", "replace")), self.path, lambda: False)
+            return True
+        except Exception:  # noqa: BLE001 - the run's own failure is what gets reported
+            return False
+
+    def _open_metrics(self):
+        """Append mode, starting on a fresh line: a line cut off by a crash must not swallow the next record."""
+        fh = open(self.metrics_path, "a", encoding="utf-8")
+        try:
+            if fh.tell() > 0:
+                with open(self.metrics_path, "rb") as rb:
+                    rb.seek(-1, os.SEEK_END)
+                    if rb.read(1) != b"\n":
+                        fh.write("\n")
+        except BaseException:
+            fh.close()
+            raise
+        return fh
 
     def append(self, record: dict[str, Any]) -> None:
-        if self._metrics is None:
-            self._metrics = open(self.metrics_path, "a", encoding="utf-8")
-        self._metrics.write(json.dumps(_json_safe(record), separators=(",", ":")) + "\n")
-        self._metrics.flush()
+        line = json.dumps(_json_safe(record), separators=(",", ":")) + "\n"
+        try:
+            if self._metrics is None:
+                self._metrics = self._open_metrics()
+            self._metrics.write(line)
+            self._metrics.flush()
+        except OSError as exc:
+            self.close()  # the next append re-opens and starts on a fresh line after whatever reached the disk
+            raise self._write_error(exc, self.metrics_path) from None
+
+    def close(self) -> None:
+        fh, self._metrics = self._metrics, None
+        if fh is not None:
+            try:
+                fh.close()
+            except OSError:
+                pass
 
     def __call__(self, event: Event) -> None:
         record = event.to_record()
@@ -113,29 +203,39 @@ class RunFolder:
             name = f"visuals-{event.kind}-{event.step:07d}.npz"
             self._save_npz(name, event.arrays)
             record["snapshot"] = name
-        self.append(record)
-        if isinstance(event, (Finished, Failed)) and self._metrics is not None:
-            self._metrics.close()
-            self._metrics = None
+        try:
+            self.append(record)
+        finally:
+            if isinstance(event, (Finished, Failed)):
+                self.close()
 
     def _save_npz(self, name: str, arrays: dict[str, np.ndarray]) -> None:
         final = self.path / "snapshots" / name
-        tmp = final.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
-        os.replace(tmp, final)
+        payload = {k: np.asarray(v) for k, v in arrays.items()}
+        atomic_write(final, lambda fh: np.savez_compressed(fh, **payload), self.path, self.has_checkpoint,
+                     tmp=final.with_suffix(".tmp.npz"))
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        """Atomic: a crash mid-write leaves the previous checkpoint intact."""
-        tmp = self.checkpoint_path.with_suffix(".pt.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.checkpoint_path)
+        """Atomic: a crash or a full disk mid-write leaves the previous checkpoint intact and no temporary file.
+
+        Serialised in memory first, so that a failed write is the file system's ``OSError``
+        (torch's own writer reports a full disk as a bare RuntimeError), and synced before
+        the rename, so that a power cut cannot leave an empty ``last.pt`` behind.
+        """
+        def write(fh) -> None:
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            fh.write(buffer.getbuffer())
+
+        atomic_write(self.checkpoint_path, write, self.path, self.has_checkpoint, tmp=self.checkpoint_path.with_suffix(".pt.tmp"),
+                     sync=True)
 
     def write_report(self, section: str, results: dict[str, Any]) -> dict[str, Any]:
         report = self.read_report()
         report[section] = _json_safe(results)
-        tmp = self.report_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
-        os.replace(tmp, self.report_path)
+        text = json.dumps(report, indent=2)
+        atomic_write(self.report_path, lambda fh: fh.write(text.encode("utf-8")), self.path, self.has_checkpoint,
+                     tmp=self.report_path.with_suffix(".json.tmp"))
         return report
 
     # -- reading -----------------------------------------------------------------------
@@ -143,12 +243,12 @@ class RunFolder:
         return load_config(self.config_path)
 
     def read_report(self) -> dict[str, Any]:
-        if not self.report_path.exists():
-            return {}
+        """report.json's sections; {} when it is missing or damaged (a new evaluation rewrites it whole)."""
         try:
-            return json.loads(self.report_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
+            data = json.loads(self.report_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # missing, a folder, not UTF-8, not JSON
             return {}
+        return data if isinstance(data, dict) else {}
 
     def load_checkpoint(self, map_location: str | torch.device = "cpu", resume: bool = False) -> dict[str, Any]:
         """``checkpoints/last.pt``, loaded without running code and checked (``checkpoint_file.read_checkpoint``)."""
@@ -161,28 +261,51 @@ class RunFolder:
             return {k: data[k] for k in data.files}
 
 
-def read_metrics(path: str | Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """Records appended since byte ``offset``, and the new offset (a half-written last line waits)."""
+@dataclass
+class MetricsChunk:
+    """What one read of metrics.jsonl found: the records, where to go on from, and what it could not use."""
+
+    records: list[dict[str, Any]]
+    offset: int
+    skipped: int = 0  # complete lines that are not a JSON object (damaged, zeroed, or from a foreign writer)
+    tail: int = 0  # bytes after the last newline: a line being written, or one cut off by a crash
+
+
+def scan_metrics(path: str | Path, offset: int = 0) -> MetricsChunk:
+    """Records appended since byte ``offset``; a half-written last line waits; never raises."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and path.name != "metrics.jsonl":
         path = path / "metrics.jsonl"
-    if not path.exists():
-        return [], offset
-    records = []
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        data = fh.read()
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except OSError:  # missing, a folder, unreadable: nothing to read (run_health says why)
+        return MetricsChunk([], offset)
     end = data.rfind(b"\n")
     if end < 0:
-        return [], offset
-    for line in data[: end + 1].splitlines():
+        return MetricsChunk([], offset, tail=len(data))
+    records, skipped = [], 0
+    for line in data[: end + 1].split(b"\n"):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError (NUL bytes, garbage)
+            skipped += 1
             continue
-    return records, offset + end + 1
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            skipped += 1
+    return MetricsChunk(records, offset + end + 1, skipped, len(data) - end - 1)
+
+
+def read_metrics(path: str | Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Records (JSON objects) appended since byte ``offset``, and the new offset; unreadable lines are skipped
+    (``scan_metrics`` counts them)."""
+    chunk = scan_metrics(path, offset)
+    return chunk.records, chunk.offset
 
 
 @dataclass
@@ -192,18 +315,26 @@ class RunSummary:
     path: Path
     objective: str
     data: str
-    status: str  # running | completed | stopped | failed | diverged at step N | unknown
+    status: str  # running | interrupted | completed | stopped | failed | diverged at step N | unknown
     step: int
     knn_acc: float | None
     effective_rank: float | None
     started: float | None
+    problem: str | None = None  # one sentence when a file of the folder is damaged or missing
+    skipped_lines: int = 0
 
 
 def summarize_run(path: str | Path) -> RunSummary | None:
+    """The browser's row for one folder; ``status`` is "interrupted" when the run says it is running but
+    no process holds its lock (killed, or the machine went down)."""
+    from ssl_studio.engine import run_health
+    from ssl_studio.engine.run_lock import run_is_live
+
     path = Path(path)
     if not (path / "metrics.jsonl").exists() and not (path / "config.toml").exists():
         return None
-    records, _ = read_metrics(path)
+    chunk = scan_metrics(path / "metrics.jsonl")
+    records = chunk.records
     objective = data = "?"
     status, step, knn, rank, started = "unknown", 0, None, None, None
     for r in records:
@@ -224,7 +355,18 @@ def summarize_run(path: str | Path) -> RunSummary | None:
             objective, data = cfg.objective.name, cfg.data.source
         except Exception:  # noqa: BLE001 - a broken config still lists the folder
             pass
-    return RunSummary(path, objective, data, status, step, knn, rank, started)
+    live = status == "running" and run_is_live(path)
+    if status == "running" and not live:
+        status = "interrupted"
+    snapshots = [r["snapshot"] for r in records if "snapshot" in r]
+    problem = run_health.compose([
+        run_health.metrics_problem(path, len(records), chunk.skipped, chunk.tail, live),
+        run_health.config_problem(path),
+        run_health.report_problem(path),
+        None if live else run_health.checkpoint_problem(path),
+        run_health.snapshot_sentence(run_health.snapshot_problems(path, snapshots)),
+    ])
+    return RunSummary(path, objective, data, status, step, knn, rank, started, problem, chunk.skipped)
 
 
 def list_runs(root: str | Path) -> list[RunSummary]:
@@ -235,24 +377,47 @@ def list_runs(root: str | Path) -> list[RunSummary]:
     return out
 
 
+_JSON_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),),
+               "dict": (dict,), "list": (list,)}
+
+
+def _fits(value: Any, annotation: str) -> bool:
+    """Whether a JSON value can stand for a field annotated ``annotation`` (a string: events use
+    postponed annotations); arrays and unknown types are not checked."""
+    allowed: tuple = ()
+    for part in annotation.split("|"):
+        base = part.strip().split("[", 1)[0]
+        if base not in _JSON_TYPES:
+            return True
+        allowed += _JSON_TYPES[base]
+    if isinstance(value, bool) and bool not in allowed:
+        return False
+    return isinstance(value, allowed)
+
+
 def record_to_event(record: dict[str, Any], folder: RunFolder | None = None) -> Event | None:
     """Rebuild an event from a metrics.jsonl line (and its snapshot), so a run read from disk
-    reaches the panels exactly like a live one."""
-    import dataclasses
-
+    reaches the panels exactly like a live one.  A line whose values do not fit the event
+    (damaged, hand-edited, another version) and an unreadable snapshot give None or no arrays,
+    never an exception."""
     from ssl_studio.engine.events import EVENT_TYPES
 
-    cls = EVENT_TYPES.get(record.get("event", ""))
+    if not isinstance(record, dict):
+        return None
+    kind = record.get("event")
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         return None
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {k: v for k, v in record.items() if k in names}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in record.items() if k in fields}
+    if any(v is not None and not _fits(v, str(fields[k].type)) for k, v in kwargs.items()):
+        return None
     snap = record.get("snapshot")
-    if snap and folder is not None and (folder.path / "snapshots" / snap).exists():
+    if isinstance(snap, str) and snap and Path(snap).name == snap and folder is not None:
         try:
-            kwargs.update({k: v for k, v in folder.read_snapshot(snap).items() if k in names} if cls is not Visuals
-                          else {"arrays": folder.read_snapshot(snap)})
-        except (OSError, ValueError):
+            arrays = folder.read_snapshot(snap)
+            kwargs.update({k: v for k, v in arrays.items() if k in fields} if cls is not Visuals else {"arrays": arrays})
+        except Exception:  # noqa: BLE001 - missing, truncated, zeroed, garbage, a folder: the event without its arrays
             pass
     try:
         return cls(**kwargs)

@@ -173,6 +173,7 @@ class MainWindow(QMainWindow):
         self.runs_browser = RunsBrowser(self.runs_dir)
         self.runs_browser.openRun.connect(self.open_run)
         self.runs_browser.rerunRequested.connect(self.rerun)
+        self.runs_browser.resumeRequested.connect(self.resume_folder)
 
         self.docks: dict[str, QDockWidget] = {}
         self.experiment_dock = self._dock("experimentDock", "Experiment", self.experiment)
@@ -497,6 +498,25 @@ class MainWindow(QMainWindow):
             self.show_banner(f"Cannot start: {exc}.", "error")
             return False
         cfg.out = str(self.runs_dir)
+        self._start_session(cfg)
+        self.statusBar().showMessage(f"Loading {cfg.data.source} and building {cfg.objective.name}...", 5000)
+        return True
+
+    def resume_folder(self, path: str | Path) -> bool:
+        """Go on training a run folder (interrupted, stopped or failed) from its last checkpoint."""
+        if self.running:
+            self.show_banner("A run is training; stop it before resuming another one.", "warning")
+            return False
+        try:
+            cfg = load_config(Path(path) / "config.toml")
+        except Exception as exc:  # noqa: BLE001 - ConfigError, or a damaged file: one sentence either way
+            self.show_banner(f"Cannot resume {Path(path).name}: {exc}", "error")
+            return False
+        self._start_session(cfg, run_dir=str(path), resume=True)
+        self.statusBar().showMessage(f"Resuming {Path(path).name} from its last checkpoint...", 5000)
+        return True
+
+    def _start_session(self, cfg, run_dir: str | None = None, resume: bool = False) -> None:
         self._stop_tail()
         self.hide_banner()
         self.experiment.clear_external_mark()
@@ -507,7 +527,7 @@ class MainWindow(QMainWindow):
         self._reset_status("starting")
         if self.session is not None:  # the previous run's thread has ended: let Qt free it
             self.session.deleteLater()
-        session = TrainingSession(cfg, self)
+        session = TrainingSession(cfg, self, run_dir=run_dir, resume=resume)
         session.eventsReady.connect(self._on_live_events)
         session.dataReady.connect(self._on_data)
         session.loading.connect(self._on_loading)
@@ -516,8 +536,6 @@ class MainWindow(QMainWindow):
         self.session = session
         self._set_state("loading")
         session.start()
-        self.statusBar().showMessage(f"Loading {cfg.data.source} and building {cfg.objective.name}...", 5000)
-        return True
 
     def toggle_pause(self) -> None:
         if not self.running:
@@ -621,6 +639,8 @@ class MainWindow(QMainWindow):
         if live and self.state == "loading":
             self._set_state("running")
             note = f"; {ev.skipped_files} unreadable files were skipped" if ev.skipped_files else ""
+            if ev.resumed_from_step:
+                note += f"; resumed from step {ev.resumed_from_step:,}"
             self.statusBar().showMessage(f"Training {ev.objective} on {ev.data} ({ev.num_train:,} images){note}. "
                                          f"Run folder: {ev.run_dir}", 8000)
 
@@ -713,7 +733,7 @@ class MainWindow(QMainWindow):
         """Thumbnails for a replayed run come from its data source, when that is the cheap built-in one."""
         try:
             cfg = load_config(path / "config.toml")
-        except ConfigError:
+        except Exception:  # noqa: BLE001 - missing, damaged or foreign: the curves still show
             return
         if cfg.data.source not in ("shapes", "digits") or cfg.data.num_images > 20000:
             return  # decoding a folder or CIFAR just for thumbnails would stall the window

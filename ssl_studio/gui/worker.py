@@ -70,9 +70,11 @@ class TrainingWorker(QObject):
 
     finished = Signal(object)  # RunResult (or None after an unexpected error)
 
-    def __init__(self, cfg: RunConfig, control: RunControl | None = None):
+    def __init__(self, cfg: RunConfig, control: RunControl | None = None, run_dir: str | None = None, resume: bool = False):
         super().__init__()
         self.cfg = cfg
+        self.run_dir = run_dir
+        self.resume = resume
         self.control = control or GuiRunControl()
         self._lock = threading.Lock()
         self._buffer: list[Any] = []
@@ -105,7 +107,7 @@ class TrainingWorker(QObject):
 
         try:
             self.trainer = Trainer(self.cfg, callback=self._on_event, control=self.control,
-                                   data_progress=self._on_data_progress)
+                                   data_progress=self._on_data_progress, run_dir=self.run_dir, resume=self.resume)
             self.result = self.trainer.run()
         except BaseException as exc:  # noqa: BLE001 - the trainer should not raise; if it does, say so
             self._push(Failed(step=getattr(self.trainer, "step", 0), status="failed",
@@ -132,13 +134,15 @@ class TrainingSession(QObject):
     pausedChanged = Signal(bool)
     finished = Signal(object)
 
-    def __init__(self, cfg: RunConfig, parent: QObject | None = None, flush_hz: float = FLUSH_HZ):
+    def __init__(self, cfg: RunConfig, parent: QObject | None = None, flush_hz: float = FLUSH_HZ,
+                 run_dir: str | None = None, resume: bool = False):
+        """``run_dir`` with ``resume``: go on training that run folder from its last checkpoint."""
         super().__init__(parent)
         self.cfg = cfg
         self.control = GuiRunControl()
         self.thread = QThread()
         self.thread.setObjectName("trainingThread")
-        self.worker = TrainingWorker(cfg, self.control)
+        self.worker = TrainingWorker(cfg, self.control, run_dir=run_dir, resume=resume)
         self.worker.moveToThread(self.thread)
         self.thread.started.connect(self.worker.run)
         self.worker.finished.connect(self.thread.quit)

@@ -8,7 +8,9 @@ two seconds as a fallback (network drives and some platforms send no events).
 Polling is cheap: a folder is re-read only when its metrics.jsonl changed size or
 mtime, and then only from the byte offset it had reached, so a live run with a
 million steps costs what it appended since the last poll, not a re-parse of the
-whole file.  The summary rules are the ones ``engine.runs.summarize_run`` uses.
+whole file (``run_track.RunTrack``).  The summary rules are the ones ``engine.runs.summarize_run``
+uses: a damaged run is listed with one sentence in the Problem column, and a run whose
+process is gone shows as interrupted; Resume asks the window to go on training it.
 
 Evaluate… runs ``engine.evaluate.evaluate_run`` on the selected runs, one after
 another, in a background thread (``gui.evaluation.EvaluationJob``) with a progress
@@ -20,15 +22,13 @@ differently.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import shutil
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
-
-import itertools
 
 import numpy as np
 import pyqtgraph as pg
@@ -39,19 +39,20 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
                                QProgressBar, QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget,
                                QVBoxLayout, QWidget)
 
-from ssl_studio.config import config_to_mapping, load_config
 from ssl_studio.engine.compare import Comparison, compare_runs
 from ssl_studio.engine.evaluate import PROTOCOLS
-from ssl_studio.engine.runs import read_metrics
 from ssl_studio.gui.evaluation import DEFAULT_PROTOCOLS, EvaluationJob, protocol_title
 from ssl_studio.gui.panels import export
-from ssl_studio.gui.panels.base import (RUN_COLOURS, GrowArray, cache_axes, ema_filter, label_step_axis, legend_brush,
-                                        name_control, symbol_style, watch_theme)
+from ssl_studio.gui.panels.base import (RUN_COLOURS, cache_axes, ema_filter, label_step_axis, legend_brush, name_control,
+                                        symbol_style, watch_theme)
+from ssl_studio.gui.panels.run_track import RESUMABLE, RunTrack, _is_number, differing_keys, flatten  # noqa: F401 - re-exported
 
 POLL_MS = 2000
 OVERLAY_EMA = 0.9
-COLUMNS = ("Run", "Objective", "Data", "Status", "Step", "k-NN", "Eff. rank", "Evaluated", "Started")
-STATUS_COLOURS = {"completed": "#2E7D32", "running": "#1565C0", "stopped": "#757575", "unknown": "#757575"}
+COLUMNS = ("Run", "Objective", "Data", "Status", "Step", "k-NN", "Eff. rank", "Evaluated", "Started", "Problem")
+STATUS_COLOURS = {"completed": "#2E7D32", "running": "#1565C0", "stopped": "#757575", "unknown": "#757575",
+                  "interrupted": "#E65100"}
+INTERRUPTED_TIP = "No process is training this run any more (it was killed, or its machine went down): Resume goes on from its last checkpoint."
 # compare_runs' protocol names -> column titles
 PROTOCOL_COLUMNS = {"knn": "k-NN@20", "linear": "linear", "finetune": "fine-tune", "linear@1%": "linear @1 %",
                     "linear@10%": "linear @10 %", "finetune@1%": "fine-tune @1 %", "finetune@10%": "fine-tune @10 %",
@@ -68,205 +69,6 @@ def protocol_column(name: str) -> str:
 def _absolute(path: str | Path) -> Path:
     """One spelling per folder (the root's listing and Open folder… must name a run the same way)."""
     return Path(path).expanduser().resolve()
-
-
-def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested tables as dotted keys: ``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``."""
-    out: dict[str, Any] = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
-def differing_keys(configs: list[dict[str, Any]]) -> list[str]:
-    """Keys (in first-seen order) whose values are not the same in every config; a missing key differs."""
-    keys: list[str] = []
-    seen = set()
-    for cfg in configs:
-        for k in cfg:
-            if k not in seen:
-                seen.add(k)
-                keys.append(k)
-    missing = object()
-    return [k for k in keys if len({repr(c.get(k, missing)) for c in configs}) > 1]
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-class RunTrack:
-    """One run folder, read incrementally: its summary row and its curves."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.offset = 0
-        self._key: tuple | None = None
-        self._config_key: int | None = None
-        self.report_key: tuple | None = None
-        self._report: dict[str, Any] | None = None
-        self.records_seen = 0
-        self.config_ok = False
-        self.config_flat: dict[str, Any] | None = None
-        self.objective = self.data = "?"
-        self.status = "unknown"
-        self.step = 0
-        self.knn: float | None = None
-        self.rank: float | None = None
-        self.started: float | None = None
-        self.summary: dict[str, Any] = {}
-        self.evaluated: dict[str, Any] = {}
-        self.steps, self.loss = GrowArray(), GrowArray()
-        self.probe_steps, self.ranks, self.knns = GrowArray(64), GrowArray(64), GrowArray(64)
-        self.mtime = 0.0
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
-    def valid(self) -> bool:
-        """Listed only if something in it could be read: a folder of garbage is not a run."""
-        return self.records_seen > 0 or self.config_ok
-
-    def update(self) -> bool:
-        """Read what was appended since the last call; True if anything changed."""
-        metrics = self.path / "metrics.jsonl"
-        config = self.path / "config.toml"
-        try:
-            st = metrics.stat()
-            key = (st.st_mtime_ns, st.st_size)
-            self.mtime = st.st_mtime
-        except OSError:
-            key = None
-        try:
-            config_key = config.stat().st_mtime_ns
-        except OSError:
-            config_key = None
-        changed = False
-        if self._report_stat() != self.report_key:  # evaluated here, by ssl-studio eval, or elsewhere
-            self._report = None
-            self.report()
-            changed = True
-        if config_key != self._config_key:
-            self._config_key = config_key
-            self.config_flat = None
-            self.config_ok = False
-            if config_key is not None:
-                try:
-                    cfg = load_config(config)
-                    self.config_flat = flatten(config_to_mapping(cfg))
-                    self.config_ok = True
-                    if self.objective == "?":
-                        self.objective, self.data = cfg.objective.name, cfg.data.source
-                except Exception:  # noqa: BLE001 - a config of a newer version, or hand-edited: still diffable raw
-                    self.config_flat = self._raw_config(config)
-            changed = True
-        if key != self._key:
-            if key is not None and key[1] < self.offset:  # rewritten from scratch: read again
-                self._reset_metrics()
-            self._key = key
-            records, self.offset = read_metrics(metrics, self.offset) if key is not None else ([], self.offset)
-            if records:
-                self._consume(records)
-            changed = True
-        return changed
-
-    @staticmethod
-    def _raw_config(path: Path) -> dict[str, Any] | None:
-        try:
-            return flatten(tomllib.loads(path.read_text(encoding="utf-8")))
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
-            return None
-
-    def _reset_metrics(self) -> None:
-        self.offset = 0
-        self.records_seen = 0
-        self.status, self.step, self.knn, self.rank, self.started = "unknown", 0, None, None, None
-        self.summary, self.evaluated = {}, {}
-        for arr in (self.steps, self.loss, self.probe_steps, self.ranks, self.knns):
-            arr.clear()
-
-    def _consume(self, records: list[dict[str, Any]]) -> None:
-        steps, losses = [], []
-        for r in records:
-            if not isinstance(r, dict):
-                continue
-            ev = r.get("event")
-            self.records_seen += 1
-            if ev == "step":
-                s, loss = r.get("step"), r.get("loss")
-                if _is_number(s):
-                    self.step = int(s)
-                    if _is_number(loss):
-                        steps.append(s)
-                        losses.append(loss)
-            elif ev == "probe":
-                knn, rank = r.get("knn_acc"), r.get("effective_rank")
-                self.knn = knn if _is_number(knn) else self.knn
-                self.rank = rank if _is_number(rank) else self.rank
-                if _is_number(r.get("step")):
-                    self.probe_steps.append(r["step"])
-                    self.ranks.append(rank if _is_number(rank) else np.nan)
-                    self.knns.append(knn if _is_number(knn) else np.nan)
-            elif ev == "started":
-                self.objective, self.data = str(r.get("objective", "?")), str(r.get("data", "?"))
-                self.started, self.status = r.get("time"), "running"
-            elif ev == "finished":
-                self.status = str(r.get("status", "completed"))
-                if isinstance(r.get("summary"), dict):
-                    self.summary = r["summary"]
-            elif ev == "failed":
-                self.status = str(r.get("status", "failed"))
-            elif ev == "evaluated" and isinstance(r.get("results"), dict):
-                self.evaluated.update(r["results"])
-        if steps:
-            self.steps.extend(steps)
-            self.loss.extend(losses)
-
-    def _report_stat(self) -> tuple | None:
-        try:
-            st = (self.path / "report.json").stat()
-            return (st.st_mtime_ns, st.st_size)
-        except OSError:
-            return None
-
-    def report(self) -> dict[str, Any]:
-        """report.json, re-read only when it changed (a stat per call)."""
-        key = self._report_stat()
-        if self._report is None or key != self.report_key:
-            self.report_key = key
-            self._report = {}
-            if key is not None:
-                try:
-                    import json
-
-                    data = json.loads((self.path / "report.json").read_text(encoding="utf-8"))
-                    self._report = data if isinstance(data, dict) else {}
-                except (OSError, ValueError):
-                    self._report = {}
-        return self._report
-
-    def evaluated_protocols(self) -> list[str]:
-        """The protocols report.json holds results for, in PROTOCOLS order."""
-        report = self.report() or self.evaluated
-        return [p for p in PROTOCOLS if isinstance(report.get(p), dict)]
-
-    def results(self) -> dict[str, Any]:
-        """The comparison row: summary numbers, then report.json, then the finished summary."""
-        row: dict[str, Any] = {"objective": self.objective, "data": self.data, "status": self.status, "steps": self.step,
-                               "probe k-NN": self.knn, "effective rank": self.rank}
-        report = flatten(self.report() or self.evaluated)  # Evaluated events stand in for a missing report.json
-        row.update({f"report {k}": v for k, v in report.items()})
-        for k, v in flatten(self.summary).items():
-            if f"report knn.{k.removeprefix('knn_')}" in row and k.startswith("knn_"):
-                continue  # the same k-NN numbers the report already holds
-            row[f"summary {k}"] = v
-        return row
 
 
 class _SortItem(QTableWidgetItem):
@@ -289,6 +91,7 @@ class _SortItem(QTableWidgetItem):
 class RunsBrowser(QWidget):
     openRun = Signal(str)
     rerunRequested = Signal(str)
+    resumeRequested = Signal(str)  # a run folder to go on training from its last checkpoint
 
     use_trash = True  # Delete moves to the desktop trash when it can; tests turn this off
 
@@ -342,6 +145,8 @@ class RunsBrowser(QWidget):
                                                "Add any run folder (or a folder of runs) from anywhere to this list.")
         self.rerun_button = name_control(QPushButton("Re-run"), "runsRerun", "Re-run",
                                          "Start a new run with the selected run's exact configuration.")
+        self.resume_button = name_control(QPushButton("Resume"), "runsResume", "Resume run",
+                                          "Go on training the selected interrupted, stopped or failed run from its last checkpoint.")
         self.evaluate_button = name_control(QPushButton("Evaluate…"), "evaluateButton", "Evaluate runs",
                                             "Evaluate the selected runs by k-NN, linear probe, fine-tuning and more; "
                                             "the results go into each run's report.json.")
@@ -350,8 +155,8 @@ class RunsBrowser(QWidget):
         self.refresh_button = name_control(QPushButton("Refresh"), "runsRefresh", "Refresh run list")
         bar = QHBoxLayout()
         bar.setContentsMargins(4, 2, 4, 2)
-        for b in (self.open_button, self.open_folder_button, self.rerun_button, self.evaluate_button, self.delete_button,
-                  self.refresh_button):
+        for b in (self.open_button, self.open_folder_button, self.rerun_button, self.resume_button, self.evaluate_button,
+                  self.delete_button, self.refresh_button):
             bar.addWidget(b)
         bar.addSpacing(8)
         bar.addWidget(self.root_label, 1)
@@ -386,7 +191,7 @@ class RunsBrowser(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.table.setSortingEnabled(True)
-        self.table.sortItems(len(COLUMNS) - 1, Qt.SortOrder.DescendingOrder)
+        self.table.sortItems(COLUMNS.index("Started"), Qt.SortOrder.DescendingOrder)
         self.empty_label = name_control(QLabel(), "runsEmpty", "No runs")
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty_label.setStyleSheet("color:#777;")
@@ -503,12 +308,14 @@ class RunsBrowser(QWidget):
         self.action_open = self._action("Open", "runsActionOpen", self.open_selected)
         self.action_evaluate = self._action("Evaluate…", "runsActionEvaluate", self.evaluate_selected)
         self.action_rerun = self._action("Re-run", "runsActionRerun", self.rerun_selected)
+        self.action_resume = self._action("Resume", "runsActionResume", self.resume_selected)
         self.action_delete = self._action("Delete…", "runsActionDelete", self.delete_selected)
         self.table.itemSelectionChanged.connect(self._selection_changed)
         self.table.cellDoubleClicked.connect(lambda *_: self.open_selected())
         self.open_button.clicked.connect(self.open_selected)
         self.open_folder_button.clicked.connect(self.choose_folder)
         self.rerun_button.clicked.connect(self.rerun_selected)
+        self.resume_button.clicked.connect(self.resume_selected)
         self.delete_button.clicked.connect(self.delete_selected)
         self.evaluate_button.clicked.connect(self.evaluate_selected)
         self.cancel_evaluation_button.clicked.connect(self.cancel_evaluation)
@@ -536,7 +343,7 @@ class RunsBrowser(QWidget):
         name_control(menu, "runsContextMenu", "Run actions")
         menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self._update_buttons()
-        for action in (self.action_open, self.action_evaluate, self.action_rerun):
+        for action in (self.action_open, self.action_evaluate, self.action_rerun, self.action_resume):
             menu.addAction(action)
         menu.addSeparator()
         menu.addAction(self.action_delete)
@@ -643,6 +450,7 @@ class RunsBrowser(QWidget):
                 (f"{t.rank:.1f}" if t.rank is not None else "", t.rank),
                 (evaluated_text, len(evaluated)),
                 (started, t.started or t.mtime),
+                (t.problem or "", t.problem or ""),
             ]
             for c, (text, key) in enumerate(cells):
                 item = _SortItem(text, key)
@@ -652,6 +460,11 @@ class RunsBrowser(QWidget):
                 if c == 3:
                     colour = STATUS_COLOURS.get(t.status, "#C62828")  # failed, diverged at step N
                     item.setForeground(QColor(colour))
+                    if t.status == "interrupted":
+                        item.setToolTip(INTERRUPTED_TIP)
+                if c == 9 and t.problem:
+                    item.setForeground(QColor(ERROR_COLOUR))
+                    item.setToolTip(t.problem)
                 if c == 7 and evaluated:
                     item.setToolTip("report.json has: " + ", ".join(protocol_title(p) for p in evaluated))
                 if 4 <= c <= 6:
@@ -700,6 +513,7 @@ class RunsBrowser(QWidget):
         tracks = self.selected_tracks()
         self.open_button.setEnabled(len(tracks) >= 1)
         self.rerun_button.setEnabled(len(tracks) == 1 and (tracks[0].path / "config.toml").is_file())
+        self.resume_button.setEnabled(len(tracks) == 1 and tracks[0].resumable and not self._job_path == tracks[0].path)
         self.delete_button.setEnabled(len(tracks) >= 1)
         can_evaluate = bool(tracks) and not self.evaluating and all((t.path / "config.toml").is_file() for t in tracks)
         self.evaluate_button.setEnabled(can_evaluate)
@@ -709,6 +523,7 @@ class RunsBrowser(QWidget):
         self.action_open.setEnabled(self.open_button.isEnabled())
         self.action_evaluate.setEnabled(can_evaluate)
         self.action_rerun.setEnabled(self.rerun_button.isEnabled())
+        self.action_resume.setEnabled(self.resume_button.isEnabled())
         self.action_delete.setEnabled(self.delete_button.isEnabled())
         self.export_csv_button.setEnabled(bool(tracks))
         self.export_md_button.setEnabled(bool(tracks))
@@ -905,6 +720,19 @@ class RunsBrowser(QWidget):
         paths = self.selected_paths()
         if len(paths) == 1 and (paths[0] / "config.toml").is_file():
             self.rerunRequested.emit(str(paths[0] / "config.toml"))
+
+    def resume_selected(self) -> bool:
+        """Ask the window to go on training the selected run (interrupted, stopped or failed) from its checkpoint."""
+        tracks = self.selected_tracks()
+        if len(tracks) != 1:
+            return False
+        track = tracks[0]
+        track.update()  # it may have come back to life, or been resumed elsewhere, since the last poll
+        if not track.resumable:
+            self._fill_table()
+            return False
+        self.resumeRequested.emit(str(track.path))
+        return True
 
     def choose_folder(self) -> None:
         start = str(self.runs_dir if self.runs_dir.is_dir() else Path.home())
