@@ -48,7 +48,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2, normal
     own = torch.cat([torch.arange(n), torch.arange(n)]).to(z1.device) + offset
     self_col = own + torch.cat([torch.zeros(n, dtype=torch.long), torch.full((n,), big_n)]).to(z1.device)
     partner = own + torch.cat([torch.full((n,), big_n), torch.zeros(n, dtype=torch.long)]).to(z1.device)
-    logits = logits.index_put((rows, self_col), torch.tensor(float("-inf"), device=z1.device))
+    logits = logits.index_put((rows, self_col), torch.tensor(float("-inf"), dtype=logits.dtype, device=z1.device))
     return F.cross_entropy(logits, partner)
 
 
