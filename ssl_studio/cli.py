@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import math
 import signal
 import sys
@@ -72,7 +73,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ssl-studio", description="A desktop lab for visual self-supervised learning.",
                      epilog=EXIT_STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", parser_class=functools.partial(
+        _Parser, epilog=EXIT_STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter))
     p_gui = sub.add_parser("gui", help="open the lab window (the default)")
     p_gui.add_argument("--runs", default="runs", help="the runs folder the browser watches")
     p_train = sub.add_parser("train", help="train one configuration headless")

@@ -306,6 +306,8 @@ def read_toml(path: str | Path, field: str = "") -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(field, f"{what} {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
                                  "save it as UTF-8.") from None
+    if not text.strip():  # a run's config.toml is never empty: a truncated file must not become the defaults
+        raise ConfigError(field, f"{what} {path} is empty; restore it or pass a file with the run's settings.")
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -313,9 +315,13 @@ def read_toml(path: str | Path, field: str = "") -> dict[str, Any]:
 
 
 def load_config(path: str | Path) -> RunConfig:
+    """The RunConfig in a TOML file; a bad setting's error keeps its field and names the file."""
     data = read_toml(path)
     data.pop("preset", None)  # presets carry a description table the run does not use
-    return config_from_mapping(data)
+    try:
+        return config_from_mapping(data)
+    except ConfigError as exc:
+        raise ConfigError(exc.field, f"{exc.message.rstrip('.')} (in {path}).") from None
 
 
 def save_config(cfg: RunConfig, path: str | Path, header: dict[str, Any] | None = None) -> None:

@@ -125,11 +125,12 @@ CONFIG_FILES = [
     (b'[objective]\nname = "simclr"\ntemperature = "warm"\n', "objective.temperature must be a number, got 'warm'"),
     (b'name = "caf\xe9"\n', "is not UTF-8 text (byte 0xe9"),
     (b"[data\n", "is not valid TOML"),
+    (b"", "is empty"),
 ]
 
 
 @pytest.mark.parametrize("content, fragment", CONFIG_FILES, ids=["objective-string", "section-scalar", "scalar-table", "param-type",
-                                                                 "latin-1", "broken-toml"])
+                                                                 "latin-1", "broken-toml", "empty"])
 def test_a_bad_config_file_is_one_sentence_naming_it_and_exit_2(content, fragment, tmp_path, capsys):
     config = tmp_path / "run.toml"
     config.write_bytes(content)
@@ -251,6 +252,20 @@ def test_an_edited_objective_setting_that_changes_the_network_is_named(run_copy,
     code, err = run(["resume", run_copy], capsys)
     assert code == 2, err
     assert "does not fit" in last_sentence(err) and "objective.proj_dim: unset -> 24" in err and "size mismatch" not in err
+    assert snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (b"", "is empty"), (b"\x00" * 64, "is not valid TOML"), (b'name = "caf\xe9"\n', "is not UTF-8 text"),
+    (b'objective = "simclr"\n', "objective must be a table"),
+], ids=["empty", "zeroed", "latin-1", "objective-string"])
+@pytest.mark.parametrize("command", ["resume", "eval"])
+def test_a_damaged_config_toml_is_named_and_nothing_changes(command, damage, fragment, run_copy, capsys):
+    (run_copy / "config.toml").write_bytes(damage)
+    before = snapshot(run_copy)
+    code, err = run([command, run_copy], capsys)
+    sentence = last_sentence(err)
+    assert code == 2 and fragment in sentence and str(run_copy / "config.toml") in sentence, err
     assert snapshot(run_copy) == before
 
 
