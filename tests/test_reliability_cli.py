@@ -139,12 +139,17 @@ def test_a_bad_config_file_is_one_sentence_naming_it_and_exit_2(content, fragmen
     assert not (tmp_path / "out").exists()
 
 
-def test_out_pointing_at_a_file_is_refused_naming_it(tmp_path, capsys):
+@pytest.mark.parametrize("below", [False, True], ids=["the-file", "a-folder-inside-it"])
+def test_out_pointing_at_a_file_is_refused_naming_it(below, tmp_path, capsys):
     afile = tmp_path / "notes.txt"
     afile.write_text("keep me", encoding="utf-8")
-    code, err = run(["train", "--steps", "2", "--out", afile, *TINY], capsys)
-    assert code == 2 and f"out is {afile}, a file, not a folder" in last_sentence(err), err
-    assert afile.read_text(encoding="utf-8") == "keep me"
+    out = afile / "runs" if below else afile
+    code, err = run(["train", "--steps", "2", "--out", out, *TINY], capsys)
+    sentence = last_sentence(err)
+    assert code == 2, err
+    assert (f"out {out}" in sentence and "cannot be created there (Not a directory)" in sentence) if below else \
+        f"out is {afile}, a file, not a folder" in sentence, err
+    assert afile.read_text(encoding="utf-8") == "keep me" and [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_a_non_utf8_byte_in_the_data_path_is_refused_and_leaves_no_temp_file(tmp_path, capsys):

@@ -51,7 +51,6 @@ class RunResult:
     message: str = ""
     refused: bool = False  # never started: a configuration or data mistake (the CLI exits 2), nothing written
 
-
     @property
     def ok(self) -> bool:
         return self.status in ("completed", "stopped")
@@ -170,17 +169,17 @@ class Trainer:
         except OSError as exc:
             if exc.errno not in (errno.ENOTDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS):
                 raise  # e.g. a full disk: a write error, not a mistake in the settings
-            raise ConfigError("out" if self.requested_dir is None else "", f"{'' if self.requested_dir is None else 'The run folder '}"
-                              f"{path} cannot be created there ({exc.strerror}); pass a folder you can write to.") from None
+            field, what = ("out", str(path)) if self.requested_dir is None else ("", f"The run folder {path}")
+            raise ConfigError(field, f"{what} cannot be created there ({exc.strerror}); pass a folder you can write to.") from None
 
     # -- set-up ------------------------------------------------------------------------
     def _setup(self) -> None:
         cfg = self.cfg
+        self._made_folder = False  # set by _create_folder: a refused start removes only a folder it made
         validate_config(cfg)
         if cfg.workers > 0:
             torch.set_num_threads(cfg.workers)
         checkpoint = None
-        self._made_folder = False
         if self.resume:
             self.folder = RunFolder(self.requested_dir, create=False)
             checkpoint = self.folder.load_checkpoint()
@@ -242,9 +241,7 @@ class Trainer:
         ))
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
-        mismatch = checkpoint_mismatch(ckpt.get("config"), self.cfg, self.folder.path)
-        if mismatch is not None:
-            raise mismatch
+        # _setup has compared the architecture settings already; this catches any other setting that shapes a state dict
         try:
             self.objective.load_state_dict(ckpt["objective"])
             self.objective.load_extra_state(ckpt.get("objective_extra", {}))
