@@ -47,6 +47,17 @@ class _Parser(argparse.ArgumentParser):
                   if " " in self.prog else f"ssl-studio: {message}; see 'ssl-studio --help'.\n")
 
 
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number above 0 (a time or an epoch count)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+    return value
+
+
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a TOML run configuration or preset (flags override it)")
     p.add_argument("--preset", help="a preset name from resources/presets (e.g. simclr)")
@@ -87,17 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--protocols", default="knn,linear,finetune",
                         help="comma-separated protocols: knn, linear, finetune, fractions (1%%, 10%%, 100%% of the labels), "
                              "zeroshot (CLIP runs), baselines (the backbone at initialisation and raw pixels)")
-    p_eval.add_argument("--device", default="auto")
-    p_eval.add_argument("--finetune-epochs", type=float, default=3.0)
+    p_eval.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="where to evaluate (default auto)")
+    p_eval.add_argument("--finetune-epochs", type=positive_number, default=3.0, help="fine-tuning epochs (default 3)")
     p_compare = sub.add_parser("compare", help="compare evaluated runs: a table per protocol, ranks, agreement")
     p_compare.add_argument("runs", nargs="+", help="run folders (evaluated with 'ssl-studio eval')")
     p_compare.add_argument("--csv", help="also write the table as CSV to this file")
     p_bench = sub.add_parser("bench", help="throughput benchmarks measured side by side in one run")
-    p_bench.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    p_bench.add_argument("--seconds", type=positive_number, default=3.0, help="time per measurement")
     p_bench.add_argument("--only", default="views,training", help="comma-separated parts: views, training")
     p_bench.add_argument("--backbones", default="convnet,resnet18,vit")
     p_bench.add_argument("--gui", action="store_true", help="also measure the window: throughput with panels live, event-loop lateness, scatter redraw")
-    p_bench.add_argument("--gui-seconds", type=float, default=20.0, help="training time per side of the window benchmark")
+    p_bench.add_argument("--gui-seconds", type=positive_number, default=20.0, help="training time per side of the window benchmark")
     _add_study_parser(sub)
     return parser
 
@@ -441,7 +452,7 @@ def _add_study_parser(sub) -> None:
     p.add_argument("--pairs", help="comma-separated broken presets (or healthy ones, for all their twins); default all")
     p.add_argument("--methods", help="protocols study: comma-separated objectives (default every one that needs no captions)")
     p.add_argument("--protocols", default="knn,linear,finetune,fractions", help="protocols study: which protocols")
-    p.add_argument("--finetune-epochs", type=float, default=3.0, help="protocols study: fine-tuning epochs")
+    p.add_argument("--finetune-epochs", type=positive_number, default=3.0, help="protocols study: fine-tuning epochs")
     p.add_argument("--held-out", help="clip study: comma-separated colour-shape pairs kept out of training (e.g. red-triangle)")
     p.add_argument("--out", default="runs/studies", help="folder under which the study folder is created")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting for every run, e.g. batch_size=128")

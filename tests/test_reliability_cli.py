@@ -103,6 +103,12 @@ USAGE_MISTAKES = [
     (["train", "--ablate", "no_such_switch"], "unknown switch 'no_such_switch'"),
     (["train", "--set", "data.colour=red"], "data.colour is not a known setting"),
     (["study", "collapse", "--set", "batch_size"], "--set takes KEY=VALUE"),
+    (["train", "--epochs", "0"], "budget.epochs must be > 0, got 0"),
+    (["train", "--lr", "-1"], "optim.lr must be > 0, got -1"),
+    (["train", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["eval", "/no/such/run", "--device", "quantum"], "invalid choice: 'quantum'"),
+    (["eval", "/no/such/run", "--finetune-epochs", "-1"], "--finetune-epochs: must be a number above 0, got '-1'"),
+    (["bench", "--seconds", "nan"], "--seconds: must be a number above 0, got 'nan'"),
     (["resume", "/no/such/run"], "Run folder /no/such/run does not exist"),
     (["compare", "/no/such/run"], "Run folder /no/such/run does not exist"),
 ]
