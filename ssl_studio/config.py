@@ -13,12 +13,12 @@ import contextlib
 import dataclasses
 import os
 import tomllib
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ssl_studio.params import ConfigError, _short, from_mapping, param, to_mapping, validate
+from ssl_studio.params import ConfigError, from_mapping, param, short_repr, to_mapping, validate
 
 BACKBONES = ("convnet", "resnet18", "vit")
 OPTIMIZERS = ("sgd", "lars", "adamw")
@@ -210,11 +210,11 @@ def config_from_mapping(data: dict[str, Any]) -> RunConfig:
         objective_table = {}
     if not isinstance(objective_table, Mapping):
         raise ConfigError("objective", "must be a table holding the objective's name and settings ([objective] with "
-                                       f"name = \"simclr\" in a TOML file, or --objective simclr), got {_short(objective_table)}")
+                                       f"name = \"simclr\" in a TOML file, or --objective simclr), got {short_repr(objective_table)}")
     objective_table = dict(objective_table)
     name = objective_table.pop("name", ObjectiveConfig().name)
     if not isinstance(name, str):
-        raise ConfigError("objective.name", f"must be a string such as \"simclr\", got {_short(name)}")
+        raise ConfigError("objective.name", f"must be a string such as \"simclr\", got {short_repr(name)}")
     cfg = from_mapping(RunConfig, data, "")
     cfg.objective = ObjectiveConfig(name=name, params=objective_table)
     validate_config(cfg)
@@ -279,7 +279,7 @@ def _lookup(mapping: Mapping[str, Any], section: str, key: str, default: Any) ->
 def _shown(value: Any) -> str:
     if value is None:
         return "unset"
-    return value if isinstance(value, str) and value and len(value) <= 40 else _short(value, 40)
+    return value if isinstance(value, str) and value and len(value) <= 40 else short_repr(value, 40)
 
 
 def config_to_mapping(cfg: RunConfig) -> dict[str, Any]:
