@@ -249,7 +249,7 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # a setting that shapes the network or optimiser changed
             changed = changed_settings(ckpt.get("config"), self.cfg)
             since = f" (changed since it was saved: {'; '.join(changed[:4])})" if changed else ""
-            raise ConfigError("", f"The checkpoint of {self.folder.path} does not fit the run its config.toml describes{since}; "
+            raise ConfigError("", f"The checkpoint of {self.requested_dir} does not fit the run its config.toml describes{since}; "
                                   "restore config.toml or start a new run.") from exc
         self.sampler.load_state(ckpt["sampler"])
         self.view_generator.set_state(ckpt["view_generator"])
