@@ -228,14 +228,18 @@ def test_an_internal_error_mid_run_exits_1_pointing_at_error_txt(tmp_path, capsy
     (OSError(errno.ENOSPC, "No space left on device", "report.json"), 1, "could not use report.json (No space left on device)"),
     (PermissionError(errno.EACCES, "Permission denied", "report.json"), 2, "could not use report.json (Permission denied)"),
 ], ids=["internal", "disk-full", "permission"])
-def test_an_error_inside_eval_is_one_sentence_with_the_rule_s_status(error, code, fragment, run_copy, capsys, monkeypatch):
+def test_an_error_inside_eval_is_one_sentence_with_the_rule_s_status(error, code, fragment, run_copy, tmp_path, capsys, monkeypatch):
     def failing(*args, **kwargs):
         raise error
 
     monkeypatch.setattr("ssl_studio.engine.evaluate.evaluate_run", failing)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # where an internal error's traceback is kept
     got, err = run(["eval", run_copy], capsys)
     assert got == code and len(err.strip().splitlines()) == 1, err
     assert fragment in last_sentence(err), err
+    kept = list(tmp_path.glob("ssl-studio-error-*.txt"))
+    assert (len(kept) == 1 and str(kept[0]) in err and "Traceback" in kept[0].read_text(encoding="utf-8")) if code == 1 and \
+        isinstance(error, RuntimeError) else not kept
 
 
 # -- resume and eval after config.toml was edited: 2, one sentence, nothing changed ----------------------------
