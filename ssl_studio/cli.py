@@ -7,13 +7,20 @@
     ssl-studio bench                throughput benchmarks, measured side by side
     ssl-studio study collapse       every healthy/broken preset pair at one budget: table and figure
 
-Every user mistake is one sentence on stderr and exit status 2.
+Every failure is one sentence on stderr, never a traceback.  Exit status, the same for every command:
+
+    0    success
+    1    a run (or evaluation) that started and then failed: diverged, an internal error, a write error
+    2    a usage, configuration or data mistake: nothing was started (or a refused resume: nothing was changed)
+    130  interrupted by Ctrl-C or SIGTERM, after the run saved its checkpoint (continue with 'ssl-studio resume RUN')
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import math
 import signal
 import sys
 import time
@@ -22,14 +29,33 @@ from typing import Any
 
 from ssl_studio.params import ConfigError
 
-EXIT_USAGE = 2
+EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+EXIT_STATUS_HELP = """exit status (every command):
+  0    success
+  1    a run or evaluation that started and then failed (diverged, internal error, write error)
+  2    a usage, configuration or data mistake; nothing was started, or a refused resume changed nothing
+  130  interrupted by Ctrl-C or SIGTERM after saving a checkpoint; continue with 'ssl-studio resume RUN'"""
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one sentence, not a usage dump
         self.exit(EXIT_USAGE, f"ssl-studio: {message[0].upper()}{message[1:]}; see 'ssl-studio {self.prog.split()[-1]} --help'.\n"
                   if " " in self.prog else f"ssl-studio: {message}; see 'ssl-studio --help'.\n")
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number above 0 (a time or an epoch count)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+    return value
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -56,8 +82,10 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ssl-studio", description="A desktop lab for visual self-supervised learning.")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    parser = _Parser(prog="ssl-studio", description="A desktop lab for visual self-supervised learning.",
+                     epilog=EXIT_STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", parser_class=functools.partial(
+        _Parser, epilog=EXIT_STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter))
     p_gui = sub.add_parser("gui", help="open the lab window (the default)")
     p_gui.add_argument("--runs", default="runs", help="the runs folder the browser watches")
     p_train = sub.add_parser("train", help="train one configuration headless")
@@ -70,17 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--protocols", default="knn,linear,finetune",
                         help="comma-separated protocols: knn, linear, finetune, fractions (1%%, 10%%, 100%% of the labels), "
                              "zeroshot (CLIP runs), baselines (the backbone at initialisation and raw pixels)")
-    p_eval.add_argument("--device", default="auto")
-    p_eval.add_argument("--finetune-epochs", type=float, default=3.0)
+    p_eval.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="where to evaluate (default auto)")
+    p_eval.add_argument("--finetune-epochs", type=positive_number, default=3.0, help="fine-tuning epochs (default 3)")
     p_compare = sub.add_parser("compare", help="compare evaluated runs: a table per protocol, ranks, agreement")
     p_compare.add_argument("runs", nargs="+", help="run folders (evaluated with 'ssl-studio eval')")
     p_compare.add_argument("--csv", help="also write the table as CSV to this file")
     p_bench = sub.add_parser("bench", help="throughput benchmarks measured side by side in one run")
-    p_bench.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    p_bench.add_argument("--seconds", type=positive_number, default=3.0, help="time per measurement")
     p_bench.add_argument("--only", default="views,training", help="comma-separated parts: views, training")
     p_bench.add_argument("--backbones", default="convnet,resnet18,vit")
     p_bench.add_argument("--gui", action="store_true", help="also measure the window: throughput with panels live, event-loop lateness, scatter redraw")
-    p_bench.add_argument("--gui-seconds", type=float, default=20.0, help="training time per side of the window benchmark")
+    p_bench.add_argument("--gui-seconds", type=positive_number, default=20.0, help="training time per side of the window benchmark")
     _add_study_parser(sub)
     return parser
 
@@ -96,12 +124,24 @@ _FLAG_PATHS = {
 def _set_path(mapping: dict[str, Any], path: str, value: Any) -> None:
     parts = path.split(".")
     node = mapping
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(path, f"cannot be set: {part} is not a table")
+            table = ".".join(parts[:i + 1])
+            raise ConfigError(path, f"cannot be set: {table} is {child!r}, not a table of settings")
         node = child
     node[parts[-1]] = value
+
+
+def split_setting(item: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of a --set flag as (setting path, TOML value), or a ConfigError saying how to write it."""
+    if "=" not in item:
+        raise ConfigError("--set", f"takes KEY=VALUE, e.g. objective.temperature=0.5, got {item!r}")
+    key, value = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part.strip() for part in key.split(".")):
+        raise ConfigError("--set", f"needs a setting's path before '=', e.g. optim.lr=0.1, got {item!r}")
+    return key, _parse_value(value.strip())
 
 
 def _parse_value(text: str) -> Any:
@@ -114,9 +154,7 @@ def _parse_value(text: str) -> Any:
 
 
 def config_from_args(args: argparse.Namespace):
-    import tomllib
-
-    from ssl_studio.config import config_from_mapping
+    from ssl_studio.config import config_from_mapping, read_toml
 
     mapping: dict[str, Any] = {}
     source = args.config
@@ -125,15 +163,13 @@ def config_from_args(args: argparse.Namespace):
 
         source = preset_path(args.preset)
     if source:
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError("--config", f"file {path} does not exist; pass the path of a .toml file")
-        try:
-            mapping = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("--config", f"file {path} is not valid TOML ({exc})") from None
+        mapping = read_toml(source, "--preset" if args.preset else "--config")
         mapping.pop("preset", None)
-    if args.objective and mapping.get("objective", {}).get("name") not in (None, args.objective):
+    table = mapping.get("objective")
+    if args.objective and table is not None and not isinstance(table, dict):
+        mapping["objective"] = {"name": table}  # the flag replaces it; --objective alone would not say what was wrong
+        table = mapping["objective"]
+    if args.objective and isinstance(table, dict) and table.get("name") not in (None, args.objective):
         mapping["objective"] = {}  # another objective's parameters do not carry over
     for flag, path in _FLAG_PATHS.items():
         value = getattr(args, flag, None)
@@ -146,10 +182,7 @@ def config_from_args(args: argparse.Namespace):
     if args.ablate:
         mapping["ablations"] = sorted(set(mapping.get("ablations", [])) | set(args.ablate))
     for item in args.set:
-        if "=" not in item:
-            raise ConfigError("--set", f"takes KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        _set_path(mapping, key.strip(), _parse_value(value.strip()))
+        _set_path(mapping, *split_setting(item))
     return config_from_mapping(mapping)
 
 
@@ -234,21 +267,40 @@ class ConsoleProgress:
 
 # -- commands --------------------------------------------------------------------------
 
+class Interruption:
+    """Whether a Ctrl-C or SIGTERM asked the work to stop (the command then exits 130)."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.signal_name is not None
+
+
 @contextlib.contextmanager
 def stop_on_interrupt(control):
-    """The first Ctrl-C asks the run to stop after its step (saving a checkpoint); a second one aborts."""
-    previous = signal.getsignal(signal.SIGINT)
+    """The first Ctrl-C or SIGTERM asks the run to stop after its step (saving a checkpoint); a second one aborts.
 
-    def on_interrupt(signum, frame):
-        sys.stderr.write("\nstopping after this step (Ctrl-C again to abort)...\n")
+    Yields an ``Interruption`` that is true once a signal arrived.
+    """
+    caught = Interruption()
+    signals = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
+    previous = {s: signal.getsignal(s) for s in signals}
+
+    def on_signal(signum, frame):
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        sys.stderr.write(f"\n{name}: stopping after this step and saving a checkpoint ({name} again to abort)...\n")
+        caught.signal_name = name
         control.stop()
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signum, previous[signum])
 
-    signal.signal(signal.SIGINT, on_interrupt)
+    for s in signals:
+        signal.signal(s, on_signal)
     try:
-        yield
+        yield caught
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s in signals:
+            signal.signal(s, previous[s])
 
 
 def _is_rank0() -> bool:
@@ -259,15 +311,25 @@ def _is_rank0() -> bool:
 
 
 def _run_trainer(trainer, quiet: bool) -> int:
+    """Run to the end and turn the result into the exit status of the rule in this module's docstring."""
     from ssl_studio.engine.distributed import stop_on_sigterm
 
-    with stop_on_interrupt(trainer.control), stop_on_sigterm(trainer.control):
+    with stop_on_interrupt(trainer.control), stop_on_sigterm(trainer.control):  # under torchrun the second wins
         result = trainer.run()
+    if result.refused:
+        if _is_rank0():
+            sys.stderr.write(f"ssl-studio: {result.message}\n")
+        return EXIT_USAGE
     if not result.ok:
         if _is_rank0():
             sys.stderr.write(f"ssl-studio: {result.message}\n")
         return EXIT_FAILED
-    return 0
+    if result.status == "stopped":  # in a terminal only a signal stops a run
+        if _is_rank0():
+            sys.stderr.write(f"ssl-studio: stopped at step {result.step} with its checkpoint saved; continue with "
+                             f"'ssl-studio resume {result.run_dir}'.\n")
+        return EXIT_INTERRUPTED
+    return EXIT_OK
 
 
 def cmd_train(args) -> int:
@@ -293,14 +355,59 @@ def _data_progress(quiet: bool):
     return report
 
 
+def _check_run_folder(run: str) -> Path:
+    path = Path(run)
+    if not path.exists():
+        raise ConfigError("", f"Run folder {run} does not exist; pass a folder made by 'ssl-studio train' (under runs/ by default).")
+    if not (path / "config.toml").is_file():
+        raise ConfigError("", f"{run} is not a run folder (it has no config.toml); pass a folder made by 'ssl-studio train'.")
+    return path
+
+
+def completed_step(run: Path, cfg) -> int | None:
+    """The step at which ``run`` completed, when the budget its config.toml asks for is spent; else None.
+
+    A run whose budget was raised in config.toml after it completed is not complete: resume trains on.
+    """
+    from ssl_studio.engine.runs import read_metrics
+    from ssl_studio.engine.trainer import DEFAULT_MINUTES
+
+    records = [r for r in read_metrics(run)[0] if isinstance(r, dict)]
+    ends = [r for r in records if r.get("event") in ("started", "finished", "failed")]
+    if not ends or ends[-1].get("event") != "finished" or ends[-1].get("status") != "completed":
+        return None
+    last = ends[-1]
+    step = last.get("step") if isinstance(last.get("step"), int) else 0
+    summary = last.get("summary") if isinstance(last.get("summary"), dict) else {}
+    b = cfg.budget
+    if b.steps is not None:
+        return step if step >= b.steps else None
+    if b.epochs is not None:
+        started = next((r for r in reversed(ends) if r.get("event") == "started"), {})
+        per_epoch = started.get("steps_per_epoch")
+        return step if isinstance(per_epoch, int) and per_epoch > 0 and step >= max(1, math.ceil(b.epochs * per_epoch)) else None
+    seconds = summary.get("train_seconds")
+    minutes = b.minutes if b.minutes is not None else DEFAULT_MINUTES
+    return step if isinstance(seconds, (int, float)) and seconds >= minutes * 60 else None
+
+
 def cmd_resume(args) -> int:
     from ssl_studio.engine.runs import RunFolder
     from ssl_studio.engine.trainer import Trainer
 
-    folder = RunFolder(args.run, create=False)
-    if not folder.config_path.exists():
-        raise ConfigError("RUN", f"{args.run} is not a run folder (no config.toml)")
+    folder = RunFolder(_check_run_folder(args.run), create=False)
     cfg = folder.read_config()
+    done = completed_step(folder.path, cfg)
+    if done is not None:
+        from ssl_studio.config import checkpoint_mismatch
+
+        checkpoint = folder.load_checkpoint()  # an edited config.toml is worth saying even of a complete run
+        mismatch = checkpoint_mismatch(checkpoint.get("config") if isinstance(checkpoint, dict) else None, cfg, folder.path)
+        if mismatch is not None:
+            raise mismatch
+        sys.stderr.write(f"ssl-studio: {args.run} is already complete ({done} steps, its whole budget); nothing to resume. "
+                         f"Evaluate it with 'ssl-studio eval {args.run}', or raise its budget in config.toml to train on.\n")
+        return EXIT_OK
     return _run_trainer(Trainer(cfg, callback=ConsoleProgress(args.quiet), run_dir=folder.path, resume=True), args.quiet)
 
 
@@ -308,6 +415,9 @@ def cmd_eval(args) -> int:
     from ssl_studio.engine.evaluate import evaluate_run, report_markdown
 
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    if not protocols:
+        raise ConfigError("--protocols", f"names no protocol (got {args.protocols!r}); pass e.g. knn,linear")
+    _check_run_folder(args.run)
 
     def progress(name: str, fraction: float) -> None:
         if sys.stderr.isatty():
@@ -326,11 +436,10 @@ def cmd_compare(args) -> int:
     from ssl_studio.engine.compare import compare_runs
 
     for run in args.runs:
-        if not (Path(run) / "config.toml").exists():
-            raise ConfigError("RUN", f"{run} is not a run folder (no config.toml)")
+        _check_run_folder(run)
     comparison = compare_runs(args.runs)
     if not comparison.protocols:
-        raise ConfigError("RUN", "none of these runs has evaluation results yet; run 'ssl-studio eval RUN' on each first")
+        raise ConfigError("", "None of these runs has evaluation results yet; run 'ssl-studio eval RUN' on each first.")
     print(comparison.to_markdown())
     if args.csv:
         Path(args.csv).write_text(comparison.to_csv(), encoding="utf-8")
@@ -359,7 +468,7 @@ def _add_study_parser(sub) -> None:
     p.add_argument("--pairs", help="comma-separated broken presets (or healthy ones, for all their twins); default all")
     p.add_argument("--methods", help="protocols study: comma-separated objectives (default every one that needs no captions)")
     p.add_argument("--protocols", default="knn,linear,finetune,fractions", help="protocols study: which protocols")
-    p.add_argument("--finetune-epochs", type=float, default=3.0, help="protocols study: fine-tuning epochs")
+    p.add_argument("--finetune-epochs", type=positive_number, default=3.0, help="protocols study: fine-tuning epochs")
     p.add_argument("--held-out", help="clip study: comma-separated colour-shape pairs kept out of training (e.g. red-triangle)")
     p.add_argument("--out", default="runs/studies", help="folder under which the study folder is created")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting for every run, e.g. batch_size=128")
@@ -372,12 +481,7 @@ def _split(text: str | None) -> list[str] | None:
 def cmd_study(args) -> int:
     from ssl_studio.engine.control import RunControl
 
-    overrides = {}
-    for item in args.set:
-        if "=" not in item:
-            raise ConfigError("--set", f"takes KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = _parse_value(value.strip())
+    overrides = dict(split_setting(item) for item in args.set)
     common = dict(data=args.data, minutes_per_run=args.minutes_per_run, out=args.out, steps=args.steps, overrides=overrides,
                   control=RunControl(), log=lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush()))
     if args.kind == "protocols":
@@ -395,11 +499,11 @@ def cmd_study(args) -> int:
         from ssl_studio.studies.collapse import run_collapse_study as run_study
 
         common.update(pairs=_split(args.pairs))
-    with stop_on_interrupt(common["control"]):
+    with stop_on_interrupt(common["control"]) as interrupted:
         study = run_study(**common)
     print((study / "table.md").read_text(encoding="utf-8"))
     print(f"study folder: {study}")
-    return 0
+    return EXIT_INTERRUPTED if interrupted else EXIT_OK
 
 
 def cmd_gui(args) -> int:
@@ -418,13 +522,42 @@ def main(argv: list[str] | None = None) -> int:
                 "compare": cmd_compare}
     try:
         return handlers[command](args)
-    except ConfigError as exc:
+    except ConfigError as exc:  # DataError too: a data mistake is the user's to fix, from every command
         if _is_rank0():
             sys.stderr.write(f"ssl-studio: {exc}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        sys.stderr.write("ssl-studio: interrupted\n")
-        return 130
+        sys.stderr.write("ssl-studio: interrupted.\n")
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        return _report_os_error(exc)
+    except Exception as exc:  # noqa: BLE001 - a bug: one sentence here, the traceback in a file
+        details = _save_traceback(exc)
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        sys.stderr.write(f"ssl-studio: internal error ({type(exc).__name__}{': ' + text if text else ''})"
+                         + (f"; the details are in {details}" if details else "") + "; please report it.\n")
+        return EXIT_FAILED
+
+
+def _report_os_error(exc: OSError) -> int:
+    """A file the command needed: a path that is missing or not allowed is a usage mistake (2), anything else (a full disk) 1."""
+    name = exc.filename if exc.filename is not None else "a file"
+    usage = isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError))
+    what = "check the path and its permissions" if usage else "check the disk (free space, read-only) and try again"
+    sys.stderr.write(f"ssl-studio: could not use {name} ({exc.strerror or exc}); {what}.\n")
+    return EXIT_USAGE if usage else EXIT_FAILED
+
+
+def _save_traceback(exc: BaseException) -> str | None:
+    import tempfile
+    import traceback
+
+    try:
+        with tempfile.NamedTemporaryFile("w", prefix="ssl-studio-error-", suffix=".txt", delete=False, encoding="utf-8") as fh:
+            fh.write("".join(traceback.format_exception(exc)))
+            return fh.name
+    except OSError:
+        return None
 
 
 if __name__ == "__main__":

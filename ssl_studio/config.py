@@ -9,13 +9,16 @@ be repeated exactly.  The objective's own hyper-parameters live in
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ssl_studio.params import ConfigError, from_mapping, param, to_mapping, validate
+from ssl_studio.params import ConfigError, from_mapping, param, short_repr, to_mapping, validate
 
 BACKBONES = ("convnet", "resnet18", "vit")
 OPTIMIZERS = ("sgd", "lars", "adamw")
@@ -148,13 +151,13 @@ class RunConfig:
     # 128, not the papers' 256+: on a 2-core CPU a step's cost grows with the batch, and
     # side-by-side 5-minute SimCLR runs learned as much or more per minute at 128 (see models/convnet.py).
     batch_size: int = param(128, help="Images per optimiser step.", min=2, max=65536)
-    seed: int = param(0, help="Seed for data split, initialisation and augmentation.", min=0)
+    seed: int = param(0, help="Seed for data split, initialisation and augmentation.", min=0, max=2**31 - 1)
     device: str = param("auto", help="Where to train: auto picks CUDA, then MPS, then CPU.", choices=DEVICES)
     precision: str = param("auto", help="bf16 autocast or float32; auto picks what is faster on the device.", choices=PRECISIONS)
     channels_last: bool | None = param(None, help="Use the channels-last memory format; unset picks what is faster.")
     out: str = param("runs", help="Folder under which run folders are created.")
     name: str = param("", help="Optional label added to the run folder's name.")
-    workers: int = param(0, help="Threads for PyTorch (0 = all cores).", min=0)
+    workers: int = param(0, help="Threads for PyTorch (0 = all cores).", min=0, max=1024)
 
     def validated(self) -> "RunConfig":
         validate_config(self)
@@ -199,17 +202,84 @@ def validate_config(cfg: RunConfig) -> None:
 
 def config_from_mapping(data: dict[str, Any]) -> RunConfig:
     """Build a RunConfig from a TOML-shaped mapping, naming the path of any bad field."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("", f"A run configuration must be a table of settings, got {type(data).__name__}.")
     data = dict(data)
-    objective_table = dict(data.pop("objective", {}) or {})
-    if not isinstance(objective_table, dict):
-        raise ConfigError("objective", "must be a table with a name and the objective's settings")
+    objective_table = data.pop("objective", None)
+    if objective_table is None:
+        objective_table = {}
+    if not isinstance(objective_table, Mapping):
+        raise ConfigError("objective", "must be a table holding the objective's name and settings ([objective] with "
+                                       f"name = \"simclr\" in a TOML file, or --objective simclr), got {short_repr(objective_table)}")
+    objective_table = dict(objective_table)
     name = objective_table.pop("name", ObjectiveConfig().name)
     if not isinstance(name, str):
-        raise ConfigError("objective.name", f"must be a string, got {name!r}")
+        raise ConfigError("objective.name", f"must be a string such as \"simclr\", got {short_repr(name)}")
     cfg = from_mapping(RunConfig, data, "")
     cfg.objective = ObjectiveConfig(name=name, params=objective_table)
     validate_config(cfg)
+    cfg.objective.params = _typed_params(cfg)
     return cfg
+
+
+def _typed_params(cfg: RunConfig) -> dict[str, Any]:
+    """The given objective settings as their declared types (a "0.5" from --set is written back as 0.5)."""
+    from ssl_studio.objectives import get_objective
+
+    parsed = get_objective(cfg.objective.name).params_for(cfg.objective.params, cfg.model.backbone)
+    return {k: (list(v) if isinstance(v := getattr(parsed, k), tuple) else v) for k in cfg.objective.params}
+
+
+# Settings that decide the network's shape: a checkpoint fits only a config that agrees on all of them.
+ARCHITECTURE_FIELDS = ("objective.name", "model.backbone", "model.width", "model.depth", "model.registers", "data.resolution")
+
+
+def checkpoint_mismatch(stored: Mapping[str, Any] | None, cfg: RunConfig, run: str | Path) -> ConfigError | None:
+    """The error to raise when a run's checkpoint was trained with another architecture than ``cfg`` says.
+
+    ``stored`` is the config mapping saved inside the checkpoint; ``None`` (an older checkpoint) is taken as a match.
+    """
+    if not isinstance(stored, Mapping):
+        return None
+    current = config_to_mapping(cfg)
+    defaults = config_to_mapping(RunConfig())
+    for path in ARCHITECTURE_FIELDS:
+        section, key = path.split(".")
+        was = _lookup(stored, section, key, _lookup(defaults, section, key, None))
+        now = _lookup(current, section, key, None)
+        if was != now:
+            setting = path.replace("objective.name", "objective").replace("model.", "").replace("data.", "")
+            return ConfigError("", f"The checkpoint of {run} was trained with {setting} {_shown(was)} but its config.toml now says "
+                                   f"{_shown(now)}; restore config.toml or start a new run.")
+    return None
+
+
+def changed_settings(stored: Mapping[str, Any] | None, cfg: RunConfig) -> list[str]:
+    """``path: old -> new`` for every setting of ``cfg`` that differs from the checkpoint's stored config."""
+    if not isinstance(stored, Mapping):
+        return []
+    current = config_to_mapping(cfg)
+    out = []
+    for section in sorted(set(stored) | set(current)):
+        was, now = stored.get(section), current.get(section)
+        if isinstance(was, Mapping) or isinstance(now, Mapping):
+            was, now = dict(was) if isinstance(was, Mapping) else {}, dict(now) if isinstance(now, Mapping) else {}
+            out += [f"{section}.{k}: {_shown(was.get(k))} -> {_shown(now.get(k))}"
+                    for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
+        elif was != now:
+            out.append(f"{section}: {_shown(was)} -> {_shown(now)}")
+    return out
+
+
+def _lookup(mapping: Mapping[str, Any], section: str, key: str, default: Any) -> Any:
+    table = mapping.get(section)
+    return table.get(key, default) if isinstance(table, Mapping) else default
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "unset"
+    return value if isinstance(value, str) and value and len(value) <= 40 else short_repr(value, 40)
 
 
 def config_to_mapping(cfg: RunConfig) -> dict[str, Any]:
@@ -219,27 +289,78 @@ def config_to_mapping(cfg: RunConfig) -> dict[str, Any]:
     return {"objective": table, **data}
 
 
-def load_config(path: str | Path) -> RunConfig:
+def read_toml(path: str | Path, field: str = "") -> dict[str, Any]:
+    """The mapping in a TOML file, or a ConfigError naming the file (and ``field``, e.g. --config) and what to do."""
     path = Path(path)
+    what = "Config file" if not field else "file"
+    if path.is_dir():
+        raise ConfigError(field, f"{what} {path} is a folder; pass the path of a .toml file.")
     if not path.is_file():
-        raise ConfigError("", f"Config file {path} does not exist; pass the path of a .toml file.")
+        raise ConfigError(field, f"{what} {path} does not exist; pass the path of a .toml file.")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(field, f"{what} {path} cannot be read ({exc.strerror or exc}); check its permissions.") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(field, f"{what} {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                                 "save it as UTF-8.") from None
+    if not text.strip():  # a run's config.toml is never empty: a truncated file must not become the defaults
+        raise ConfigError(field, f"{what} {path} is empty; restore it or pass a file with the run's settings.")
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("", f"Config file {path} is not valid TOML: {exc}.") from None
+        raise ConfigError(field, f"{what} {path} is not valid TOML ({exc}); fix that line or restore the file.") from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """The RunConfig in a TOML file; a bad setting's error keeps its field and names the file."""
+    data = read_toml(path)
     data.pop("preset", None)  # presets carry a description table the run does not use
-    return config_from_mapping(data)
+    try:
+        return config_from_mapping(data)
+    except ConfigError as exc:
+        raise ConfigError(exc.field, f"{exc.message.rstrip('.')} (in {path}).") from None
 
 
 def save_config(cfg: RunConfig, path: str | Path, header: dict[str, Any] | None = None) -> None:
+    """Write ``cfg`` as TOML atomically: a temporary file renamed over ``path``, removed on any error."""
     mapping = config_to_mapping(cfg)
     if header:
         mapping = {"preset": header, **mapping}
     text = dumps_toml(mapping)
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string holding exactly ``text``: quotes, backslashes and control characters escaped."""
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def _toml_value(v: Any) -> str:
@@ -248,8 +369,7 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
-        escaped = v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'"{escaped}"'
+        return _toml_string(v)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
@@ -290,10 +410,13 @@ __all__ = [
     "OptimConfig",
     "ProbeConfig",
     "RunConfig",
+    "changed_settings",
+    "checkpoint_mismatch",
     "config_from_mapping",
     "config_to_mapping",
     "dumps_toml",
     "load_config",
+    "read_toml",
     "save_config",
     "validate_config",
 ]

@@ -9,6 +9,7 @@ range and meaning are written exactly once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -49,7 +50,9 @@ def param(
     return dataclasses.field(default=default, metadata=meta)
 
 
+@functools.cache
 def _type_hints(cls: type) -> dict[str, Any]:
+    """The resolved annotations of a dataclass (cached: resolving them dominates validating a config)."""
     return typing.get_type_hints(cls)
 
 
@@ -72,6 +75,26 @@ def _type_name(tp: Any) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr`` of a value, cut to ``limit`` characters so one sentence stays one line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _checked_text(path: str, value: str) -> str:
+    """Text that TOML can hold and the file system can take: no NUL, no undecodable bytes."""
+    if "\x00" in value:
+        raise ConfigError(path, f"must not contain a NUL character, got {short_repr(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: a byte that was not UTF-8 (e.g. a file name in Latin-1)
+        bad = value[exc.start]
+        byte = f"0x{ord(bad) - 0xDC00:02x}" if 0xDC80 <= ord(bad) <= 0xDCFF else f"U+{ord(bad):04X}"
+        raise ConfigError(path, f"holds the byte {byte}, which is not UTF-8 text (at character {exc.start + 1} of {short_repr(value)}); "
+                                "rename the file or folder to a UTF-8 name, or pass a path without it") from None
+    return value
+
+
 def coerce_value(path: str, value: Any, tp: Any) -> Any:
     """Convert a TOML/CLI value to the declared type, or raise ConfigError naming ``path``."""
     if value is None:
@@ -85,10 +108,10 @@ def coerce_value(path: str, value: Any, tp: Any) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
             return value.lower() in ("true", "1", "yes", "on")
-        raise ConfigError(path, f"must be true or false, got {value!r}")
+        raise ConfigError(path, f"must be true or false, got {short_repr(value)}")
     if base is int:
         if isinstance(value, bool):
-            raise ConfigError(path, f"must be an integer, got {value!r}")
+            raise ConfigError(path, f"must be an integer, got {short_repr(value)}")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -98,27 +121,27 @@ def coerce_value(path: str, value: Any, tp: Any) -> Any:
                 return int(value.replace("_", ""))
             except ValueError:
                 pass
-        raise ConfigError(path, f"must be an integer, got {value!r}")
+        raise ConfigError(path, f"must be an integer, got {short_repr(value)}")
     if base is float:
         if isinstance(value, bool):
-            raise ConfigError(path, f"must be a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            raise ConfigError(path, f"must be a number, got {short_repr(value)}")
+        if isinstance(value, (int, float, str)):
             try:
                 return float(value)
+            except OverflowError:  # an integer too large for a float
+                raise ConfigError(path, f"must be a number of reasonable size, got {short_repr(value)}") from None
             except ValueError:
                 pass
-        raise ConfigError(path, f"must be a number, got {value!r}")
+        raise ConfigError(path, f"must be a number, got {short_repr(value)}")
     if base is str:
         if isinstance(value, str):
-            return value
-        raise ConfigError(path, f"must be a string, got {value!r}")
+            return _checked_text(path, value)
+        raise ConfigError(path, f"must be a string, got {short_repr(value)}")
     if origin in (list, tuple):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(path, f"must be a list, got {value!r}")
+            raise ConfigError(path, f"must be a list, got {short_repr(value)}")
         args = typing.get_args(base)
         item_tp = args[0] if args else Any
         if item_tp is Any:
@@ -136,19 +159,26 @@ def check_range(path: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         allowed = ", ".join(str(c) for c in choices)
-        raise ConfigError(path, f"must be one of {allowed}, got {value!r}")
+        raise ConfigError(path, f"must be one of {allowed}, got {short_repr(value)}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
     if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(path, f"must be a finite number, got {value!r}")
+        raise ConfigError(path, f"must be a finite number, got {short_repr(value)}")
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None:
         if meta.get("min_exclusive") and value <= lo:
-            raise ConfigError(path, f"must be > {lo:g}, got {value:g}")
+            raise ConfigError(path, f"must be > {_number(lo)}, got {_number(value)}")
         if not meta.get("min_exclusive") and value < lo:
-            raise ConfigError(path, f"must be >= {lo:g}, got {value:g}")
+            raise ConfigError(path, f"must be >= {_number(lo)}, got {_number(value)}")
     if hi is not None and value > hi:
-        raise ConfigError(path, f"must be <= {hi:g}, got {value:g}")
+        raise ConfigError(path, f"must be <= {_number(hi)}, got {_number(value)}")
+
+
+def _number(value: float) -> str:
+    """A bound or value as people write it (-1, 0.5, 1e-08); integers of any size stay exact."""
+    if isinstance(value, int):
+        return short_repr(value, 30)
+    return f"{value:g}"
 
 
 def from_mapping(cls: type, data: typing.Mapping[str, Any], path: str) -> Any:
@@ -164,7 +194,7 @@ def from_mapping(cls: type, data: typing.Mapping[str, Any], path: str) -> Any:
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, typing.Mapping):
-                raise ConfigError(sub, "must be a table of settings")
+                raise ConfigError(sub, f"must be a table of settings ([{sub}] in a TOML file, or --set {sub}.KEY=VALUE), got {short_repr(value)}")
             kwargs[key] = from_mapping(tp, value, sub)
         else:
             kwargs[key] = coerce_value(sub, value, tp)

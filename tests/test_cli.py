@@ -35,7 +35,7 @@ def exit_code(argv):
     (["train", "--batch-size", "zero"], "invalid int value"),
     (["train", "--ablate", "no_predictor"], "does not apply to simclr"),
     (["train", "--config", "/no/such/file.toml"], "does not exist"),
-    (["eval", "/no/such/run"], "is not a run folder"),
+    (["eval", "/no/such/run"], "Run folder /no/such/run does not exist"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_bad_input_is_one_sentence_and_exit_2(argv, fragment, capsys):

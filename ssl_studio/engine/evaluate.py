@@ -246,22 +246,31 @@ LABEL_FRACTIONS = (0.01, 0.1, 1.0)
 
 def load_trained(run_dir, device: str = "auto"):
     """(config, imageset, objective in eval mode, view maker) rebuilt from a run folder's last checkpoint."""
+    from ssl_studio.config import changed_settings, checkpoint_mismatch
     from ssl_studio.engine.build import build_objective, build_views, load_data
     from ssl_studio.engine.device import pick_device
     from ssl_studio.engine.runs import RunFolder
+    from ssl_studio.params import ConfigError
 
     folder = RunFolder(run_dir, create=False)
     if not folder.config_path.exists():
-        from ssl_studio.params import ConfigError
-
         raise ConfigError("", f"{folder.path} is not a run folder (it has no config.toml); pass a folder under runs/.")
     cfg = folder.read_config()
     ckpt = folder.load_checkpoint()
+    mismatch = checkpoint_mismatch(ckpt.get("config"), cfg, folder.path)  # say what changed, before any data is loaded
+    if mismatch is not None:
+        raise mismatch
     imageset = load_data(cfg)
     torch.manual_seed(cfg.seed)
     objective = build_objective(cfg, imageset, start_weights=False)  # the run's own checkpoint follows
-    objective.load_state_dict(ckpt["objective"])
-    objective.load_extra_state(ckpt.get("objective_extra", {}))
+    try:
+        objective.load_state_dict(ckpt["objective"])
+        objective.load_extra_state(ckpt.get("objective_extra", {}))
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # a setting that shapes the network changed
+        changed = changed_settings(ckpt.get("config"), cfg)
+        since = f" (changed since it was saved: {'; '.join(changed[:4])})" if changed else ""
+        raise ConfigError("", f"The checkpoint of {folder.path} does not fit the run its config.toml describes{since}; "
+                              "restore config.toml or start a new run.") from exc
     dev = pick_device(device if device != "auto" else cfg.device)
     objective.to(dev).eval()
     return cfg, imageset, objective, build_views(cfg, imageset), dev, folder, ckpt["step"]

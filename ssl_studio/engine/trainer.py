@@ -8,7 +8,10 @@ It never raises for a user's mistake or a run that goes wrong: it emits a
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import math
+import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -18,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ssl_studio.config import RunConfig, config_to_mapping, validate_config
+from ssl_studio.config import RunConfig, changed_settings, checkpoint_mismatch, config_to_mapping, validate_config
 from ssl_studio.data import ImageSet
 from ssl_studio.engine import attention, diagnostics, distributed
 from ssl_studio.engine.build import build_objective, build_views, effective_batch_size, load_data, resolved_optim
@@ -50,6 +53,7 @@ class RunResult:
     step: int = 0
     summary: dict[str, Any] = field(default_factory=dict)
     message: str = ""
+    refused: bool = False  # never started: a configuration or data mistake (the CLI exits 2), nothing written
 
     @property
     def ok(self) -> bool:
@@ -145,11 +149,12 @@ class Trainer:
             self._setup()
         except RunWriteError as exc:
             return self._fail("failed", exc.message)
-        except (ConfigError, ValueError) as exc:
-            message = str(exc) if isinstance(exc, ConfigError) else f"Could not set up the run: {exc}."
-            return self._fail("failed", message)
+        except ConfigError as exc:  # a configuration or data mistake (DataError too): the run never started
+            self._drop_unstarted_folder()
+            return dataclasses.replace(self._fail("failed", str(exc)), refused=True)
         except Exception as exc:  # noqa: BLE001 - reported as one sentence, traceback in the folder
-            return self._fail("failed", f"Could not set up the run ({type(exc).__name__}: {exc}).", exc)
+            where = f"; the details are in error.txt in {self.folder.path}" if self.folder is not None else ""
+            return self._fail("failed", f"Could not set up the run ({type(exc).__name__}: {exc}){where}.", exc)
         try:
             return self._loop()
         except RunWriteError as exc:  # a full or read-only disk: the previous checkpoint is kept
@@ -185,9 +190,40 @@ class Trainer:
             self.user_callback(event)
         return RunResult(status, self.folder.path if self.folder else None, self.step, message=message)
 
+    def _drop_unstarted_folder(self) -> None:
+        """Forget the run folder of a start that was refused; remove it if this start made it and it holds no results.
+
+        A refused resume leaves its folder exactly as it was (no ``failed`` record either: the run itself is fine).
+        """
+        folder, self.folder = self.folder, None
+        if folder is None or self.resume or not self._made_folder:
+            return
+        if any(p.is_dir() and any(p.iterdir()) for p in (folder.path / "checkpoints", folder.path / "snapshots")):
+            self.folder = folder  # something worth keeping
+            return
+        shutil.rmtree(folder.path, ignore_errors=True)
+
+    def _create_folder(self, cfg: RunConfig) -> None:
+        """Make the new run's folder and write its config.toml; a place that cannot hold one is the user's ``out``."""
+        out = Path(cfg.out)
+        if self.requested_dir is None and out.exists() and not out.is_dir():
+            raise ConfigError("out", f"is {out}, a file, not a folder; pass a folder under which run folders are made "
+                                     "(it is created if missing).")
+        path = self.requested_dir or new_run_dir(cfg)
+        self._made_folder = self.requested_dir is None or not path.exists()
+        try:
+            self.folder = RunFolder(path)
+            self.folder.write_config(cfg)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS):
+                raise  # e.g. a full disk: a write error, not a mistake in the settings
+            field, what = ("out", str(path)) if self.requested_dir is None else ("", f"The run folder {path}")
+            raise ConfigError(field, f"{what} cannot be created there ({exc.strerror}); pass a folder you can write to.") from None
+
     # -- set-up ------------------------------------------------------------------------
     def _setup(self) -> None:
         cfg = self.cfg
+        self._made_folder = False  # set by _create_folder: a refused start removes only a folder it made
         validate_config(cfg)
         if cfg.workers > 0:
             torch.set_num_threads(cfg.workers)
@@ -199,14 +235,16 @@ class Trainer:
             self.folder = folder if self.world.is_main else None
             self._take_lock()  # rank 0 alone holds the folder
             checkpoint = folder.load_checkpoint(resume=True)
+            mismatch = checkpoint_mismatch(checkpoint.get("config"), cfg, folder.path)
+            if mismatch is not None:  # before any data is loaded: say what changed instead of dumping state-dict keys
+                raise mismatch
             try:
                 self.resumed_from_time = folder.checkpoint_path.stat().st_mtime
             except OSError:
                 self.resumed_from_time = None
         elif self.world.is_main:
-            self.folder = RunFolder(self.requested_dir or new_run_dir(cfg))
+            self._create_folder(cfg)
             self._take_lock()
-            self.folder.write_config(cfg)
         self.autocast_dtype = pick_precision(cfg.precision, self.device)
         self.channels_last = pick_channels_last(cfg.channels_last, self.device, cfg.model.backbone, self.autocast_dtype)
 
@@ -295,9 +333,16 @@ class Trainer:
                                 lock.path, exc.errno) from None
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
-        self.objective.load_state_dict(ckpt["objective"])
-        self.objective.load_extra_state(ckpt.get("objective_extra", {}))
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        # _setup has compared the architecture settings already; this catches any other setting that shapes a state dict
+        try:
+            self.objective.load_state_dict(ckpt["objective"])
+            self.objective.load_extra_state(ckpt.get("objective_extra", {}))
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # a setting that shapes the network or optimiser changed
+            changed = changed_settings(ckpt.get("config"), self.cfg)
+            since = f" (changed since it was saved: {'; '.join(changed[:4])})" if changed else ""
+            raise ConfigError("", f"The checkpoint of {self.requested_dir} does not fit the run its config.toml describes{since}; "
+                                  "restore config.toml or start a new run.") from exc
         self.sampler.load_state(ckpt["sampler"])
         # Per-rank draws: this rank's own state when the checkpoint has one (same or more processes before),
         # else the fresh per-rank seed (the augmentations then differ from an uninterrupted run).
