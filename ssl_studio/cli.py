@@ -214,6 +214,8 @@ class ConsoleProgress:
                        f"· {event.device} {event.precision}{' channels-last' if event.channels_last else ''} · batch {event.batch_size}"
                        + (f" · {event.skipped_files} unreadable files skipped" if event.skipped_files else "")
                        + (f" · {event.world_size} processes ({event.backend})" if event.world_size > 1 else ""), force=True)
+            for note in event.data_notes:  # files skipped and why, links not followed, a class set aside
+                self._line(note, force=True)
             self._line(f"run folder: {event.run_dir}", force=True)
             if event.resumed_from_time is not None:
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.resumed_from_time))

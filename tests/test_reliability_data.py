@@ -448,3 +448,23 @@ def test_a_truncated_cifar_batch_is_refused_naming_it(tmp_path, layout):
     with pytest.raises(DataError) as err:
         load_imageset(DataConfig(source=f"cifar:{folder}"), seed=0)
     one_sentence(err, str(damaged), "fetch")
+
+
+def test_skipped_files_and_links_are_named_where_the_run_starts(tmp_path, capsys):
+    """The notes the data layer writes reach the console line and the Started event (the window's status bar)."""
+    from ssl_studio.cli import main
+    from ssl_studio.engine.events import Started
+    from ssl_studio.engine.runs import replay_events
+
+    root = images(tmp_path / "photos", 24)
+    (root / "broken.png").write_bytes(b"not an image")
+    os.symlink("..", root / "loop")
+    out = tmp_path / "runs"
+    code = main(["train", "--data", f"folder:{root}", "--steps", "1", "--batch-size", "16", "--set", "model.width=8",
+                 "--set", "probe.size=16", "--set", "probe.visuals_every=0", "--precision", "float32", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "broken.png" in err and "link" in err
+    (run,) = out.iterdir()
+    started = next(e for e in replay_events(run)[0] if isinstance(e, Started))
+    assert any("broken.png" in n for n in started.data_notes) and any("link" in n for n in started.data_notes)

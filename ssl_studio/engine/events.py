@@ -57,6 +57,7 @@ class Started(Event):
     class_names: list[str] | None = None
     resumed_from_step: int = 0
     skipped_files: int = 0
+    data_notes: list[str] = field(default_factory=list)  # what the data layer set aside or refused to follow, in sentences
     world_size: int = 1  # processes training together (torchrun); batch_size is their global batch
     backend: str | None = None  # torch.distributed backend (gloo, nccl), None for one process
     devices: list[str] | None = None  # "host:device" of every rank, in rank order

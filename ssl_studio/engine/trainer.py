@@ -299,7 +299,7 @@ class Trainer:
             feature_dim=self.objective.backbone.feature_dim, parameters=n_params,
             flops_per_image=int(self.objective.backbone.flops_per_image()), total_steps=self.total_steps,
             steps_per_epoch=self.sampler.steps_per_epoch, batch_size=self.batch_size, class_names=data.class_names,
-            resumed_from_step=self.step, skipped_files=data.skipped,
+            resumed_from_step=self.step, skipped_files=data.skipped, data_notes=list(data.notes),
             world_size=self.world.world_size, backend=self.world.backend, devices=self.world.devices,
             resumed_from_time=self.resumed_from_time,
         ))

@@ -638,11 +638,10 @@ class MainWindow(QMainWindow):
             self.runs_browser.refresh()  # the new run shows up as running
         if live and self.state == "loading":
             self._set_state("running")
-            note = f"; {ev.skipped_files} unreadable files were skipped" if ev.skipped_files else ""
-            if ev.resumed_from_step:
-                note += f"; resumed from step {ev.resumed_from_step:,}"
+            note = f"; resumed from step {ev.resumed_from_step:,}" if ev.resumed_from_step else ""
+            data_notes = " ".join(ev.data_notes) or (f"{ev.skipped_files} unreadable files were skipped." if ev.skipped_files else "")
             self.statusBar().showMessage(f"Training {ev.objective} on {ev.data} ({ev.num_train:,} images){note}. "
-                                         f"Run folder: {ev.run_dir}", 8000)
+                                         + (f"{data_notes} " if data_notes else "") + f"Run folder: {ev.run_dir}", 12000)
 
     def _show_step(self, ev: Step) -> None:
         total = f" / {self.total_steps:,}" if self.total_steps else ""
