@@ -156,4 +156,4 @@ def describe_exit(code: int | None, output: str, processes: int, start_error: st
     if code == 0:
         return "The torchrun job ended without a finished record in its run folder; open the run folder to see how far it got."
     return (f"The torchrun job of {processes} processes ended with status {code} without saying why; "
-            "run the same config with 'torchrun ... -m ssl_studio train --config' in a terminal to see its output.")
+            "start the same experiment with Processes set to 1 to see what goes wrong.")
