@@ -405,6 +405,8 @@ class ExperimentPanel(QWidget):
         self.stop_button = _name(QPushButton("Stop"), "stopButton", "Stop training",
                                  "Stop after this step and save a checkpoint (Ctrl+.)")
         self.start_button.setMinimumHeight(32)
+        for button in (self.start_button, self.pause_button, self.stop_button):
+            button.setMinimumWidth(56)  # below the style's 80 px, so the Processes box does not widen a narrow dock
         self.start_button.clicked.connect(self.startRequested)
         self.pause_button.clicked.connect(self.pauseRequested)
         self.stop_button.clicked.connect(self.stopRequested)
