@@ -138,3 +138,8 @@ def test_a_program_that_cannot_start_is_one_sentence():
 def test_other_endings_are_one_sentence(code, word):
     text = launch.describe_exit(code, "noise\n", 2)
     assert word in text and text.count(". ") == 0 and text.endswith(".") and "\n" not in text
+
+
+def test_a_torchrun_killed_by_a_signal_points_to_the_checkpoint():
+    text = launch.describe_exit(None, "", 2, crashed=True)
+    assert "killed" in text and "resume" in text and "Could not start" not in text

@@ -127,12 +127,16 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def describe_exit(code: int | None, output: str, processes: int, start_error: str | None = None) -> str:
+def describe_exit(code: int | None, output: str, processes: int, start_error: str | None = None, crashed: bool = False) -> str:
     """One sentence for a job that ended without a finished or failed record in its run folder.
 
     ``code`` is torchrun's exit status (None when it could not be started), ``output`` its merged
-    stdout/stderr, ``start_error`` why the program could not be started at all.
+    stdout/stderr, ``start_error`` why the program could not be started at all, ``crashed`` that torchrun
+    itself was killed by a signal.
     """
+    if crashed:
+        return ("torchrun was killed before the run wrote its last record; the run keeps its last checkpoint: "
+                "resume it from the runs browser.")
     if start_error is not None or code is None:
         return (f"Could not start torchrun with {sys.executable} ({start_error or 'it did not start'}); "
                 "check that this Python can run 'python -m torch.distributed.run', or set Processes to 1.")

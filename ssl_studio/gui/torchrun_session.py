@@ -83,6 +83,7 @@ class TorchrunSession(QObject):
         self._announced = False
         self._before: set[str] = set()
         self._start_error: str | None = None
+        self._crashed = False
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._started = False
         self._done = False
@@ -120,7 +121,10 @@ class TorchrunSession(QObject):
     def stop(self) -> None:
         """SIGTERM to torchrun: every rank stops after its step and saves a checkpoint."""
         self.stop_requested = True
-        if self.process.state() != QProcess.ProcessState.NotRunning:
+        state = self.process.state()
+        if state == QProcess.ProcessState.Starting:  # no process to signal yet: as soon as there is one
+            self.process.started.connect(self.process.terminate)
+        elif state == QProcess.ProcessState.Running:
             self.process.terminate()
 
     @property
@@ -180,7 +184,8 @@ class TorchrunSession(QObject):
 
     @Slot(int, QProcess.ExitStatus)
     def _on_process_finished(self, code: int, status: QProcess.ExitStatus) -> None:
-        self.exit_code = code if status == QProcess.ExitStatus.NormalExit else -15 if self.stop_requested else -9
+        self._crashed = status != QProcess.ExitStatus.NormalExit
+        self.exit_code = None if self._crashed else code
         self._finish()
 
     @Slot(QProcess.ProcessError)
@@ -217,7 +222,7 @@ class TorchrunSession(QObject):
 
     def _ending_sentence(self) -> str:
         if self.stop_requested and self._start_error is None:
-            return ("the torchrun job was stopped before the run wrote its first record; nothing was trained"
-                    if self.run_dir is None else
-                    "the torchrun job ended before the run recorded its stop; resume it from the runs browser")
-        return describe_exit(None if self._start_error else self.exit_code, self.output, self.processes, self._start_error)
+            if self.run_dir is None or not (Path(self.run_dir) / "checkpoints" / "last.pt").is_file():
+                return "the torchrun job was stopped before the run saved its first checkpoint; start it again to train"
+            return "the torchrun job ended before the run recorded its stop; resume it from the runs browser"
+        return describe_exit(self.exit_code, self.output, self.processes, self._start_error, self._crashed)
