@@ -56,6 +56,7 @@ from ssl_studio.config import (
     config_to_mapping,
 )
 from ssl_studio.engine.build import augment_adjustments, resolve_augment
+from ssl_studio.engine.launch import max_processes
 from ssl_studio.gui.param_form import INT_LIMIT, FloatSpinBox, ParamForm, format_number, pretty_name
 from ssl_studio.gui.preview import PreviewStrip
 from ssl_studio.models import DEFAULT_DEPTH
@@ -393,21 +394,32 @@ class ExperimentPanel(QWidget):
         self.error_label.hide()
         outer.addWidget(self.error_label)
         row = QHBoxLayout()
+        self.processes_label = _name(QLabel("Processes"), "processesLabel", "Processes")
+        self.processes_spin = _name(QSpinBox(), "processesSpin", "Processes",
+                                    "1 trains inside the window; 2 or more launch a torchrun job with that many local "
+                                    "processes (one per GPU on CUDA, gloo on CPU), followed live. batch_size stays the global batch.")
+        self.processes_spin.setRange(1, max_processes())
+        self.processes_label.setBuddy(self.processes_spin)
         self.start_button = _name(QPushButton("Start"), "startButton", "Start training", "Start training (Ctrl+Return)")
         self.pause_button = _name(QPushButton("Pause"), "pauseButton", "Pause or resume training", "Pause or resume (Ctrl+P)")
         self.stop_button = _name(QPushButton("Stop"), "stopButton", "Stop training",
                                  "Stop after this step and save a checkpoint (Ctrl+.)")
         self.start_button.setMinimumHeight(32)
+        for button in (self.start_button, self.pause_button, self.stop_button):
+            button.setMinimumWidth(56)  # below the style's 80 px, so the Processes box does not widen a narrow dock
         self.start_button.clicked.connect(self.startRequested)
         self.pause_button.clicked.connect(self.pauseRequested)
         self.stop_button.clicked.connect(self.stopRequested)
+        row.addWidget(self.processes_label)
+        row.addWidget(self.processes_spin)
         row.addWidget(self.start_button, 2)
         row.addWidget(self.pause_button, 1)
         row.addWidget(self.stop_button, 1)
         outer.addLayout(row)
         # Disabled while a run trains (its config is fixed); the preview stays lit.
         self.form_widgets = [self.objective_box, self.data_combo, self.findChild(Section, "dataDetails"),
-                             self.training_box, self.params_box, self.ablation_box, *self.sections.values()]
+                             self.training_box, self.params_box, self.ablation_box, *self.sections.values(),
+                             self.processes_label, self.processes_spin]
         self.set_run_state("idle")
 
     # ------------------------------------------------------------------ objective
@@ -655,6 +667,10 @@ class ExperimentPanel(QWidget):
         m["device"] = self.device_combo.currentData()
         m["ablations"] = [n for n in ABLATIONS if n in self.ablation_checks and self.ablation_checks[n].isChecked()]
         return m
+
+    def processes(self) -> int:
+        """How many local processes Start trains with (1: in the window; more: a torchrun job)."""
+        return self.processes_spin.value()
 
     def to_config(self) -> RunConfig:
         """The validated RunConfig; raises ConfigError naming the field, like the CLI."""

@@ -35,10 +35,12 @@ from PySide6.QtWidgets import (
 
 from ssl_studio.config import load_config, save_config
 from ssl_studio.engine.events import Failed, Finished, Started, Step, Visuals
+from ssl_studio.engine.launch import check_processes
 from ssl_studio.engine.runs import replay_events
 from ssl_studio.gui import theme
 from ssl_studio.gui.experiment_panel import ExperimentPanel
 from ssl_studio.gui.panels import EmbeddingPanel, LossPanel, RunsBrowser, SpectrumPanel
+from ssl_studio.gui.torchrun_session import TorchrunSession
 from ssl_studio.gui.worker import TrainingSession
 from ssl_studio.params import ConfigError
 from ssl_studio.presets import list_presets, presets_dir
@@ -125,7 +127,7 @@ class MainWindow(QMainWindow):
         self.setDockOptions(QMainWindow.AnimatedDocks | QMainWindow.AllowTabbedDocks | QMainWindow.AllowNestedDocks)
         self.runs_dir = Path(runs_dir)
         self.settings = settings if settings is not None else QSettings(ORGANIZATION, APPLICATION)
-        self.session: TrainingSession | None = None
+        self.session: TrainingSession | TorchrunSession | None = None
         self.current_imageset: Any = None
         self.visual_panels: dict[str, Any] = {}
         self.state = "idle"
@@ -332,7 +334,10 @@ class MainWindow(QMainWindow):
 
     def _on_visuals_requested(self, request: dict) -> None:
         """A panel asks for new pictures from the current model (a new mask, another ratio)."""
-        if self.running:
+        if self.running and not getattr(self.session, "in_process", True):
+            self.statusBar().showMessage("A torchrun job draws its pictures on its own schedule; new ones on request need "
+                                         "a run started with 1 process.", 5000)
+        elif self.running:
             self.session.control.request_visuals(request)
         else:
             self.statusBar().showMessage("New pictures need a running model: start or resume a run first.", 5000)
@@ -470,7 +475,9 @@ class MainWindow(QMainWindow):
         self.experiment.set_run_state(state)
         active = state in ("loading", "running", "paused")
         self.action_start.setEnabled(state == "idle" and self.experiment.valid)
-        self.action_pause.setEnabled(active)
+        can_pause = active and getattr(self.session, "can_pause", True)
+        self.action_pause.setEnabled(can_pause)
+        self.experiment.pause_button.setEnabled(can_pause or state == "paused")
         self.action_pause.setText("Resume" if state == "paused" else "Pause")
         self.action_stop.setEnabled(active)
         self.action_open_images.setEnabled(state == "idle")
@@ -498,8 +505,19 @@ class MainWindow(QMainWindow):
             self.show_banner(f"Cannot start: {exc}.", "error")
             return False
         cfg.out = str(self.runs_dir)
-        self._start_session(cfg)
-        self.statusBar().showMessage(f"Loading {cfg.data.source} and building {cfg.objective.name}...", 5000)
+        processes = self.experiment.processes()
+        try:
+            check_processes(cfg, processes)
+        except ConfigError as exc:
+            self.experiment.mark_external(exc.field, str(exc))
+            self.show_banner(f"Cannot start: {exc}.", "error")
+            return False
+        self._start_session(cfg, processes=processes)
+        if processes > 1:
+            self.statusBar().showMessage(f"Launching torchrun with {processes} processes for {cfg.objective.name} on "
+                                         f"{cfg.data.source}; the panels follow its run folder...", 30000)
+        else:
+            self.statusBar().showMessage(f"Loading {cfg.data.source} and building {cfg.objective.name}...", 5000)
         return True
 
     def resume_folder(self, path: str | Path) -> bool:
@@ -516,7 +534,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Resuming {Path(path).name} from its last checkpoint...", 5000)
         return True
 
-    def _start_session(self, cfg, run_dir: str | None = None, resume: bool = False) -> None:
+    def _start_session(self, cfg, run_dir: str | None = None, resume: bool = False, processes: int = 1) -> None:
         self._stop_tail()
         self.hide_banner()
         self.experiment.clear_external_mark()
@@ -527,7 +545,11 @@ class MainWindow(QMainWindow):
         self._reset_status("starting")
         if self.session is not None:  # the previous run's thread has ended: let Qt free it
             self.session.deleteLater()
-        session = TrainingSession(cfg, self, run_dir=run_dir, resume=resume)
+        if processes > 1:  # a torchrun job; its run folder's records arrive as events
+            session = TorchrunSession(cfg, processes, self)
+            session.runFolderFound.connect(lambda path: self._load_run_imageset(Path(path)))
+        else:
+            session = TrainingSession(cfg, self, run_dir=run_dir, resume=resume)
         session.eventsReady.connect(self._on_live_events)
         session.dataReady.connect(self._on_data)
         session.loading.connect(self._on_loading)
@@ -539,6 +561,10 @@ class MainWindow(QMainWindow):
 
     def toggle_pause(self) -> None:
         if not self.running:
+            return
+        if not getattr(self.session, "can_pause", True):
+            self.statusBar().showMessage("A torchrun job cannot pause; Stop saves a checkpoint, and Resume in the runs "
+                                         "browser goes on from it.", 5000)
             return
         if self.state == "paused":
             self.session.resume()
@@ -619,17 +645,19 @@ class MainWindow(QMainWindow):
                 self._on_started(ev, live)
             elif isinstance(ev, Step):
                 self.last_step = ev
-            elif isinstance(ev, Finished):
-                self._on_finished_event(ev, live)
-            elif isinstance(ev, Failed):
-                self._on_failed_event(ev, live)
-        if self.last_step is not None:
+            elif isinstance(ev, (Finished, Failed)):
+                if self.last_step is not None:  # the last step's numbers first: the ending's "done"/"stopped" stays
+                    self._show_step(self.last_step)
+                (self._on_finished_event if isinstance(ev, Finished) else self._on_failed_event)(ev, live)
+        if self.last_step is not None and not isinstance(events[-1], (Finished, Failed)):
             self._show_step(self.last_step)
 
     def _on_started(self, ev: Started, live: bool) -> None:
         self.current_run = ev.run_dir
         self.total_steps = ev.total_steps
         where = f"{ev.device} · {ev.precision}" + (" · channels-last" if ev.channels_last else "")
+        if ev.world_size > 1:
+            where += f" · {ev.world_size} processes ({ev.backend})"
         self.status_device.setText(where if live else f"replay · {where}")
         self.status_device.setToolTip(f"{ev.objective} on {ev.data} ({ev.num_train:,} training images), {ev.backbone} "
                                       f"({ev.parameters:,} parameters), batch {ev.batch_size}")
