@@ -380,8 +380,11 @@ def test_undecodable_bytes_in_the_path_load_or_are_refused_cleanly(tmp_path):
     for cls in (b"caf\xe9", b"dog"):
         for i in range(10):
             png(Path(os.fsdecode(os.path.join(root, cls, f"{i}.png".encode()))), seed=i)
-    source = "folder:" + os.fsdecode(root)  # what a config holds: surrogate-escaped bytes
-    data = load_data(cfg_for(source))
+    source = "folder:" + os.fsdecode(root)  # surrogate-escaped bytes
+    with pytest.raises(ConfigError) as refused:  # a run's config.toml could not hold the path, so a run is refused
+        cfg_for(source)
+    assert "data.source" in str(refused.value) and "0xff" in one_sentence(refused, "not UTF-8")
+    data = load_imageset(DataConfig(source=source), seed=0)  # the data layer itself reads such a folder
     assert len(data) == 20 and data.class_names == ["caf\ufffd", "dog"]
     for text in (data.name, *data.class_names, data.describe()):
         text.encode("utf-8")

@@ -206,9 +206,11 @@ class Trainer:
     def _create_folder(self, cfg: RunConfig) -> None:
         """Make the new run's folder and write its config.toml; a place that cannot hold one is the user's ``out``."""
         out = Path(cfg.out)
-        if self.requested_dir is None and out.exists() and not out.is_dir():
-            raise ConfigError("out", f"is {out}, a file, not a folder; pass a folder under which run folders are made "
-                                     "(it is created if missing).")
+        existing = next((p for p in (out, *out.parents) if p.exists()), None)  # out itself, or what it would be made in
+        if self.requested_dir is None and existing is not None and not existing.is_dir():
+            where = "" if existing == out else f" (it would be made inside {existing}, a file)"
+            raise ConfigError("out", f"is {out}, which cannot be a folder{where}; pass a folder under which run folders "
+                                     "are made (it is created if missing).")
         path = self.requested_dir or new_run_dir(cfg)
         self._made_folder = self.requested_dir is None or not path.exists()
         try:
