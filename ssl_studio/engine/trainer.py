@@ -171,10 +171,11 @@ class Trainer:
     def _fail(self, status: str, message: str, exc: BaseException | None = None) -> RunResult:
         """Record and report a failure; never raises, even when the disk that failed the run fails these writes too."""
         if self.world.world_size > 1:
+            lost_peer = exc is not None and distributed.is_peer_loss(exc)
             if not self.world.is_main:  # rank 0 reports it: the run's last event names this rank
-                distributed.announce_failure(f"{message[0].lower()}{message[1:]}" if message else "it stopped")
+                distributed.announce_failure(f"{message[0].lower()}{message[1:]}" if message else "it stopped", lost_peer=lost_peer)
                 return RunResult(status, None, self.step, message=message)
-            elsewhere = distributed.failure_elsewhere(wait_s=3.0) if exc is not None else None
+            elsewhere = distributed.failure_elsewhere(wait_s=3.0, lost_peer=lost_peer) if exc is not None else None
             if elsewhere is not None:  # rank 0's own error is the broken connection; the cause is the other rank's
                 message = f"Training stopped at step {self.step}: {elsewhere}"
         if exc is not None and self.folder is not None:
