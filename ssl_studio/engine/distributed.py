@@ -37,6 +37,7 @@ from torch import nn
 from ssl_studio.params import ConfigError
 
 FAILURE_KEY = "ssl_studio/failed/"
+_control_group = None  # a gloo group beside NCCL for the per-step agreement (see agree)
 
 
 # --------------------------------------------------------------------------- who am I
@@ -120,6 +121,8 @@ def init_from_env(device: torch.device, timeout_s: float = 1800.0) -> tuple[Worl
             dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
         except Exception as exc:  # noqa: BLE001 - reported as one sentence
             raise _join_error(exc, env) from None
+    global _control_group
+    _control_group = dist.new_group(backend="gloo") if backend == "nccl" else None  # agree() without a GPU sync
     devices = gather_strings(f"{socket.gethostname()}:{device}")
     return World(rank=rk, world_size=ws, local_rank=local, backend=backend, devices=devices), device
 
@@ -157,6 +160,8 @@ def _join_error(exc: BaseException, env) -> ConfigError:
 
 
 def shutdown() -> None:
+    global _control_group
+    _control_group = None
     if dist.is_available() and dist.is_initialized():
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
@@ -294,6 +299,9 @@ def agree(flags: list[float]) -> list[float]:
     if not is_distributed():
         return list(flags)
     t = torch.tensor(flags, dtype=torch.float64)
+    if _control_group is not None:  # NCCL: a CPU all-reduce over gloo, so the host never waits for the GPU here
+        dist.all_reduce(t, group=_control_group)
+        return t.tolist()
     if dist.get_backend() == "nccl":
         t = t.cuda()
     dist.all_reduce(t)

@@ -327,6 +327,11 @@ class Trainer:
         self.elapsed = ckpt["elapsed"]
 
     def _checkpoint(self) -> None:
+        state = [v for v in self.objective.state_dict().values() if v.is_floating_point()]  # weights and buffers (BN statistics)
+        finite = torch.stack([torch.isfinite(v).all() for v in state]).all() if state else torch.tensor(True)
+        if not bool(finite):  # a finite loss can still take a step to inf weights: never save those over the last good ones
+            raise Diverged(f"The weights became infinite or NaN by step {self.step}; lower optim.lr (now {self.peak_lr:.3g} at this "
+                           "batch size) or set optim.grad_clip, then start again (the last good checkpoint is kept).")
         views, rngs = distributed.gather_states(self.view_generator.get_state()), distributed.gather_states(torch.get_rng_state())
         self.last_checkpoint = time.perf_counter()
         if not self.world.is_main:
