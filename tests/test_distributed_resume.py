@@ -43,11 +43,7 @@ def _set_steps(run: Path, steps: int) -> None:
 
 
 def _torchrun(args: list[str]) -> None:
-    job = jobs.start(jobs.torchrun_command(jobs.local_launch(2), args))
-    try:
-        _, err = jobs.finish(job, timeout=180)
-    finally:
-        jobs.kill_group(job)
+    job, _, err = jobs.run_to_end(args)
     assert job.returncode == 0, err[-3000:]
 
 

@@ -113,3 +113,17 @@ def rank_pids(launcher_pid: int) -> dict[int, int]:
             if item.startswith(b"RANK="):
                 found[int(item[5:])] = int(entry.name)
     return found
+
+
+def run_to_end(args: list[str], nproc: int = 2, timeout: float = 180.0, attempts: int = 3) -> tuple[subprocess.Popen, str, str]:
+    """A local torchrun job run to its end; started again on another port when the free port found for it was taken
+    by another process in between (torchrun then fails before any rank starts, with EADDRINUSE)."""
+    for attempt in range(attempts):
+        job = start(torchrun_command(local_launch(nproc), args))
+        try:
+            out, err = finish(job, timeout=timeout)
+        finally:
+            kill_group(job)
+        if job.returncode == 0 or "EADDRINUSE" not in err or attempt == attempts - 1:
+            return job, out, err
+    raise AssertionError("unreachable")
