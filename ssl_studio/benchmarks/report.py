@@ -48,6 +48,14 @@ def run_bench(parts: list[str], seconds: float = 3.0, backbones: list[str] | Non
         from ssl_studio.benchmarks.checkpoint import bench_checkpoint, checkpoint_table
 
         lines += checkpoint_table(bench_checkpoint(backbones=tuple(backbones or ("convnet", "resnet18", "vit"))))
+    if "distributed" in parts:
+        from ssl_studio.benchmarks.distributed import bench_distributed, distributed_table
+
+        lines += distributed_table(bench_distributed(seconds=max(seconds, 2.0)))
+    if "gpu" in parts:
+        from ssl_studio.benchmarks.gpu import bench_gpu, gpu_table
+
+        lines += gpu_table(bench_gpu(seconds=seconds))
     if "gui" in parts:
         from ssl_studio.gui.benchmark import bench_gui  # Qt lives only under gui/
 

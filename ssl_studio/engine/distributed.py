@@ -37,6 +37,7 @@ from torch import nn
 from ssl_studio.params import ConfigError
 
 FAILURE_KEY = "ssl_studio/failed/"
+_control_group = None  # a gloo group beside NCCL for the per-step agreement (see agree)
 
 
 # --------------------------------------------------------------------------- who am I
@@ -106,28 +107,61 @@ def init_from_env(device: torch.device, timeout_s: float = 1800.0) -> tuple[Worl
         return World(devices=[str(device)]), device
     if device.type == "mps":
         raise ConfigError("device", "is mps, which torch.distributed cannot train on; set device to cpu to run under torchrun")
+    backend = _requested_backend(env, device)
     if device.type == "cuda":
         if local >= torch.cuda.device_count():
             raise ConfigError("--nproc_per_node", f"asks for local rank {local} but this machine has {torch.cuda.device_count()} "
                                                   "CUDA devices; start at most one process per GPU")
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
-        backend = "nccl"
-    else:
-        backend = "gloo"
     if not dist.is_initialized():
         import datetime
 
         try:
             dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
         except Exception as exc:  # noqa: BLE001 - reported as one sentence
-            raise ConfigError("torchrun", f"could not join the process group ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                                          "check --rdzv-endpoint / MASTER_ADDR:MASTER_PORT (a free port, reachable from every node)") from None
+            raise _join_error(exc, env) from None
+    global _control_group
+    _control_group = dist.new_group(backend="gloo") if backend == "nccl" else None  # agree() without a GPU sync
     devices = gather_strings(f"{socket.gethostname()}:{device}")
     return World(rank=rk, world_size=ws, local_rank=local, backend=backend, devices=devices), device
 
 
+BACKEND_VARIABLE = "SSL_STUDIO_BACKEND"
+
+
+def _requested_backend(env, device: torch.device) -> str:
+    """gloo on CPU and NCCL on CUDA, unless ``SSL_STUDIO_BACKEND`` names one (gloo also runs on CUDA tensors)."""
+    wanted = env.get(BACKEND_VARIABLE, "auto").strip().lower() or "auto"
+    if wanted not in ("auto", "gloo", "nccl"):
+        raise ConfigError(BACKEND_VARIABLE, f"is {wanted!r}; set it to auto, gloo or nccl (or unset it)")
+    if wanted == "nccl" and device.type != "cuda":
+        why = "this machine has no CUDA device" if not torch.cuda.is_available() else f"the run's device is {device}"
+        raise ConfigError(BACKEND_VARIABLE, f"is nccl, which needs CUDA GPUs, but {why}; unset it (gloo is used on CPU) "
+                                            "or set device to cuda on a machine with GPUs")
+    if wanted == "auto":
+        return "nccl" if device.type == "cuda" else "gloo"
+    return wanted
+
+
+def _join_error(exc: BaseException, env) -> ConfigError:
+    """Why this rank could not join the process group, as one sentence naming the setting to change."""
+    text = str(exc)
+    port, addr = env.get("MASTER_PORT", "?"), env.get("MASTER_ADDR", "?")
+    if "EADDRINUSE" in text or "address already in use" in text.lower():
+        return ConfigError("--master-port", f"port {port} on {addr} is already in use (another job, or an earlier run still "
+                                            "ending); start torchrun with a free --master-port (or --rdzv-endpoint HOST:PORT)")
+    if "timed out" in text.lower() or "timeout" in text.lower():
+        return ConfigError("torchrun", f"the other processes did not join within the time allowed at {addr}:{port}; check that "
+                                       "every node was started with the same --nnodes and --rdzv-endpoint and can reach it")
+    first = text.splitlines()[0][:160] if text else ""
+    return ConfigError("torchrun", f"could not join the process group at {addr}:{port} ({type(exc).__name__}: {first}); "
+                                   "check --rdzv-endpoint / --master-addr:--master-port (a free port, reachable from every node)")
+
+
 def shutdown() -> None:
+    global _control_group
+    _control_group = None
     if dist.is_available() and dist.is_initialized():
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
@@ -265,6 +299,9 @@ def agree(flags: list[float]) -> list[float]:
     if not is_distributed():
         return list(flags)
     t = torch.tensor(flags, dtype=torch.float64)
+    if _control_group is not None:  # NCCL: a CPU all-reduce over gloo, so the host never waits for the GPU here
+        dist.all_reduce(t, group=_control_group)
+        return t.tolist()
     if dist.get_backend() == "nccl":
         t = t.cuda()
     dist.all_reduce(t)
@@ -287,35 +324,63 @@ def _store():
         return None
 
 
-def announce_failure(message: str) -> None:
-    """Leave this rank's one-sentence failure where rank 0 can read it (the rendezvous store)."""
+LOST_KEY = "ssl_studio/lost/"
+_PEER_LOSS_WORDS = ("connection reset", "connection closed", "broken pipe", "connection refused", "gloo/transport",
+                    "nccl communicator was aborted", "ncclremoteerror", "socket closed", "by peer")
+
+
+def is_peer_loss(exc: BaseException) -> bool:
+    """Whether ``exc`` is this rank losing its connection to another rank (the other one's failure, not this one's)."""
+    if not isinstance(exc, RuntimeError):
+        return False
+    text = str(exc).lower()
+    return isinstance(exc, getattr(dist, "DistNetworkError", ())) or any(word in text for word in _PEER_LOSS_WORDS)
+
+
+def announce_failure(message: str, lost_peer: bool = False) -> None:
+    """Leave this rank's word in the rendezvous store, where rank 0 reads it: its one-sentence failure, or (when
+    it only lost a connection to another rank) that it is alive, so that rank 0 can tell who went silent."""
     if not is_distributed():
         return
     store = _store()
     if store is not None:
         with contextlib.suppress(Exception):
-            store.set(f"{FAILURE_KEY}{rank()}", message)
+            store.set(f"{LOST_KEY if lost_peer else FAILURE_KEY}{rank()}", message)
 
 
-def failure_elsewhere(wait_s: float = 3.0) -> str | None:
-    """The sentence another rank left when it failed, waiting up to ``wait_s`` for it to arrive."""
+def failure_elsewhere(wait_s: float = 3.0, lost_peer: bool = False) -> str | None:
+    """Why the job failed when the cause is another rank, as a clause for rank 0's last event, or None.
+
+    The sentence a rank left when it failed (waiting up to ``wait_s`` for it to arrive); else, when this rank
+    lost its connection (``lost_peer``), the ranks that left no word at all: killed (SIGKILL, the out-of-memory
+    killer) or their machine gone.
+    """
     if not (dist.is_available() and dist.is_initialized()):
         return None
     store = _store()
     if store is None:
         return None
+    me, ws = dist.get_rank(), dist.get_world_size()
+    others = [r for r in range(ws) if r != me]
     deadline = time.monotonic() + wait_s
+    silent = others
     while True:
-        for r in range(dist.get_world_size()):
-            if r == dist.get_rank():
-                continue
-            key = f"{FAILURE_KEY}{r}"
+        spoke = set()
+        for r in others:
             with contextlib.suppress(Exception):
-                if store.check([key]):
-                    return f"rank {r} failed: {store.get(key).decode('utf-8', 'replace')}"
-        if time.monotonic() > deadline:
-            return None
+                if store.check([f"{FAILURE_KEY}{r}"]):
+                    return f"rank {r} failed: {store.get(f'{FAILURE_KEY}{r}').decode('utf-8', 'replace')}"
+                if store.check([f"{LOST_KEY}{r}"]):
+                    spoke.add(r)
+        silent = [r for r in others if r not in spoke]
+        if time.monotonic() > deadline or (lost_peer and not silent):
+            break
         time.sleep(0.1)
+    if not lost_peer or not silent:
+        return None
+    who = f"rank {silent[0]}" if len(silent) == 1 else "ranks " + ", ".join(map(str, silent))
+    return (f"{who} ended without a word (its process was killed, e.g. by SIGKILL or the out-of-memory killer, or its "
+            "machine went away; torchrun's report gives the exit code); resume the run from its last checkpoint")
 
 
 @contextlib.contextmanager
@@ -422,5 +487,5 @@ def rank_seed(seed: int) -> int:
 
 __all__ = ["GlobalBatchNorm", "World", "agree", "all_reduce_max", "all_reduce_sum", "announce_failure", "barrier",
            "convert_batchnorm", "env_rank", "failure_elsewhere", "gather", "gather_no_grad", "gather_states", "gather_strings",
-           "global_rows", "init_from_env", "is_distributed", "launched_by_torchrun", "mean_over_ranks", "my_rows", "rank",
+           "global_rows", "init_from_env", "is_distributed", "is_peer_loss", "launched_by_torchrun", "mean_over_ranks", "my_rows", "rank",
            "rank_seed", "shard", "shutdown", "stop_on_sigterm", "world_size", "wrap"]

@@ -27,12 +27,15 @@ from ssl_studio.engine import attention, diagnostics, distributed
 from ssl_studio.engine.build import build_objective, build_views, effective_batch_size, load_data, resolved_optim
 from ssl_studio.engine.control import RunControl
 from ssl_studio.engine.device import pick_channels_last, pick_device, pick_precision
+from ssl_studio.engine.device_data import DeviceImages
 from ssl_studio.engine.evaluate import attribute_knn, embed_images, fit_linear, knn_accuracy, knn_protocol, linear_protocol, standardise
 from ssl_studio.engine.events import Callback, Evaluated, Event, Failed, Finished, Probe, Started, Step, Visuals
 from ssl_studio.engine.optim import build_optimizer, lr_at
 from ssl_studio.engine.run_lock import RunBusyError, RunLock
 from ssl_studio.engine.run_writes import RunWriteError, describe_write_error
 from ssl_studio.engine.runs import RunFolder, new_run_dir
+from ssl_studio.engine.sampler import EpochSampler
+from ssl_studio.engine.step_values import StepValues
 from ssl_studio.objectives import Batch
 from ssl_studio.params import ConfigError
 
@@ -58,41 +61,6 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.status in ("completed", "stopped")
-
-
-class EpochSampler:
-    """Seeded shuffles of the training indices, one full permutation per epoch, resumable exactly."""
-
-    def __init__(self, train_index: torch.Tensor, batch_size: int, seed: int):
-        self.train_index = train_index
-        self.batch_size = batch_size
-        self.generator = torch.Generator().manual_seed(seed + 1)
-        self.epoch = 0
-        self.position = 0
-        self.order = self._shuffle()
-
-    def _shuffle(self) -> torch.Tensor:
-        return self.train_index[torch.randperm(len(self.train_index), generator=self.generator)]
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return max(1, len(self.train_index) // self.batch_size)
-
-    def next(self) -> torch.Tensor:
-        if self.position + self.batch_size > len(self.order):  # drop the ragged tail: BN and losses want full batches
-            self.epoch += 1
-            self.position = 0
-            self.order = self._shuffle()
-        idx = self.order[self.position:self.position + self.batch_size]
-        self.position += self.batch_size
-        return idx
-
-    def state(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "position": self.position, "order": self.order, "generator": self.generator.get_state()}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.epoch, self.position, self.order = state["epoch"], state["position"], state["order"]
-        self.generator.set_state(state["generator"])
 
 
 class Trainer:
@@ -171,10 +139,11 @@ class Trainer:
     def _fail(self, status: str, message: str, exc: BaseException | None = None) -> RunResult:
         """Record and report a failure; never raises, even when the disk that failed the run fails these writes too."""
         if self.world.world_size > 1:
+            lost_peer = exc is not None and distributed.is_peer_loss(exc)
             if not self.world.is_main:  # rank 0 reports it: the run's last event names this rank
-                distributed.announce_failure(f"{message[0].lower()}{message[1:]}" if message else "it stopped")
+                distributed.announce_failure(f"{message[0].lower()}{message[1:]}" if message else "it stopped", lost_peer=lost_peer)
                 return RunResult(status, None, self.step, message=message)
-            elsewhere = distributed.failure_elsewhere(wait_s=3.0) if exc is not None else None
+            elsewhere = distributed.failure_elsewhere(wait_s=3.0, lost_peer=lost_peer) if exc is not None else None
             if elsewhere is not None:  # rank 0's own error is the broken connection; the cause is the other rank's
                 message = f"Training stopped at step {self.step}: {elsewhere}"
         if exc is not None and self.folder is not None:
@@ -258,6 +227,7 @@ class Trainer:
         if self.channels_last:
             self.objective.to(memory_format=torch.channels_last)
         self.views = build_views(cfg, data)
+        self.train_images = DeviceImages(data.images, data.labels, self.device)  # on the GPU when it fits
         self.batch_size = effective_batch_size(cfg, len(data.train_index))  # the global batch, on 1 or N processes
         self.local_batch = self._prepare_distributed()
         opt_name, lr_per_256, wd = resolved_optim(cfg)
@@ -359,6 +329,11 @@ class Trainer:
         self.elapsed = ckpt["elapsed"]
 
     def _checkpoint(self) -> None:
+        state = [v for v in self.objective.state_dict().values() if v.is_floating_point()]  # weights and buffers (BN statistics)
+        finite = torch.stack([torch.isfinite(v).all() for v in state]).all() if state else torch.tensor(True)
+        if not bool(finite):  # a finite loss can still take a step to inf weights: never save those over the last good ones
+            raise Diverged(f"The weights became infinite or NaN by step {self.step}; lower optim.lr (now {self.peak_lr:.3g} at this "
+                           "batch size) or set optim.grad_clip, then start again (the last good checkpoint is kept).")
         views, rngs = distributed.gather_states(self.view_generator.get_state()), distributed.gather_states(torch.get_rng_state())
         self.last_checkpoint = time.perf_counter()
         if not self.world.is_main:
@@ -397,7 +372,7 @@ class Trainer:
     def _make_batch(self) -> Batch:
         idx = distributed.shard(self.sampler.next())  # this rank's slice of the global batch
         data = self.imageset
-        images = data.images[idx].to(self.device, non_blocking=True)
+        images, labels = self.train_images.batch(idx)
         n_global = self.objective.num_global_views
         n_local = self.objective.num_local_views
         with torch.no_grad():
@@ -408,11 +383,10 @@ class Trainer:
                 views = self.views(images, n_global, n_local, self.view_generator)
         if self.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-        labels = data.labels[idx].to(self.device) if data.labels is not None else None
         captions = [data.captions[i] for i in idx.tolist()] if data.captions is not None else None
         return Batch(views=views, images=images, indices=idx, labels=labels, captions=captions, plain=plain)
 
-    def _train_step(self, progress: float) -> tuple[float, dict[str, float], float]:
+    def _train_step(self, progress: float) -> StepValues:
         lr = lr_at(progress, self.peak_lr, self.cfg.optim.warmup_fraction, self.cfg.optim.schedule)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -421,28 +395,50 @@ class Trainer:
         with self._autocast():
             out = self.model(batch, progress)
         loss = out.loss.float()
-        loss_value = distributed.mean_over_ranks(loss.detach()).item()  # the global-batch loss, the same on every rank
-        if not math.isfinite(loss_value):
-            raise Diverged(f"The loss became {loss_value} at step {self.step + 1}; lower optim.lr (now {self.peak_lr:.3g} at this batch size) "
-                           "or set optim.grad_clip, then start again (the last good checkpoint is kept).")
+        values = StepValues.of(self.step + 1, lr, loss, out.metrics)  # the global batch's loss and metrics, averaged over ranks
+        if values.ready is None:  # known now (CPU): a diverged loss never reaches the weights
+            self._check_finite(values)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()
         self.objective.after_step(progress)
-        metrics = {k: float(v) for k, v in out.metrics.items()}
-        if self.world.world_size > 1 and metrics:  # each rank's value on its share, averaged
-            values = distributed.mean_over_ranks(torch.tensor(list(metrics.values()), dtype=torch.float64, device=loss.device))
-            metrics = dict(zip(metrics, values.tolist()))
-        return loss_value, metrics, lr
+        return values
+
+    def _check_finite(self, values: StepValues) -> None:
+        loss = values.read()[0]
+        if not math.isfinite(loss):
+            self.step = values.step - 1  # the steps that count are those before it
+            raise Diverged(f"The loss became {loss} at step {values.step}; lower optim.lr (now {self.peak_lr:.3g} at this batch size) "
+                           "or set optim.grad_clip, then start again (the last good checkpoint is kept).")
+
+    def _report(self, values: StepValues | None) -> None:
+        """Read a step's values (a CUDA step's one step late, see step_values), stop a diverged run, emit its Step event.
+
+        Every rank reads at the same steps; a checkpoint is never written before the steps it holds were read, so
+        on CUDA a diverged loss is caught at most one step late and the last good checkpoint is what remains."""
+        if values is None:
+            return
+        self._check_finite(values)
+        if not self.world.is_main:
+            return
+        loss, metrics = values.read()
+        rate = self.batch_size / max(values.seconds, 1e-9)  # the global batch: images/s of the whole job
+        self.throughput = rate if self.throughput is None else 0.9 * self.throughput + 0.1 * rate
+        elapsed = values.info["elapsed"]
+        progress = min(values.step / self.total_steps if self.total_steps is not None else elapsed / (self.budget_minutes * 60.0), 1.0)
+        eta = (elapsed / progress - elapsed) if progress > 0 else None
+        self.emit(Step(step=values.step, epoch=values.step / self.sampler.steps_per_epoch, loss=loss, lr=values.lr,
+                       images_per_s=self.throughput, elapsed_s=elapsed, progress=progress, eta_s=eta, metrics=metrics))
 
     def _loop(self) -> RunResult:
         cfg = self.cfg
         self.last_checkpoint = time.perf_counter()
-        throughput = None
+        self.throughput = None
         status = "completed"
         main = self.world.is_main
+        pending: StepValues | None = None  # the last step's values, not read yet (CUDA)
         if self.step == 0:
             if main:
                 self._probe(final=False)  # the randomly initialised backbone: the baseline every curve starts from
@@ -455,6 +451,8 @@ class Trainer:
                 status = "stopped"
                 break
             if self.control.paused:  # the window's pause: one process only (nothing pauses a torchrun job)
+                self._report(pending)
+                pending = None
                 self._checkpoint()
                 if not self.control.wait_while_paused():
                     status = "stopped"
@@ -462,28 +460,34 @@ class Trainer:
             if done:
                 break
             if due:
+                self._report(pending)
+                pending = None
                 self._checkpoint()
             t0 = time.perf_counter()
-            loss, metrics, lr = self._train_step(progress_now)
+            values = self._train_step(progress_now)
             self.step += 1
             dt = time.perf_counter() - t0
             self.elapsed += dt
+            values.seconds, values.info["elapsed"] = dt, self.elapsed
+            previous, pending = pending, values
+            self._report(previous)  # on CUDA the device has this step queued while the host reads the last one
+            probe_due = bool(cfg.probe.every) and self.step % cfg.probe.every == 0 and self.progress() < 1.0  # the last one is the final probe
+            visuals_due = bool(cfg.probe.visuals_every) and self.step % cfg.probe.visuals_every == 0
+            requests = self.control.take_requests() if main else []
+            if pending.ready is None or probe_due or visuals_due or requests:
+                self._report(pending)
+                pending = None
             if not main:
                 continue
-            rate = self.batch_size / max(dt, 1e-9)  # the global batch: images/s of the whole job
-            throughput = rate if throughput is None else 0.9 * throughput + 0.1 * rate
-            progress = min(self.progress(), 1.0)
-            eta = (self.elapsed / progress - self.elapsed) if progress > 0 else None
-            self.emit(Step(step=self.step, epoch=self.step / self.sampler.steps_per_epoch, loss=loss, lr=lr,
-                           images_per_s=throughput, elapsed_s=self.elapsed, progress=progress, eta_s=eta, metrics=metrics))
-            if cfg.probe.every and self.step % cfg.probe.every == 0 and self.progress() < 1.0:  # the last one is the final probe
+            if probe_due:
                 t1 = time.perf_counter()
                 self._probe(final=False)
                 self.elapsed += time.perf_counter() - t1  # probes are part of the run's wall-clock cost
-            if cfg.probe.visuals_every and self.step % cfg.probe.visuals_every == 0:
+            if visuals_due:
                 self._visuals()
-            for request in self.control.take_requests():
+            for request in requests:
                 self._visuals(request)
+        self._report(pending)  # before the checkpoint: a diverged last step must not overwrite the last good one
         self._checkpoint()
         if not main:  # rank 0 runs the final probe and evaluation and reports
             return RunResult(status, None, self.step)

@@ -52,11 +52,12 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2, normal
     return F.cross_entropy(logits, partner)
 
 
-def contrastive_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> float:
-    """Share of view-1 embeddings whose nearest view-2 embedding is their own partner."""
+def contrastive_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """Share of view-1 embeddings whose nearest view-2 embedding is their own partner (a 0-d tensor: the trainer
+    reads step metrics without stalling the GPU, see engine/step_values.py)."""
     with torch.no_grad():
         sim = F.normalize(z1.float(), dim=1) @ F.normalize(z2.float(), dim=1).T
-        return (sim.argmax(dim=1) == torch.arange(len(z1), device=z1.device)).float().mean().item()
+        return (sim.argmax(dim=1) == torch.arange(len(z1), device=z1.device)).float().mean()
 
 
 # ---------------------------------------------------------------------------
