@@ -44,3 +44,10 @@ def pick_channels_last(requested: bool | None, device: torch.device, backbone: s
     if requested is not None:
         return requested
     return backbone in ("convnet", "resnet18") and device.type in ("cpu", "cuda")
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """The autocast context for ``dtype`` on ``device``; float32 (``None``) turns autocast off."""
+    if dtype is None:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)

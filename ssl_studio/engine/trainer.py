@@ -26,11 +26,11 @@ from ssl_studio.data import ImageSet
 from ssl_studio.engine import attention, diagnostics, distributed
 from ssl_studio.engine.build import build_objective, build_views, effective_batch_size, load_data, resolved_optim
 from ssl_studio.engine.control import RunControl
-from ssl_studio.engine.device import pick_channels_last, pick_device, pick_precision
+from ssl_studio.engine.device import autocast, pick_channels_last, pick_device, pick_precision
 from ssl_studio.engine.device_data import DeviceImages
-from ssl_studio.engine.evaluate import attribute_knn, embed_images, fit_linear, knn_accuracy, knn_protocol, linear_protocol, standardise
-from ssl_studio.engine.events import Callback, Evaluated, Event, Failed, Finished, Probe, Started, Step, Visuals
+from ssl_studio.engine.events import Callback, Evaluated, Event, Failed, Finished, Probe, Started, Step
 from ssl_studio.engine.optim import build_optimizer, lr_at
+from ssl_studio.engine.probing import Prober
 from ssl_studio.engine.run_lock import RunBusyError, RunLock
 from ssl_studio.engine.run_writes import RunWriteError, describe_write_error
 from ssl_studio.engine.runs import RunFolder, new_run_dir
@@ -245,14 +245,7 @@ class Trainer:
         self.total_steps = b.steps if b.steps is not None else (
             max(1, math.ceil(b.epochs * self.sampler.steps_per_epoch)) if b.epochs is not None else None)
 
-        probe_pool = data.val_index if len(data.val_index) else data.train_index
-        self.probe_index = probe_pool[: cfg.probe.size]
-        if data.labels is not None:
-            g = torch.Generator().manual_seed(cfg.seed + 3)
-            bank_size = min(len(data.train_index), max(2000, 4 * len(self.probe_index)))
-            self.bank_index = data.train_index[torch.randperm(len(data.train_index), generator=g)[:bank_size]]
-        else:
-            self.bank_index = None
+        self.prober = Prober(cfg, data, self.views, self.objective, self.device, self.channels_last, self.autocast_dtype)
 
         self.elapsed = 0.0
         self.last_probe: Probe | None = None
@@ -267,7 +260,7 @@ class Trainer:
         self.emit(Started(
             run_dir=str(self.folder.path), objective=cfg.objective.name, data=data.name, backbone=cfg.model.backbone,
             device=str(self.device), precision="bf16" if self.autocast_dtype is not None else "float32",
-            channels_last=self.channels_last, num_train=len(data.train_index), num_probe=len(self.probe_index),
+            channels_last=self.channels_last, num_train=len(data.train_index), num_probe=len(self.prober.probe_index),
             feature_dim=self.objective.backbone.feature_dim, parameters=n_params,
             flops_per_image=int(self.objective.backbone.flops_per_image()), total_steps=self.total_steps,
             steps_per_epoch=self.sampler.steps_per_epoch, batch_size=self.batch_size, class_names=data.class_names,
@@ -365,9 +358,7 @@ class Trainer:
         return self.elapsed / (self.budget_minutes * 60.0)
 
     def _autocast(self):
-        if self.autocast_dtype is None:
-            return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        return autocast(self.device, self.autocast_dtype)
 
     def _make_batch(self) -> Batch:
         idx = distributed.shard(self.sampler.next())  # this rank's slice of the global batch
@@ -473,8 +464,12 @@ class Trainer:
             self._report(previous)  # on CUDA the device has this step queued while the host reads the last one
             probe_due = bool(cfg.probe.every) and self.step % cfg.probe.every == 0 and self.progress() < 1.0  # the last one is the final probe
             visuals_due = bool(cfg.probe.visuals_every) and self.step % cfg.probe.visuals_every == 0
-            requests = self.control.take_requests() if main else []
-            if pending.ready is None or probe_due or visuals_due or requests:
+            if pending.ready is None or probe_due or visuals_due:
+                self._report(pending)
+                pending = None
+            # after this step's Step event: a panel that answers it (the reconstruction slider) is served at this step
+            requests = self.control.take_requests() if main else []  # only the window asks, and it runs one process
+            if requests and pending is not None:
                 self._report(pending)
                 pending = None
             if not main:
@@ -518,125 +513,21 @@ class Trainer:
                                                        progress if main else 0.0, float(main and due)])
         return stop > 0, done > 0, progress, due > 0
 
-    # -- probes and evaluation -----------------------------------------------------------
-    def _embed(self, index: torch.Tensor) -> torch.Tensor:
-        self.objective.eval()
-
-        def to_input(x):
-            v = self.views.plain(x)
-            return v.contiguous(memory_format=torch.channels_last) if self.channels_last else v
-
-        return embed_images(self.objective.embed, self.imageset.images[index], to_input, device=self.device,
-                            autocast_dtype=self.autocast_dtype)
-
-    @torch.no_grad()
+    # -- probes and evaluation (measured by the Prober, emitted here) ---------------------
     def _probe(self, final: bool) -> Probe:
-        data = self.imageset
-        feats = self._embed(self.probe_index)
-        finite = torch.isfinite(feats).all()
-        if not finite:
-            feats = torch.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0)
-        labels = data.labels[self.probe_index] if data.labels is not None else None
-        knn = linear = None
-        if labels is not None and self.bank_index is not None:
-            bank = self._embed(self.bank_index)
-            bank_labels = data.labels[self.bank_index]
-            knn = knn_accuracy(bank, bank_labels, feats, labels, k=self.cfg.probe.knn_k, num_classes=data.num_classes)
-            # the online linear probe: a detached classifier on the current features (solo-learn reports the same number)
-            bank_std, probe_std = standardise(bank, feats)
-            head = fit_linear(bank_std, bank_labels, data.num_classes, weight_decay=1e-4, max_iter=50)
-            with torch.no_grad():
-                linear = float((head(probe_std).argmax(1) == labels).float().mean())
-        projector_rank = None
-        if hasattr(self.objective, "projector_embed"):
-            self.objective.eval()
-            x = self.views.plain(data.images[self.probe_index[:512]].to(self.device))
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with self._autocast():
-                z = self.objective.projector_embed(x)
-            if z is not None:
-                projector_rank = diagnostics.effective_rank(torch.nan_to_num(z.float().cpu()))
-        overlap = None
-        backbone = getattr(self.objective, "attention_backbone", self.objective.backbone)
-        if data.masks is not None and attention.has_attention(backbone):
-            first = self.probe_index[:64]
-            x = self.views.plain(data.images[first].to(self.device))
-            overlap = attention.attention_overlap(backbone, x, data.masks[first])
-        event = Probe(
-            step=self.step,
-            effective_rank=diagnostics.effective_rank(feats),
-            mean_cosine=diagnostics.mean_cosine(feats),
-            dim_std=diagnostics.dim_std(feats),
-            knn_acc=knn,
-            linear_acc=linear,
-            feature_dim=feats.shape[1],
-            projector_rank=projector_rank,
-            spectrum=diagnostics.spectrum(feats).astype(np.float32),
-            points2d=diagnostics.pca_2d(feats),
-            labels=labels.numpy() if labels is not None else None,
-            indices=self.probe_index.numpy(),
-            features=feats.numpy(),
-            final=final,
-            attention_iou=None if overlap is None else overlap["iou"],
-            attention_auc=None if overlap is None else overlap["auc"],
-        )
+        event = self.prober.probe(self.step, final)
         self.last_probe = event
         self.emit(event)
         return event
 
-    @torch.no_grad()
     def _visuals(self, request: dict[str, Any] | None = None) -> None:
-        """The objective's pictures on the fixed probe images; ``request`` (from a panel) asks for specific ones."""
-        self.objective.eval()
-        images = self.views.plain(self.imageset.images[self.probe_index[:16]].to(self.device))
-        if request is not None:
-            out = dict(self.objective.visual_request(images, request) or {})
-        else:
-            out = dict(self.objective.visuals(images) or {})
-        backbone = getattr(self.objective, "attention_backbone", self.objective.backbone)
-        if request is None and attention.has_attention(backbone):  # every ViT objective: [CLS] attention, its 60 %-mass mask, IoU
-            masks = self.imageset.masks[self.probe_index[:16]] if self.imageset.masks is not None else None
-            generic = attention.attention_visuals(backbone, images, masks, mean=self.imageset.mean, std=self.imageset.std)
-            if generic is not None:
-                out["attention"] = {**out.get("attention", {}), **generic}
-        if not out:
-            return
-        for kind, payload in out.items():
-            arrays = {k: np.asarray(v) for k, v in payload.items() if isinstance(v, (np.ndarray, torch.Tensor))}
-            arrays = {k: (v.cpu().numpy() if isinstance(v, torch.Tensor) else v) for k, v in arrays.items()}
-            info = {k: v for k, v in payload.items() if not isinstance(v, (np.ndarray, torch.Tensor))}
-            self.emit(Visuals(step=self.step, kind=kind, arrays=arrays, info=info))
+        for event in self.prober.visuals(self.step, request):
+            self.emit(event)
 
     def _evaluate(self) -> dict[str, Any]:
-        data = self.imageset
-        summary: dict[str, Any] = {}
-        if len(data.val_index) == 0:
-            return summary
-        results: dict[str, Any] = {}
-        if data.labels is not None:
-            train_feats = self._embed(data.train_index)
-            val_feats = self._embed(data.val_index)
-            y_train, y_val = data.labels[data.train_index], data.labels[data.val_index]
-            results["knn"] = knn_protocol(train_feats, y_train, val_feats, y_val, data.num_classes)
-            results["linear"] = linear_protocol(train_feats, y_train, val_feats, y_val, data.num_classes, seed=self.cfg.seed)
-            summary.update(knn_k5=results["knn"]["k5"], knn_k20=results["knn"]["k20"], linear_top1=results["linear"]["top1"])
-            encoded = attribute_knn(train_feats, val_feats, data.attributes, data.train_index, data.val_index, labels=data.labels)
-            if encoded is not None:
-                results["attributes"] = encoded
-                summary["attribute_knn"] = {name: r["k20"] for name, r in encoded["attributes"].items()}
-        # An image-text model: zero-shot with labels, retrieval with captions alone (an unlabelled captioned folder).
-        if hasattr(self.objective, "encode_text") and (data.labels is not None or data.captions is not None):
-            from ssl_studio.engine.zeroshot import zeroshot_protocol
-
-            results["zeroshot"] = zeroshot_protocol(self.objective, data, self.views, self.device, held_out=self.cfg.data.held_out,
-                                                    autocast_dtype=self.autocast_dtype)
-            summary["zeroshot_top1"] = results["zeroshot"]["top1"]
-            if "recall" in results["zeroshot"]:
-                summary["recall_i2t_r5"] = results["zeroshot"]["recall"].get("image_to_text", {}).get("r5")
-        if not results:
-            return summary
-        for name, value in results.items():
-            self.folder.write_report(name, value)
-        self.emit(Evaluated(step=self.step, results=results))
+        results, summary = self.prober.evaluate()
+        if results:
+            for name, value in results.items():
+                self.folder.write_report(name, value)
+            self.emit(Evaluated(step=self.step, results=results))
         return summary
