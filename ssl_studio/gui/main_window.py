@@ -26,8 +26,8 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QProgressBar,
-    QPushButton,
     QSizePolicy,
+    QPushButton,
     QStyle,
     QToolBar,
     QWidget,
@@ -38,6 +38,7 @@ from ssl_studio.engine.events import Failed, Finished, Started, Step, Visuals
 from ssl_studio.engine.runs import replay_events
 from ssl_studio.gui import theme
 from ssl_studio.gui.experiment_panel import ExperimentPanel
+from ssl_studio.gui.fitting import ElidedLabel, WrappingLabel
 from ssl_studio.gui.panels import EmbeddingPanel, LossPanel, RunsBrowser, SpectrumPanel
 from ssl_studio.gui.worker import TrainingSession
 from ssl_studio.params import ConfigError
@@ -48,6 +49,7 @@ APPLICATION = "SSL Studio"
 SETTINGS_VERSION = 1  # bump when the dock layout changes shape, so an old saved state is ignored
 TAIL_INTERVAL_MS = 1000
 SHUTDOWN_WAIT_MS = 2000
+DEFAULT_SIZE = (1500, 920)  # shrunk to the screen when it is smaller
 
 
 def visual_panel_classes() -> dict[str, type]:
@@ -92,13 +94,12 @@ class Banner(QFrame):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         _named(self, "failureBanner", "Message")
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Minimum)
         self.setProperty("level", "error")
         lay = QHBoxLayout(self)
         lay.setContentsMargins(10, 6, 6, 6)
-        self.message = _named(QLabel(""), "failureMessage", "Message text")
-        self.message.setWordWrap(True)
+        self.message = _named(WrappingLabel("", preferred_width=2000), "failureMessage", "Message text")  # wraps; never widens the window
         self.message.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.message.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
         lay.addWidget(self.message, 1)
         self.close_button = _named(QPushButton("Dismiss"), "bannerClose", "Dismiss the message")
         lay.addWidget(self.close_button, 0, Qt.AlignTop)
@@ -133,6 +134,7 @@ class MainWindow(QMainWindow):
         self.current_run: str | None = None
         self.last_step: Step | None = None
         self.panel_errors: dict[str, str] = {}
+        self._fed_kinds: set[str] = set()  # visual kinds the current run has sent: their docks are shown
         self._closing = False
         self._tail_path: Path | None = None
         self._tail_offset = 0
@@ -147,6 +149,7 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._default_state = self.saveState(SETTINGS_VERSION)
         self._restore_settings()
+        self._fit_to_screen()
         self._set_state("idle")
 
     # ------------------------------------------------------------------ building
@@ -188,7 +191,7 @@ class MainWindow(QMainWindow):
         self.splitDockWidget(self.loss_dock, self.spectrum_dock, Qt.Vertical)
         self.tabifyDockWidget(self.spectrum_dock, self.runs_dock)
         self.spectrum_dock.raise_()
-        self.resize(1500, 920)
+        self.resize(*DEFAULT_SIZE)
         self.resizeDocks([self.experiment_dock, self.loss_dock, self.embedding_dock], [420, 600, 520], Qt.Horizontal)
         self.resizeDocks([self.loss_dock, self.spectrum_dock], [520, 380], Qt.Vertical)
 
@@ -403,16 +406,16 @@ class MainWindow(QMainWindow):
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
         bar.setObjectName("statusBar")
-        self.status_step = _named(QLabel("ready"), "statusStep", "Step")
-        self.status_epoch = _named(QLabel(""), "statusEpoch", "Epoch")
-        self.status_rate = _named(QLabel(""), "statusRate", "Images per second")
-        self.status_eta = _named(QLabel(""), "statusEta", "Time left")
-        self.status_device = _named(QLabel(""), "statusDevice", "Device")
+        self.status_step = _named(ElidedLabel("ready", min_width=70), "statusStep", "Step")
+        self.status_epoch = _named(ElidedLabel("", min_width=40), "statusEpoch", "Epoch")
+        self.status_rate = _named(ElidedLabel("", min_width=40), "statusRate", "Images per second")
+        self.status_eta = _named(ElidedLabel("", min_width=40), "statusEta", "Time left")
+        self.status_device = _named(ElidedLabel("", min_width=40), "statusDevice", "Device")
         self.progress = _named(QProgressBar(), "progressBar", "Budget used")
         self.progress.setRange(0, 1000)
         self.progress.setValue(0)
         self.progress.setFormat("%p%")
-        self.progress.setFixedWidth(180)
+        self.progress.setFixedWidth(120)
         for w in (self.status_step, self.status_epoch, self.status_rate, self.status_eta, self.status_device):
             bar.addPermanentWidget(w)
         bar.addPermanentWidget(self.progress)
@@ -429,6 +432,26 @@ class MainWindow(QMainWindow):
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state, SETTINGS_VERSION)
         self.banner_bar.hide()  # a message from last session is not news
+
+    def _fit_to_screen(self) -> None:
+        """Open inside the screen the window is on: a restored geometry that does not fit is replaced
+        by the default size shrunk to the screen's free area, centred."""
+        screen = self.screen() or QApplication.primaryScreen()
+        if screen is None:
+            return
+        free = screen.availableGeometry()
+        if free.contains(self.frameGeometry()) and self.width() <= free.width():
+            return
+        width = min(DEFAULT_SIZE[0], free.width() - 16)
+        height = min(DEFAULT_SIZE[1], free.height() - 48)  # room for the title bar
+        self.resize(max(width, 640), max(height, 480))
+        self.move(free.x() + (free.width() - self.width()) // 2, free.y() + max((free.height() - height - 40) // 2, 0))
+        QTimer.singleShot(0, self._share_height)  # once laid out at the new size
+
+    def _share_height(self) -> None:
+        """Loss over spectrum at the default layout's proportions: shrinking the window took it from the loss plots."""
+        both = max(self.loss_dock.height() + self.spectrum_dock.height(), 2)
+        self.resizeDocks([self.loss_dock, self.spectrum_dock], [both * 11 // 20, both * 9 // 20], Qt.Vertical)
 
     def save_settings(self) -> None:
         s = self.settings
@@ -600,9 +623,16 @@ class MainWindow(QMainWindow):
                                              f"this run ({type(exc).__name__}: {exc}); the other panels carry on.", 10000)
 
     def _clear_panels(self) -> None:
+        """A new run (or a run folder opened) starts from empty panels; the docks of visuals the last
+        objective drew (zero-shot, reconstructions, ...) are hidden until this run sends that kind again."""
         self.panel_errors.clear()
         for panel in self.panels:
             self._call_panel(panel, "clear")
+        self._fed_kinds: set[str] = set()
+        for kind, panel in self.visual_panels.items():
+            dock = self.docks.get(f"{kind}Dock")
+            if panel is not None and dock is not None:
+                dock.hide()
 
     def _dispatch(self, events: list, live: bool = True) -> None:
         if not events:
@@ -610,6 +640,12 @@ class MainWindow(QMainWindow):
         for ev in events:
             if isinstance(ev, Visuals):
                 panel = self._visual_panel(ev.kind)
+                if panel is not None and ev.kind not in self._fed_kinds:
+                    self._fed_kinds.add(ev.kind)
+                    dock = self.docks.get(f"{ev.kind}Dock")
+                    if dock is not None and dock.isHidden():
+                        dock.show()
+                        QTimer.singleShot(0, dock.raise_)
                 if live and panel is not None and hasattr(panel, "set_scorer"):
                     self._attach_text_scorer(panel)
         for panel in self.panels:

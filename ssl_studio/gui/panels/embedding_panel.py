@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QPushButt
                                QWidget)
 
 from ssl_studio.engine.events import Probe, Started
+from ssl_studio.gui.fitting import ElidedLabel
 from ssl_studio.gui.panels.base import Panel, class_colour, image_to_pixmap, legend_brush, name_control, watch_theme
 from ssl_studio.gui.panels.projection import METHOD_TITLES, UMAP_HINT, ProjectionRunner, umap_available
 
@@ -125,7 +126,7 @@ class EmbeddingPanel(Panel):
         self.compute_button = name_control(QPushButton("Compute"), "embeddingCompute", "Compute projection",
                                            "Compute the chosen projection from the latest probe's features, in the background.")
         self.compute_button.setEnabled(False)
-        self.status = name_control(QLabel("Waiting for the first probe…"), "embeddingStatus", "Embedding status")
+        self.status = name_control(ElidedLabel("Waiting for the first probe…"), "embeddingStatus", "Embedding status")
         bar = QHBoxLayout()
         bar.setContentsMargins(4, 2, 4, 0)
         bar.addWidget(QLabel("Map"))
@@ -153,7 +154,7 @@ class EmbeddingPanel(Panel):
         watch_theme([self.legend])
         self.inset = _Inset(self.plot_widget)
 
-        self.neighbour_caption = name_control(QLabel("Click a point to see its nearest neighbours."), "embeddingNeighbourCaption",
+        self.neighbour_caption = name_control(ElidedLabel("Click a point to see its nearest neighbours."), "embeddingNeighbourCaption",
                                               "Nearest neighbours caption")
         strip = QWidget()
         strip_layout = QHBoxLayout(strip)

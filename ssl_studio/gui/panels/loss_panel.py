@@ -19,6 +19,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
+from ssl_studio.gui.fitting import WrappingLabel
 from ssl_studio.engine.events import Evaluated, Finished, Probe, Started, Step
 from ssl_studio.gui.panels.base import (GrowArray, Panel, cache_axes, ema_filter, label_step_axis, legend_brush, name_control,
                                         symbol_style, watch_theme)
@@ -100,7 +101,7 @@ class LossPanel(Panel):
         self.smoothing_slider.setMinimumWidth(90)
         self.smoothing_slider.setMaximumWidth(180)
         self.smoothing_label = name_control(QLabel(), "lossSmoothingValue", "Smoothing weight")
-        self.best_label = name_control(QLabel(), "lossBest", "Best values")
+        self.best_label = name_control(WrappingLabel(), "lossBest", "Best values")
         self.best_label.setTextFormat(Qt.TextFormat.PlainText)
         bar = QHBoxLayout()
         bar.setContentsMargins(4, 2, 4, 0)
@@ -200,6 +201,8 @@ class LossPanel(Panel):
         self.ema.reset()
         self.best_loss_index = self.best_knn_index = None
         self._drawn_best_loss = None
+        self.best_loss_marker.setData([], [])  # _redraw moves the marker only when the best changed: take it off here
+        self.best_knn_marker.setData([], [])
         self.eval_text = ""
         self.follow_x = True
         self._x_range = None

@@ -23,14 +23,15 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QScrollArea, QSplitter,
+from PySide6.QtCore import QEvent, Qt, QTimer
+from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QScrollArea, QTabWidget,
                                QVBoxLayout, QWidget)
 
 from ssl_studio.engine.events import Evaluated, Probe, Started, Visuals
 from ssl_studio.gui.panels.base import Panel, image_to_pixmap, name_control
 
-GRID_COLUMNS = 4
+GRID_COLUMNS = 4  # at most; fewer when the panel is narrow
+CELL_SIZE = 72
 MAX_CELLS = 16
 TOP_K = 3
 SEARCH_RESULTS = 10
@@ -71,7 +72,7 @@ def probabilities(image_emb: np.ndarray, class_emb: np.ndarray, logit_scale: flo
 class _Cell(QFrame):
     """One image with a few lines of text under it."""
 
-    def __init__(self, name: str, size: int = 64, lines: int = 3):
+    def __init__(self, name: str, size: int = CELL_SIZE, lines: int = 3):
         super().__init__()
         self.setObjectName(name)
         self.setAccessibleName(name)
@@ -84,7 +85,7 @@ class _Cell(QFrame):
         self.text = QLabel()
         self.text.setStyleSheet("font-size: 10px;")
         self.text.setTextFormat(Qt.TextFormat.RichText)
-        self.text.setMinimumWidth(size + 40)
+        self.text.setFixedWidth(size + 44)  # "crescent 0.51" in full under each image
         v.addWidget(self.image, 0, Qt.AlignmentFlag.AlignHCenter)
         v.addWidget(self.text)
         self.size = size
@@ -127,17 +128,19 @@ class ZeroShotPanel(Panel):
         self.template_edit = name_control(QPlainTextEdit(), "zeroshotTemplates", "Prompt templates",
                                           "One template per line, {} is the class name; the class embedding is the mean of its prompts.")
         for edit in (self.class_edit, self.template_edit):
-            edit.setMaximumHeight(130)
+            edit.setMaximumHeight(90)
         self.prompt_note = name_control(QLabel(""), "zeroshotPromptNote", "Prompt note")
         self.prompt_note.setWordWrap(True)
         self.prompt_note.setStyleSheet("font-size: 10px; color: #a05000;")
         editors = QWidget()
         ev = QVBoxLayout(editors)
         ev.setContentsMargins(2, 0, 2, 0)
-        ev.addWidget(QLabel("Classes"))
-        ev.addWidget(self.class_edit)
-        ev.addWidget(QLabel("Templates ({} = class)"))
-        ev.addWidget(self.template_edit)
+        pair = QGridLayout()  # classes and templates side by side: the confusion matrix gets the height
+        pair.addWidget(QLabel("Classes"), 0, 0)
+        pair.addWidget(self.class_edit, 1, 0)
+        pair.addWidget(QLabel("Templates ({} = class)"), 0, 1)
+        pair.addWidget(self.template_edit, 1, 1)
+        ev.addLayout(pair)
         ev.addWidget(self.prompt_note)
 
         self.search_edit = name_control(QLineEdit(), "zeroshotSearch", "Caption search",
@@ -202,20 +205,30 @@ class ZeroShotPanel(Panel):
         cell_scroll.setFixedHeight(80)
         cell_scroll.setFrameShape(QFrame.Shape.NoFrame)
 
-        right = QWidget()
-        rv = QVBoxLayout(right)
+        # two pages, each with the dock's whole size: the live predictions with their prompts, and the
+        # confusion matrix after evaluation (shown when an evaluation arrives)
+        predictions = QWidget()
+        pv = QVBoxLayout(predictions)
+        pv.setContentsMargins(0, 0, 0, 0)
+        pv.addWidget(grid_scroll, 1)
+        pv.addWidget(editors)
+        confusion = QWidget()
+        rv = QVBoxLayout(confusion)
         rv.setContentsMargins(0, 0, 0, 0)
-        rv.addWidget(editors)
         rv.addWidget(self.plot_widget, 1)
         rv.addWidget(self.attribute_label)
         rv.addWidget(self.cell_caption)
         rv.addWidget(cell_scroll)
+        self.plot_widget.setMinimumHeight(160)
 
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(grid_scroll)
-        split.addWidget(right)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
+        split = name_control(QTabWidget(), "zeroshotPages", "Zero-shot pages")
+        split.setDocumentMode(True)
+        split.addTab(predictions, "Predictions")
+        split.addTab(confusion, "Confusion")
+        self.pages = split
+        self.grid_scroll = grid_scroll
+        grid_scroll.setMinimumHeight(CELL_SIZE + 60)
+        grid_scroll.viewport().installEventFilter(self)
 
         root = QVBoxLayout(self)
         root.setContentsMargins(0, 0, 0, 0)
@@ -243,6 +256,22 @@ class ZeroShotPanel(Panel):
         self.search_edit.returnPressed.connect(lambda: self.search(self.search_edit.text()))
         self.plot_widget.scene().sigMouseClicked.connect(self._confusion_clicked)
 
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt override
+        if obj is self.grid_scroll.viewport() and event.type() == QEvent.Type.Resize:
+            self._reflow_grid(event.size().width())
+        return super().eventFilter(obj, event)
+
+    def _reflow_grid(self, width: int) -> None:
+        """As many columns of images as the width holds (1 to GRID_COLUMNS)."""
+        cell_width = CELL_SIZE + 44 + 8
+        columns = max(1, min(GRID_COLUMNS, width // cell_width))
+        if columns == getattr(self, "_columns", None):
+            return
+        self._columns = columns
+        for k, cell in enumerate(self.cells):
+            self.grid.removeWidget(cell)
+            self.grid.addWidget(cell, k // columns, k % columns)
+
     # -- the interface -----------------------------------------------------------------
     def clear(self) -> None:
         self.step = 0
@@ -269,6 +298,16 @@ class ZeroShotPanel(Panel):
         self.confusion_image.clear()
         self.attribute_label.setText("")
         self._clear_confusion_texts()
+        for axis in ("bottom", "left"):
+            self.plot.getAxis(axis).setTicks(None)  # the last run's class names go with it
+        self.plot.setTitle("Confusion (after evaluation)", size="9pt")
+        self.cell_caption.setText("Click a cell of the confusion matrix to see its images.")
+        self.pages.setCurrentIndex(0)
+        for edit in (self.class_edit, self.template_edit):  # the next run's classes and prompts fill them
+            edit.blockSignals(True)
+            edit.setPlainText("")
+            edit.blockSignals(False)
+        self._timer.stop()
         self.status.setText("Waiting for the first zero-shot visuals…")
         self.prompt_note.setText("")
         self.search_note.setText("")
@@ -526,6 +565,7 @@ class ZeroShotPanel(Panel):
         if conf is None:
             return
         self.report = report
+        self.pages.setCurrentIndex(1)  # the evaluation's result is what is new
         self.confusion = np.asarray(conf, dtype=np.float64)
         self.confusion_names = list(report.get("class_names") or self.class_names or [str(i) for i in range(len(self.confusion))])
         self.eval_indices = np.asarray(report.get("indices", []), np.int64)
@@ -536,7 +576,10 @@ class ZeroShotPanel(Panel):
         self.confusion_image.setImage(share.T, levels=(0.0, 1.0))  # ImageItem's first axis is x: columns = predicted
         self._clear_confusion_texts()
         c = len(self.confusion)
-        if c <= 20:
+        # the matrix is square (aspect locked): its side is the smaller of the plot's width and height, less the axes
+        side = max(min(self.plot_widget.width() - 80, self.plot_widget.height() - 70), 40)
+        digits = len(str(int(self.confusion.max()))) if self.confusion.size else 1
+        if side / max(c, 1) >= 7 * digits + 5:  # a count fits in its cell: otherwise the colours alone (and the cell's click)
             for i in range(c):
                 for j in range(c):
                     if self.confusion[i, j]:
@@ -545,9 +588,16 @@ class ZeroShotPanel(Panel):
                         t.setPos(j + 0.5, i + 0.5)
                         self.plot.addItem(t)
                         self._confusion_texts.append(t)
-        ticks = [(k + 0.5, n[:8]) for k, n in enumerate(self.confusion_names)]
-        self.plot.getAxis("bottom").setTicks([ticks])
-        self.plot.getAxis("left").setTicks([ticks])
+        chars = min(8, int(side / max(c, 1) / 7))  # letters that fit under a column
+        names = self.confusion_names
+        if chars >= 4:
+            bottom = [(k + 0.5, n[:chars]) for k, n in enumerate(names)]
+            left = [(k + 0.5, n[:10]) for k, n in enumerate(names)]
+        else:  # too narrow for names: numbers under the columns, "number name" beside the rows
+            bottom = [(k + 0.5, str(k)) for k in range(len(names))]
+            left = [(k + 0.5, f"{k} {n[:10]}") for k, n in enumerate(names)]
+        self.plot.getAxis("bottom").setTicks([bottom])
+        self.plot.getAxis("left").setTicks([left])
         attrs = report.get("attributes") or {}
         self.attribute_label.setText(
             "Zero-shot by attribute: " + " · ".join(f"{k} {v['top1']:.2f} (chance {v['chance']:.2f})" for k, v in attrs.items()
