@@ -98,7 +98,7 @@ class Banner(QFrame):
         self.setProperty("level", "error")
         lay = QHBoxLayout(self)
         lay.setContentsMargins(10, 6, 6, 6)
-        self.message = _named(WrappingLabel("", preferred_width=2000), "failureMessage", "Message text")  # wraps; never widens the window
+        self.message = _named(WrappingLabel("", preferred_width=2000, max_lines=3), "failureMessage", "Message text")  # wraps; never widens the window
         self.message.setTextInteractionFlags(Qt.TextSelectableByMouse)
         lay.addWidget(self.message, 1)
         self.close_button = _named(QPushButton("Dismiss"), "bannerClose", "Dismiss the message")
@@ -446,11 +446,18 @@ class MainWindow(QMainWindow):
         height = min(DEFAULT_SIZE[1], free.height() - 48)  # room for the title bar
         self.resize(max(width, 640), max(height, 480))
         self.move(free.x() + (free.width() - self.width()) // 2, free.y() + max((free.height() - height - 40) // 2, 0))
-        QTimer.singleShot(0, self._share_height)  # once laid out at the new size
+        self._share_pending = True  # once shown and laid out at the new size (showEvent)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        if getattr(self, "_share_pending", False):
+            self._share_pending = False
+            QTimer.singleShot(0, self._share_height)
 
     def _share_height(self) -> None:
         """Loss over spectrum at the default layout's proportions: shrinking the window took it from the loss plots."""
-        both = max(self.loss_dock.height() + self.spectrum_dock.height(), 2)
+        chrome = sum(w.sizeHint().height() for w in (self.menuBar(), self.run_toolbar, self.statusBar())) + 40  # tabs, titles
+        both = max(self.height() - chrome, 2)
         self.resizeDocks([self.loss_dock, self.spectrum_dock], [both * 11 // 20, both * 9 // 20], Qt.Vertical)
 
     def save_settings(self) -> None:

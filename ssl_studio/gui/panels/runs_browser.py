@@ -298,6 +298,10 @@ class RunsBrowser(QWidget):
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.addWidget(top)
         self.splitter.addWidget(self.tabs)
+        # a floor of its own, below what its tables and plots would ask: docked under the loss plots on a
+        # laptop screen, the browser must not take the height the loss dock needs (the splitter lends more)
+        top.setMinimumHeight(110)
+        self.tabs.setMinimumHeight(110)
         self.splitter.setStretchFactor(0, 2)
         self.splitter.setStretchFactor(1, 3)
         layout = QVBoxLayout(self)
