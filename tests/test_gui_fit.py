@@ -102,3 +102,22 @@ def test_a_new_run_clears_every_panel_and_hides_the_last_objectives_visuals(wind
     assert seen and seen[0].objective == "simclr"
     assert dock.isHidden()  # SimCLR sends no zero-shot visuals: its panel stays away
     assert fits(window), window.minimumSizeHint()
+
+
+def test_small_things_resume_icon_about_title_and_the_loss_png(window, tmp_path):
+    from PySide6.QtGui import QImage
+    from PySide6.QtWidgets import QStyle
+
+    from ssl_studio import __version__
+
+    play = window.style().standardIcon(QStyle.SP_MediaPlay).pixmap(16).toImage()
+    window._set_state("paused")
+    assert window.action_pause.text() == "Resume"
+    assert window.action_pause.icon().pixmap(16).toImage() == play  # Resume shows play, not the pause bars
+    window._set_state("idle")
+    assert window.action_pause.icon().pixmap(16).toImage() != play
+    assert __version__ in window.about_text() and window.findChild(type(window.menuBar().actions()[0].menu()), "menuHelp")
+    path = tmp_path / "loss.png"
+    window.loss_panel.export_png(path)
+    image = QImage(str(path))
+    assert image.height() == window.loss_panel.graphics.grab().height() < window.loss_panel.grab().height()

@@ -284,6 +284,13 @@ class MainWindow(QMainWindow):
         view_menu.addAction(self.action_refresh_runs)
         view_menu.addAction(self.action_reset_layout)
 
+        help_menu = bar.addMenu("&Help")
+        help_menu.setObjectName("menuHelp")
+        about = QAction("About SSL Studio", self)
+        about.setObjectName("actionAbout")
+        about.triggered.connect(lambda *_: self.show_about())
+        help_menu.addAction(about)
+
     def _add_export_entries(self, panel) -> None:
         sub = self.export_menu.addMenu(panel.title)
         for fmt in ("png", "svg", "csv"):
@@ -420,6 +427,20 @@ class MainWindow(QMainWindow):
             bar.addPermanentWidget(w)
         bar.addPermanentWidget(self.progress)
 
+    def about_text(self) -> str:
+        from ssl_studio import __version__
+
+        readme = Path(__file__).resolve().parents[2] / "README.md"
+        docs = f'<a href="{readme.as_uri()}">README.md</a>' if readme.is_file() else "README.md in the project folder"
+        return (f"<b>SSL Studio {__version__}</b><br>A desktop lab for self-supervised learning: train, watch collapse "
+                f"happen, compare and evaluate runs.<br>Documentation: {docs}; <code>ssl-studio --help</code> for the "
+                "command line.")
+
+    def show_about(self) -> None:
+        from PySide6.QtWidgets import QMessageBox
+
+        QMessageBox.about(self, "About SSL Studio", self.about_text())
+
     # ------------------------------------------------------------------ settings
     def _restore_settings(self) -> None:
         s = self.settings
@@ -455,10 +476,10 @@ class MainWindow(QMainWindow):
             QTimer.singleShot(0, self._share_height)
 
     def _share_height(self) -> None:
-        """Loss over spectrum at the default layout's proportions: shrinking the window took it from the loss plots."""
+        """Loss over spectrum at 9:11 (the spectrum has three plots): shrinking the window took the height from the loss plots."""
         chrome = sum(w.sizeHint().height() for w in (self.menuBar(), self.run_toolbar, self.statusBar())) + 40  # tabs, titles
         both = max(self.height() - chrome, 2)
-        self.resizeDocks([self.loss_dock, self.spectrum_dock], [both * 11 // 20, both * 9 // 20], Qt.Vertical)
+        self.resizeDocks([self.loss_dock, self.spectrum_dock], [both * 9 // 20, both * 11 // 20], Qt.Vertical)
 
     def save_settings(self) -> None:
         s = self.settings
@@ -502,6 +523,7 @@ class MainWindow(QMainWindow):
         self.action_start.setEnabled(state == "idle" and self.experiment.valid)
         self.action_pause.setEnabled(active)
         self.action_pause.setText("Resume" if state == "paused" else "Pause")
+        self.action_pause.setIcon(self.style().standardIcon(QStyle.SP_MediaPlay if state == "paused" else QStyle.SP_MediaPause))
         self.action_stop.setEnabled(active)
         self.action_open_images.setEnabled(state == "idle")
         self.action_open_cifar.setEnabled(state == "idle")
@@ -676,7 +698,7 @@ class MainWindow(QMainWindow):
         self.status_device.setText(where if live else f"replay · {where}")
         self.status_device.setToolTip(f"{ev.objective} on {ev.data} ({ev.num_train:,} training images), {ev.backbone} "
                                       f"({ev.parameters:,} parameters), batch {ev.batch_size}")
-        self.setWindowTitle(f"SSL Studio — {Path(ev.run_dir).name}")
+        self.setWindowTitle(Path(ev.run_dir).name)  # Qt adds " — SSL Studio", the application's display name
         if live:
             self.runs_browser.refresh()  # the new run shows up as running
         if live and self.state == "loading":
@@ -763,7 +785,7 @@ class MainWindow(QMainWindow):
         self._load_run_imageset(path)
         self._dispatch(events, live=False)
         self.current_run = str(path)
-        self.setWindowTitle(f"SSL Studio — {path.name}")
+        self.setWindowTitle(path.name)
         if not any(isinstance(e, (Finished, Failed)) for e in events):
             self._tail_path, self._tail_offset = path, offset
             self._tail_timer.start()

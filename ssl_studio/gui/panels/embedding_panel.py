@@ -321,8 +321,23 @@ class EmbeddingPanel(Panel):
             self.scatter.setData(x=pts[:, 0], y=pts[:, 1], brush=brush, pen=None, size=POINT_SIZE)
             self._drawn_brush = brush
         self._update_legend()
+        self._leave_room_for_legend(pts)
         self.status.setText(f"{text} · {len(pts):,} images")
         self._update_highlight()
+
+    def _leave_room_for_legend(self, pts: np.ndarray) -> None:
+        """Widen the x range on the right by the legend's width, so the class legend sits beside
+        the points instead of over the densest part of the map."""
+        vb = self.plot.getViewBox()
+        finite = pts[np.isfinite(pts).all(1)] if len(pts) else pts
+        legend_w = self.legend.boundingRect().width() if self.legend.isVisible() and self.legend.items else 0.0
+        if not len(finite) or legend_w <= 0 or vb.width() <= legend_w + 40:
+            vb.enableAutoRange()
+            return
+        (x0, y0), (x1, y1) = finite.min(0), finite.max(0)
+        span = max(float(x1 - x0), 1e-6)
+        room = span * (legend_w + 12) / (vb.width() - legend_w - 12)
+        vb.setRange(xRange=(float(x0), float(x1) + room), yRange=(float(y0), float(y1)), padding=0.03)
 
     def _move_points(self, pts: np.ndarray, brush) -> bool:
         """Move the existing points when only their positions changed (the live case: the probe

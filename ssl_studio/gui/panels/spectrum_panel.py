@@ -254,7 +254,8 @@ class SpectrumPanel(Panel):
         spacing = spacing if spacing > 0 else 1.0
         width = max(float(steps[-1] - steps[0]) + spacing, spacing)
         self.heat_image.setImage(img, levels=(0.0, 1.0), autoLevels=False)
-        self.heat_image.setRect(QRectF(x0 - spacing / 2, 0.0, width, float(img.shape[1])))
+        # each probe's column spans [its step, the next probe's): the step axis starts at the first probe, not below 0
+        self.heat_image.setRect(QRectF(x0, 0.0, width, float(img.shape[1])))
 
     def _set_banner(self, verdict: str | None, p: Probe | None) -> None:
         self.verdict = verdict
