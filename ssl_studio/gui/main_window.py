@@ -791,7 +791,7 @@ class MainWindow(QMainWindow):
             self._tail_timer.start()
             self.statusBar().showMessage(f"Following {path.name} as it is written...", 5000)
         else:
-            self.statusBar().showMessage(f"Opened {path}.", 5000)
+            self.statusBar().showMessage(f"Opened {path}. Re-run (Runs panel) loads its configuration into the form.", 8000)
         return True
 
     def _load_run_imageset(self, path: Path) -> None:

@@ -153,8 +153,9 @@ class LossPanel(Panel):
         self.best_loss_text = pg.TextItem(color="#D62728", anchor=(0, 1))
         self.loss_plot.addItem(self.best_loss_text)
 
-        self.acc_legend = self.acc_plot.addLegend(offset=(-8, -8),  # bottom right: the "best" label sits at the top
+        self.acc_legend = self.acc_plot.addLegend(offset=(8, 2),  # top left: accuracy is low early, the "best" label is right
                                                   labelTextSize="8pt", brush=legend_brush())
+        self.acc_legend.setColumnCount(2)  # one row: a short accuracy plot still holds it
         watch_theme([self.acc_legend])
         self.knn_curve = pg.PlotDataItem([], [], pen=pg.mkPen(KNN_COLOUR, width=2), symbol="o", symbolSize=5,
                                          name="online k-NN", **symbol_style(KNN_COLOUR))

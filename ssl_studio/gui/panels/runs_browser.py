@@ -300,10 +300,10 @@ class RunsBrowser(QWidget):
         self.splitter.addWidget(self.tabs)
         # a floor of its own, below what its tables and plots would ask: docked under the loss plots on a
         # laptop screen, the browser must not take the height the loss dock needs (the splitter lends more)
-        top.setMinimumHeight(110)
+        top.setMinimumHeight(170)  # two rows of buttons, the folder and three runs
         self.tabs.setMinimumHeight(110)
-        self.splitter.setStretchFactor(0, 2)
-        self.splitter.setStretchFactor(1, 3)
+        self.splitter.setStretchFactor(0, 3)  # the list of runs first; the comparison below it
+        self.splitter.setStretchFactor(1, 2)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.splitter)
@@ -987,7 +987,8 @@ class RunsBrowser(QWidget):
 
     def _export_dialog(self, kind: str) -> None:
         filters = {"csv": "CSV (*.csv)", "md": "Markdown (*.md)"}
-        path, _ = QFileDialog.getSaveFileName(self, "Export comparison", str(Path.home() / f"comparison.{kind}"), filters[kind])
+        folder = self.runs_dir if self.runs_dir.is_dir() else Path.cwd()  # beside the runs, as panel exports go in the run folder
+        path, _ = QFileDialog.getSaveFileName(self, "Export comparison", str(folder / f"comparison.{kind}"), filters[kind])
         if not path:
             return
         try:

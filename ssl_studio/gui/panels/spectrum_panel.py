@@ -120,6 +120,7 @@ class SpectrumPanel(Panel):
         label_step_axis(self.rank_plot)
         self.rank_plot.showGrid(x=True, y=True, alpha=0.15)
         self.rank_legend = self.rank_plot.addLegend(offset=(-6, 6), labelTextSize="8pt", brush=legend_brush())
+        self.rank_legend.setColumnCount(2)  # one row: it stays inside a short plot
         watch_theme([self.rank_legend])
         self.rank_curve = pg.PlotDataItem([], [], pen=pg.mkPen("#2CA02C", width=2), symbol="o", symbolSize=4,
                                           name="backbone", **symbol_style("#2CA02C"))
