@@ -105,17 +105,23 @@ def test_a_new_run_clears_every_panel_and_hides_the_last_objectives_visuals(wind
 
 
 def test_small_things_resume_icon_about_title_and_the_loss_png(window, tmp_path):
-    from PySide6.QtGui import QImage
-    from PySide6.QtWidgets import QStyle
+    from PySide6.QtGui import QColor, QImage
 
     from ssl_studio import __version__
+    from ssl_studio.gui import theme
 
-    play = window.style().standardIcon(QStyle.SP_MediaPlay).pixmap(16).toImage()
+    play = window.action_start.icon().pixmap(16).toImage()
     window._set_state("paused")
     assert window.action_pause.text() == "Resume"
     assert window.action_pause.icon().pixmap(16).toImage() == play  # Resume shows play, not the pause bars
     window._set_state("idle")
     assert window.action_pause.icon().pixmap(16).toImage() != play
+    before = theme.current()
+    window.set_theme("dark")  # the run icons take the theme's text colour (the style's black ones vanished on dark grey)
+    icon = window.action_start.icon().pixmap(16).toImage()
+    opaque = [icon.pixelColor(x, y) for x in range(16) for y in range(16) if icon.pixelColor(x, y).alpha() > 200]
+    assert opaque and all(c.lightness() > 150 for c in opaque), QColor(opaque[0]).name() if opaque else "empty"
+    window.set_theme(before)
     assert __version__ in window.about_text() and window.findChild(type(window.menuBar().actions()[0].menu()), "menuHelp")
     path = tmp_path / "loss.png"
     window.loss_panel.export_png(path)

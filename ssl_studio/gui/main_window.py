@@ -383,10 +383,8 @@ class MainWindow(QMainWindow):
         _named(tools, "runToolBar", "Run controls")
         tools.setMovable(False)
         tools.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
-        style = self.style()
-        for act, icon in ((self.action_start, QStyle.SP_MediaPlay), (self.action_pause, QStyle.SP_MediaPause),
-                          (self.action_stop, QStyle.SP_MediaStop), (self.action_open_run, QStyle.SP_DirOpenIcon)):
-            act.setIcon(style.standardIcon(icon))
+        self._tint_icons()
+        self.action_open_run.setIcon(self.style().standardIcon(QStyle.SP_DirOpenIcon))
         for act, name in ((self.action_start, "toolStart"), (self.action_pause, "toolPause"), (self.action_stop, "toolStop")):
             tools.addAction(act)
             button = tools.widgetForAction(act)
@@ -494,11 +492,19 @@ class MainWindow(QMainWindow):
             dock.show()
         self.resizeDocks([self.experiment_dock, self.loss_dock, self.embedding_dock], [420, 600, 520], Qt.Horizontal)
 
+    def _tint_icons(self) -> None:
+        """Start, Pause (Resume shows play) and Stop in the theme's text colour: legible on light and dark."""
+        style = self.style()
+        pause = QStyle.SP_MediaPlay if self.state == "paused" else QStyle.SP_MediaPause
+        for act, icon in ((self.action_start, QStyle.SP_MediaPlay), (self.action_pause, pause), (self.action_stop, QStyle.SP_MediaStop)):
+            act.setIcon(theme.tinted(style.standardIcon(icon)))
+
     def set_theme(self, name: str) -> None:
         app = QApplication.instance()
         name = theme.apply(app, name)
         self.theme_actions[name].setChecked(True)
         theme.recolor_plots(self)
+        self._tint_icons()
         self.settings.setValue("theme", name)
         self.themeChanged.emit(name)
 
@@ -523,7 +529,7 @@ class MainWindow(QMainWindow):
         self.action_start.setEnabled(state == "idle" and self.experiment.valid)
         self.action_pause.setEnabled(active)
         self.action_pause.setText("Resume" if state == "paused" else "Pause")
-        self.action_pause.setIcon(self.style().standardIcon(QStyle.SP_MediaPlay if state == "paused" else QStyle.SP_MediaPause))
+        self._tint_icons()
         self.action_stop.setEnabled(active)
         self.action_open_images.setEnabled(state == "idle")
         self.action_open_cifar.setEnabled(state == "idle")
