@@ -127,3 +127,29 @@ def test_small_things_resume_icon_about_title_and_the_loss_png(window, tmp_path)
     window.loss_panel.export_png(path)
     image = QImage(str(path))
     assert image.height() == window.loss_panel.graphics.grab().height() < window.loss_panel.grab().height()
+
+
+def test_the_confusion_matrix_writes_names_and_counts_only_where_they_fit(qtbot):
+    import numpy as np
+
+    from ssl_studio.gui.panels.zeroshot_panel import ZeroShotPanel
+
+    names = ["circle", "square", "triangle", "star", "cross", "heart", "hexagon", "ring", "diamond", "crescent"]
+    panel = ZeroShotPanel()
+    qtbot.addWidget(panel)
+    panel.resize(360, 600)
+    panel.show()
+    panel.set_report({"confusion": (np.eye(10) * 120 + 3).tolist(), "class_names": names, "top1": 0.9})
+    assert panel.pages.currentIndex() == 1  # the evaluation's page comes to the front
+    qtbot.waitUntil(lambda: panel.plot_widget.width() > 100)
+    panel._label_confusion()
+    bottom = [label for _, label in panel.plot.getAxis("bottom")._tickLevels[0]]
+    assert bottom == [str(k) for k in range(10)]  # ~20 px columns: numbers, not names run together
+    assert not panel._confusion_texts  # three-digit counts do not fit a 20 px cell
+    panel.resize(1400, 1200)
+    qtbot.waitUntil(lambda: panel.plot_widget.width() > 900)
+    panel._label_confusion()
+    bottom = [label for _, label in panel.plot.getAxis("bottom")._tickLevels[0]]
+    assert bottom[0].startswith("circ") and len(panel._confusion_texts) == 100
+    panel.clear()
+    assert panel.pages.currentIndex() == 0 and panel.plot.getAxis("bottom")._tickLevels is None

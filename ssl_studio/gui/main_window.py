@@ -450,6 +450,8 @@ class MainWindow(QMainWindow):
         state = s.value("window/state")
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state, SETTINGS_VERSION)
+        else:
+            self._share_pending = True  # the default layout: share the height once shown
         self.banner_bar.hide()  # a message from last session is not news
 
     def _fit_to_screen(self) -> None:

@@ -97,7 +97,7 @@ class SpectrumPanel(Panel):
         numbers.addWidget(self.cosine_label, 1, 1)
         numbers.addWidget(QLabel("per-dim std"), 0, 2)
         numbers.addWidget(self.std_label, 1, 2)
-        numbers.addWidget(self.projector_label, 1, 3)
+        numbers.addWidget(self.projector_label, 2, 1, 1, 2)  # under the two numbers: the row stays narrow
         numbers.setColumnStretch(4, 1)
         for c in (1, 2, 3):
             numbers.setColumnMinimumWidth(c, 110)

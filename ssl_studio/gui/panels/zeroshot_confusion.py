@@ -125,6 +125,23 @@ class ConfusionPage:
         rows = self.confusion.sum(1, keepdims=True)
         share = self.confusion / np.maximum(rows, 1)
         self.confusion_image.setImage(share.T, levels=(0.0, 1.0))  # ImageItem's first axis is x: columns = predicted
+        self._label_confusion()
+        attrs = report.get("attributes") or {}
+        self.attribute_label.setText(
+            "Zero-shot by attribute: " + " · ".join(f"{k} {v['top1']:.2f} (chance {v['chance']:.2f})" for k, v in attrs.items()
+                                                     if v.get("top1") is not None) if attrs else "")
+        top1 = report.get("top1")
+        extra = ""
+        if report.get("seen") is not None or report.get("unseen") is not None:
+            fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+            extra = f", seen pairs {fmt(report.get('seen'))}, unseen pairs {fmt(report.get('unseen'))}"
+        self.plot.setTitle(f"Confusion: zero-shot top-1 {top1:.3f}{extra}" if top1 is not None else "Confusion", size="9pt")
+
+    def _label_confusion(self) -> None:
+        """Counts and class names for the matrix's size on screen (again whenever the plot is resized)."""
+        if getattr(self, "confusion", None) is None:  # also while the panel is being built
+            return
+        share = self.confusion / np.maximum(self.confusion.sum(1, keepdims=True), 1)
         self._clear_confusion_texts()
         c = len(self.confusion)
         # the matrix is square (aspect locked): its side is the smaller of the plot's width and height, less the axes
@@ -144,21 +161,12 @@ class ConfusionPage:
         if chars >= 4:
             bottom = [(k + 0.5, n[:chars]) for k, n in enumerate(names)]
             left = [(k + 0.5, n[:10]) for k, n in enumerate(names)]
-        else:  # too narrow for names: numbers under the columns, "number name" beside the rows
+        else:  # too narrow for names: numbers under the columns, "number name" beside rows tall enough for a line
             bottom = [(k + 0.5, str(k)) for k in range(len(names))]
-            left = [(k + 0.5, f"{k} {n[:10]}") for k, n in enumerate(names)]
+            tall = side / max(c, 1) >= 14
+            left = [(k + 0.5, f"{k} {n[:10]}" if tall else str(k)) for k, n in enumerate(names)]
         self.plot.getAxis("bottom").setTicks([bottom])
         self.plot.getAxis("left").setTicks([left])
-        attrs = report.get("attributes") or {}
-        self.attribute_label.setText(
-            "Zero-shot by attribute: " + " · ".join(f"{k} {v['top1']:.2f} (chance {v['chance']:.2f})" for k, v in attrs.items()
-                                                     if v.get("top1") is not None) if attrs else "")
-        top1 = report.get("top1")
-        extra = ""
-        if report.get("seen") is not None or report.get("unseen") is not None:
-            fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-            extra = f", seen pairs {fmt(report.get('seen'))}, unseen pairs {fmt(report.get('unseen'))}"
-        self.plot.setTitle(f"Confusion: zero-shot top-1 {top1:.3f}{extra}" if top1 is not None else "Confusion", size="9pt")
 
     def _clear_confusion_texts(self) -> None:
         for t in self._confusion_texts:

@@ -155,6 +155,7 @@ class ZeroShotPanel(ConfusionPage, Panel):
         self.grid_scroll = grid_scroll
         grid_scroll.setMinimumHeight(CELL_SIZE + 60)
         grid_scroll.viewport().installEventFilter(self)
+        self.plot_widget.installEventFilter(self)
 
         root = QVBoxLayout(self)
         root.setContentsMargins(0, 0, 0, 0)
@@ -185,6 +186,8 @@ class ZeroShotPanel(ConfusionPage, Panel):
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt override
         if obj is self.grid_scroll.viewport() and event.type() == QEvent.Type.Resize:
             self._reflow_grid(event.size().width())
+        elif obj is self.plot_widget and event.type() == QEvent.Type.Resize:
+            self._label_confusion()  # counts and names for the new size
         return super().eventFilter(obj, event)
 
     def _reflow_grid(self, width: int) -> None:
