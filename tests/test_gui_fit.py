@@ -60,6 +60,7 @@ def run(window, qtbot, cfg: RunConfig) -> None:
 def test_the_window_fits_a_laptop_at_launch_while_training_and_after_long_text(window, qtbot):
     assert fits(window), window.minimumSizeHint()
     run(window, qtbot, tiny("clip"))
+    assert window.status_eta.text() == "done"  # not the last step's "ETA 00:00"
     assert window.visual_panels.get("zeroshot") is not None  # the widest panel is docked
     assert fits(window), window.minimumSizeHint()
     width = window.minimumSizeHint().width()
@@ -153,3 +154,14 @@ def test_the_confusion_matrix_writes_names_and_counts_only_where_they_fit(qtbot)
     assert bottom[0].startswith("circ") and len(panel._confusion_texts) == 100
     panel.clear()
     assert panel.pages.currentIndex() == 0 and panel.plot.getAxis("bottom")._tickLevels is None
+
+
+def test_after_stop_the_status_bar_says_stopped_not_an_eta(window, qtbot):
+    window.experiment.load_config(tiny("simclr", steps=5000))
+    assert window.start_run()
+    qtbot.waitUntil(lambda: window.last_step is not None, timeout=RUN_TIMEOUT_MS)
+    with qtbot.waitSignal(window.session.finished, timeout=RUN_TIMEOUT_MS):
+        window.stop_run()
+    qtbot.waitUntil(lambda: window.state == "idle", timeout=RUN_TIMEOUT_MS)
+    assert window.status_eta.text() == "stopped"
+    assert window.progress.format().startswith("stopped at")

@@ -692,12 +692,13 @@ class MainWindow(QMainWindow):
                 self._on_started(ev, live)
             elif isinstance(ev, Step):
                 self.last_step = ev
-            elif isinstance(ev, Finished):
+        if self.last_step is not None:
+            self._show_step(self.last_step)
+        for ev in events:  # after the last step: "done" or "stopped" must not be overwritten by an ETA
+            if isinstance(ev, Finished):
                 self._on_finished_event(ev, live)
             elif isinstance(ev, Failed):
                 self._on_failed_event(ev, live)
-        if self.last_step is not None:
-            self._show_step(self.last_step)
 
     def _on_started(self, ev: Started, live: bool) -> None:
         self.current_run = ev.run_dir
@@ -730,6 +731,7 @@ class MainWindow(QMainWindow):
         for w in (self.status_epoch, self.status_rate, self.status_eta):
             w.setText("")
         self.progress.setValue(0)
+        self.progress.setFormat("%p%")
 
     def _on_finished_event(self, ev: Finished, live: bool) -> None:
         s = ev.summary or {}
@@ -743,6 +745,8 @@ class MainWindow(QMainWindow):
         self.status_eta.setText("done" if ev.status == "completed" else ev.status)
         if ev.status == "completed":
             self.progress.setValue(1000)
+        else:
+            self.progress.setFormat(f"{ev.status} at %p%")
         if s.get("collapse"):
             self.show_banner(f"{text} Warning: {s['collapse']} (mean cosine {s.get('mean_cosine', float('nan')):.2f}, "
                              f"effective rank {s.get('effective_rank', float('nan')):.1f}): the features no longer tell images apart; "
@@ -755,6 +759,7 @@ class MainWindow(QMainWindow):
         head = "The run failed" if status == "failed" else f"The run {status}"
         self.show_banner(f"{head}: {ev.message}", "error")
         self.status_eta.setText(status)
+        self.progress.setFormat(f"{status} at %p%")
         field = ev.message.split(" ", 1)[0] if ev.message else ""
         if re.fullmatch(r"[a-z_]+(\.[a-z_]+)*", field or "") and self.experiment.widget_for_field(field) is not None:
             self.experiment.mark_external(field, ev.message)
