@@ -121,6 +121,9 @@ class EmbeddingPanel(Panel):
         if not umap_available():
             item = self.method_combo.model().item(2)
             item.setEnabled(False)
+            item.setText("UMAP (needs umap-learn)")  # greyed out with its reason in sight, not only in a tooltip
+            self.method_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            self.method_combo.setMinimumContentsLength(7)  # the list opens wide enough; the closed box stays narrow
             item.setToolTip(UMAP_HINT)
             self.method_combo.setItemData(2, UMAP_HINT, Qt.ItemDataRole.ToolTipRole)
         self.compute_button = name_control(QPushButton("Compute"), "embeddingCompute", "Compute projection",
