@@ -10,6 +10,7 @@ an effective rank far below D and a spectrum whose tail falls away.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -66,18 +67,49 @@ def pca_2d(features: torch.Tensor) -> np.ndarray:
     return (x @ v[:2].T).numpy().astype(np.float32)
 
 
-def collapse_verdict(mean_cos: float, rank: float, feature_dim: int, projector_rank: float | None = None) -> str | None:
+@dataclass(frozen=True)
+class Baseline:
+    """The probe of the network before training: what "collapsed" is judged against.
+
+    A randomly initialised network already maps images close together (pooled ReLU
+    features are all positive: mean cosine near 0.95 on photos), so an absolute
+    threshold alone raises a false alarm on a healthy run's first probes.
+    """
+
+    mean_cos: float
+    rank: float
+    projector_rank: float | None = None
+
+
+MORE_ALIKE = 0.01  # mean cosine must rise this far above the initial network's to count towards collapse
+
+
+def collapse_verdict(mean_cos: float, rank: float, feature_dim: int, projector_rank: float | None = None,
+                     initial: Baseline | None = None) -> str | None:
     """Name the failure, if any, in the words the spectrum panel and the study use.
 
     The projector's embedding is checked too: the backbone's batch norm can keep its
     features spread while the space the loss sees has already collapsed to a point.
-    A randomly initialised ConvNet has mean cosine near 1 (pooled ReLU features are
-    all positive), so callers should not read this verdict at step 0.
+    Never call it on the initial network's probe (step 0): that is the ``initial``
+    baseline.  With a baseline, a failure counts only where training moved the
+    features towards it: mean cosine above 0.95 *and* above the initial network's,
+    a rank below 2 (or 5 % of the width) *and* below the initial rank.
     """
     if math.isnan(mean_cos):
         return None
-    if mean_cos > 0.95 or rank < 2 or (projector_rank is not None and projector_rank < 2):
+    alike = mean_cos > 0.95
+    low_rank = rank < 2
+    low_projector = projector_rank is not None and projector_rank < 2
+    dimensional = rank < 0.05 * feature_dim and rank < 8
+    if initial is not None:
+        if not math.isnan(initial.mean_cos):
+            alike = alike and mean_cos > initial.mean_cos + MORE_ALIKE
+        low_rank = low_rank and rank < initial.rank
+        if initial.projector_rank is not None and projector_rank is not None:
+            low_projector = low_projector and projector_rank < initial.projector_rank
+        dimensional = dimensional and rank < 0.5 * initial.rank
+    if alike or low_rank or low_projector:
         return "representational collapse"
-    if rank < 0.05 * feature_dim and rank < 8:
+    if dimensional:
         return "dimensional collapse"
     return None

@@ -249,6 +249,7 @@ class Trainer:
 
         self.elapsed = 0.0
         self.last_probe: Probe | None = None
+        self.initial_probe: diagnostics.Baseline | None = None  # the step-0 probe: collapse is judged against it
         if checkpoint is not None:
             self._restore(checkpoint)
         if not self.world.is_main:
@@ -496,7 +497,8 @@ class Trainer:
             summary = self._evaluate()
         summary.update({"effective_rank": probe.effective_rank, "mean_cosine": probe.mean_cosine, "dim_std": probe.dim_std,
                         "steps": self.step, "train_seconds": self.elapsed})
-        verdict = diagnostics.collapse_verdict(probe.mean_cosine, probe.effective_rank, probe.feature_dim, probe.projector_rank)
+        verdict = diagnostics.collapse_verdict(probe.mean_cosine, probe.effective_rank, probe.feature_dim, probe.projector_rank,
+                                               initial=self.initial_probe) if probe.step > 0 else None
         summary["collapse"] = verdict
         self.emit(Finished(step=self.step, status=status, run_dir=str(self.folder.path), summary=summary))
         return RunResult(status, self.folder.path, self.step, summary)
@@ -517,6 +519,8 @@ class Trainer:
     def _probe(self, final: bool) -> Probe:
         event = self.prober.probe(self.step, final)
         self.last_probe = event
+        if self.step == 0 and self.initial_probe is None:
+            self.initial_probe = diagnostics.Baseline(event.mean_cosine, event.effective_rank, projector_rank)
         self.emit(event)
         return event
 

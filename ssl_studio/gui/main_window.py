@@ -26,8 +26,8 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QProgressBar,
-    QPushButton,
     QSizePolicy,
+    QPushButton,
     QStyle,
     QToolBar,
     QWidget,
@@ -39,6 +39,7 @@ from ssl_studio.engine.launch import check_processes
 from ssl_studio.engine.runs import replay_events
 from ssl_studio.gui import theme
 from ssl_studio.gui.experiment_panel import ExperimentPanel
+from ssl_studio.gui.fitting import ElidedLabel, WrappingLabel
 from ssl_studio.gui.panels import EmbeddingPanel, LossPanel, RunsBrowser, SpectrumPanel
 from ssl_studio.gui.torchrun_session import TorchrunSession
 from ssl_studio.gui.worker import TrainingSession
@@ -50,6 +51,7 @@ APPLICATION = "SSL Studio"
 SETTINGS_VERSION = 1  # bump when the dock layout changes shape, so an old saved state is ignored
 TAIL_INTERVAL_MS = 1000
 SHUTDOWN_WAIT_MS = 2000
+DEFAULT_SIZE = (1500, 920)  # shrunk to the screen when it is smaller
 
 
 def visual_panel_classes() -> dict[str, type]:
@@ -94,13 +96,12 @@ class Banner(QFrame):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         _named(self, "failureBanner", "Message")
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Minimum)
         self.setProperty("level", "error")
         lay = QHBoxLayout(self)
         lay.setContentsMargins(10, 6, 6, 6)
-        self.message = _named(QLabel(""), "failureMessage", "Message text")
-        self.message.setWordWrap(True)
+        self.message = _named(WrappingLabel("", preferred_width=2000, max_lines=3), "failureMessage", "Message text")  # wraps; never widens the window
         self.message.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.message.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
         lay.addWidget(self.message, 1)
         self.close_button = _named(QPushButton("Dismiss"), "bannerClose", "Dismiss the message")
         lay.addWidget(self.close_button, 0, Qt.AlignTop)
@@ -135,6 +136,7 @@ class MainWindow(QMainWindow):
         self.current_run: str | None = None
         self.last_step: Step | None = None
         self.panel_errors: dict[str, str] = {}
+        self._fed_kinds: set[str] = set()  # visual kinds the current run has sent: their docks are shown
         self._closing = False
         self._tail_path: Path | None = None
         self._tail_offset = 0
@@ -149,6 +151,7 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._default_state = self.saveState(SETTINGS_VERSION)
         self._restore_settings()
+        self._fit_to_screen()
         self._set_state("idle")
 
     # ------------------------------------------------------------------ building
@@ -190,7 +193,7 @@ class MainWindow(QMainWindow):
         self.splitDockWidget(self.loss_dock, self.spectrum_dock, Qt.Vertical)
         self.tabifyDockWidget(self.spectrum_dock, self.runs_dock)
         self.spectrum_dock.raise_()
-        self.resize(1500, 920)
+        self.resize(*DEFAULT_SIZE)
         self.resizeDocks([self.experiment_dock, self.loss_dock, self.embedding_dock], [420, 600, 520], Qt.Horizontal)
         self.resizeDocks([self.loss_dock, self.spectrum_dock], [520, 380], Qt.Vertical)
 
@@ -282,6 +285,13 @@ class MainWindow(QMainWindow):
         view_menu.addSeparator()
         view_menu.addAction(self.action_refresh_runs)
         view_menu.addAction(self.action_reset_layout)
+
+        help_menu = bar.addMenu("&Help")
+        help_menu.setObjectName("menuHelp")
+        about = QAction("About SSL Studio", self)
+        about.setObjectName("actionAbout")
+        about.triggered.connect(lambda *_: self.show_about())
+        help_menu.addAction(about)
 
     def _add_export_entries(self, panel) -> None:
         sub = self.export_menu.addMenu(panel.title)
@@ -378,10 +388,8 @@ class MainWindow(QMainWindow):
         _named(tools, "runToolBar", "Run controls")
         tools.setMovable(False)
         tools.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
-        style = self.style()
-        for act, icon in ((self.action_start, QStyle.SP_MediaPlay), (self.action_pause, QStyle.SP_MediaPause),
-                          (self.action_stop, QStyle.SP_MediaStop), (self.action_open_run, QStyle.SP_DirOpenIcon)):
-            act.setIcon(style.standardIcon(icon))
+        self._tint_icons()
+        self.action_open_run.setIcon(self.style().standardIcon(QStyle.SP_DirOpenIcon))
         for act, name in ((self.action_start, "toolStart"), (self.action_pause, "toolPause"), (self.action_stop, "toolStop")):
             tools.addAction(act)
             button = tools.widgetForAction(act)
@@ -408,19 +416,33 @@ class MainWindow(QMainWindow):
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
         bar.setObjectName("statusBar")
-        self.status_step = _named(QLabel("ready"), "statusStep", "Step")
-        self.status_epoch = _named(QLabel(""), "statusEpoch", "Epoch")
-        self.status_rate = _named(QLabel(""), "statusRate", "Images per second")
-        self.status_eta = _named(QLabel(""), "statusEta", "Time left")
-        self.status_device = _named(QLabel(""), "statusDevice", "Device")
+        self.status_step = _named(ElidedLabel("ready", min_width=70), "statusStep", "Step")
+        self.status_epoch = _named(ElidedLabel("", min_width=40), "statusEpoch", "Epoch")
+        self.status_rate = _named(ElidedLabel("", min_width=40), "statusRate", "Images per second")
+        self.status_eta = _named(ElidedLabel("", min_width=40), "statusEta", "Time left")
+        self.status_device = _named(ElidedLabel("", min_width=40), "statusDevice", "Device")
         self.progress = _named(QProgressBar(), "progressBar", "Budget used")
         self.progress.setRange(0, 1000)
         self.progress.setValue(0)
         self.progress.setFormat("%p%")
-        self.progress.setFixedWidth(180)
+        self.progress.setFixedWidth(120)
         for w in (self.status_step, self.status_epoch, self.status_rate, self.status_eta, self.status_device):
             bar.addPermanentWidget(w)
         bar.addPermanentWidget(self.progress)
+
+    def about_text(self) -> str:
+        from ssl_studio import __version__
+
+        readme = Path(__file__).resolve().parents[2] / "README.md"
+        docs = f'<a href="{readme.as_uri()}">README.md</a>' if readme.is_file() else "README.md in the project folder"
+        return (f"<b>SSL Studio {__version__}</b><br>A desktop lab for self-supervised learning: train, watch collapse "
+                f"happen, compare and evaluate runs.<br>Documentation: {docs}; <code>ssl-studio --help</code> for the "
+                "command line.")
+
+    def show_about(self) -> None:
+        from PySide6.QtWidgets import QMessageBox
+
+        QMessageBox.about(self, "About SSL Studio", self.about_text())
 
     # ------------------------------------------------------------------ settings
     def _restore_settings(self) -> None:
@@ -433,7 +455,36 @@ class MainWindow(QMainWindow):
         state = s.value("window/state")
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state, SETTINGS_VERSION)
+        else:
+            self._share_pending = True  # the default layout: share the height once shown
         self.banner_bar.hide()  # a message from last session is not news
+
+    def _fit_to_screen(self) -> None:
+        """Open inside the screen the window is on: a restored geometry that does not fit is replaced
+        by the default size shrunk to the screen's free area, centred."""
+        screen = self.screen() or QApplication.primaryScreen()
+        if screen is None:
+            return
+        free = screen.availableGeometry()
+        if free.contains(self.frameGeometry()) and self.width() <= free.width():
+            return
+        width = min(DEFAULT_SIZE[0], free.width() - 16)
+        height = min(DEFAULT_SIZE[1], free.height() - 48)  # room for the title bar
+        self.resize(max(width, 640), max(height, 480))
+        self.move(free.x() + (free.width() - self.width()) // 2, free.y() + max((free.height() - height - 40) // 2, 0))
+        self._share_pending = True  # once shown and laid out at the new size (showEvent)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        if getattr(self, "_share_pending", False):
+            self._share_pending = False
+            QTimer.singleShot(0, self._share_height)
+
+    def _share_height(self) -> None:
+        """Loss over spectrum at 9:11 (the spectrum has three plots): shrinking the window took the height from the loss plots."""
+        chrome = sum(w.sizeHint().height() for w in (self.menuBar(), self.run_toolbar, self.statusBar())) + 40  # tabs, titles
+        both = max(self.height() - chrome, 2)
+        self.resizeDocks([self.loss_dock, self.spectrum_dock], [both * 9 // 20, both * 11 // 20], Qt.Vertical)
 
     def save_settings(self) -> None:
         s = self.settings
@@ -448,11 +499,19 @@ class MainWindow(QMainWindow):
             dock.show()
         self.resizeDocks([self.experiment_dock, self.loss_dock, self.embedding_dock], [420, 600, 520], Qt.Horizontal)
 
+    def _tint_icons(self) -> None:
+        """Start, Pause (Resume shows play) and Stop in the theme's text colour: legible on light and dark."""
+        style = self.style()
+        pause = QStyle.SP_MediaPlay if self.state == "paused" else QStyle.SP_MediaPause
+        for act, icon in ((self.action_start, QStyle.SP_MediaPlay), (self.action_pause, pause), (self.action_stop, QStyle.SP_MediaStop)):
+            act.setIcon(theme.tinted(style.standardIcon(icon)))
+
     def set_theme(self, name: str) -> None:
         app = QApplication.instance()
         name = theme.apply(app, name)
         self.theme_actions[name].setChecked(True)
         theme.recolor_plots(self)
+        self._tint_icons()
         self.settings.setValue("theme", name)
         self.themeChanged.emit(name)
 
@@ -479,6 +538,7 @@ class MainWindow(QMainWindow):
         self.action_pause.setEnabled(can_pause)
         self.experiment.pause_button.setEnabled(can_pause or state == "paused")
         self.action_pause.setText("Resume" if state == "paused" else "Pause")
+        self._tint_icons()
         self.action_stop.setEnabled(active)
         self.action_open_images.setEnabled(state == "idle")
         self.action_open_cifar.setEnabled(state == "idle")
@@ -626,9 +686,16 @@ class MainWindow(QMainWindow):
                                              f"this run ({type(exc).__name__}: {exc}); the other panels carry on.", 10000)
 
     def _clear_panels(self) -> None:
+        """A new run (or a run folder opened) starts from empty panels; the docks of visuals the last
+        objective drew (zero-shot, reconstructions, ...) are hidden until this run sends that kind again."""
         self.panel_errors.clear()
         for panel in self.panels:
             self._call_panel(panel, "clear")
+        self._fed_kinds: set[str] = set()
+        for kind, panel in self.visual_panels.items():
+            dock = self.docks.get(f"{kind}Dock")
+            if panel is not None and dock is not None:
+                dock.hide()
 
     def _dispatch(self, events: list, live: bool = True) -> None:
         if not events:
@@ -636,6 +703,12 @@ class MainWindow(QMainWindow):
         for ev in events:
             if isinstance(ev, Visuals):
                 panel = self._visual_panel(ev.kind)
+                if panel is not None and ev.kind not in self._fed_kinds:
+                    self._fed_kinds.add(ev.kind)
+                    dock = self.docks.get(f"{ev.kind}Dock")
+                    if dock is not None and dock.isHidden():
+                        dock.show()
+                        QTimer.singleShot(0, dock.raise_)
                 if live and panel is not None and hasattr(panel, "set_scorer"):
                     self._attach_text_scorer(panel)
         for panel in self.panels:
@@ -645,12 +718,13 @@ class MainWindow(QMainWindow):
                 self._on_started(ev, live)
             elif isinstance(ev, Step):
                 self.last_step = ev
-            elif isinstance(ev, (Finished, Failed)):
-                if self.last_step is not None:  # the last step's numbers first: the ending's "done"/"stopped" stays
-                    self._show_step(self.last_step)
-                (self._on_finished_event if isinstance(ev, Finished) else self._on_failed_event)(ev, live)
-        if self.last_step is not None and not isinstance(events[-1], (Finished, Failed)):
+        if self.last_step is not None:
             self._show_step(self.last_step)
+        for ev in events:  # after the last step: "done" or "stopped" must not be overwritten by an ETA
+            if isinstance(ev, Finished):
+                self._on_finished_event(ev, live)
+            elif isinstance(ev, Failed):
+                self._on_failed_event(ev, live)
 
     def _on_started(self, ev: Started, live: bool) -> None:
         self.current_run = ev.run_dir
@@ -661,7 +735,7 @@ class MainWindow(QMainWindow):
         self.status_device.setText(where if live else f"replay · {where}")
         self.status_device.setToolTip(f"{ev.objective} on {ev.data} ({ev.num_train:,} training images), {ev.backbone} "
                                       f"({ev.parameters:,} parameters), batch {ev.batch_size}")
-        self.setWindowTitle(f"SSL Studio — {Path(ev.run_dir).name}")
+        self.setWindowTitle(Path(ev.run_dir).name)  # Qt adds " — SSL Studio", the application's display name
         if live:
             self.runs_browser.refresh()  # the new run shows up as running
         if live and self.state == "loading":
@@ -684,6 +758,7 @@ class MainWindow(QMainWindow):
         for w in (self.status_epoch, self.status_rate, self.status_eta):
             w.setText("")
         self.progress.setValue(0)
+        self.progress.setFormat("%p%")
 
     def _on_finished_event(self, ev: Finished, live: bool) -> None:
         s = ev.summary or {}
@@ -697,6 +772,8 @@ class MainWindow(QMainWindow):
         self.status_eta.setText("done" if ev.status == "completed" else ev.status)
         if ev.status == "completed":
             self.progress.setValue(1000)
+        else:
+            self.progress.setFormat(f"{ev.status} at %p%")
         if s.get("collapse"):
             self.show_banner(f"{text} Warning: {s['collapse']} (mean cosine {s.get('mean_cosine', float('nan')):.2f}, "
                              f"effective rank {s.get('effective_rank', float('nan')):.1f}): the features no longer tell images apart; "
@@ -709,6 +786,7 @@ class MainWindow(QMainWindow):
         head = "The run failed" if status == "failed" else f"The run {status}"
         self.show_banner(f"{head}: {ev.message}", "error")
         self.status_eta.setText(status)
+        self.progress.setFormat(f"{status} at %p%")
         field = ev.message.split(" ", 1)[0] if ev.message else ""
         if re.fullmatch(r"[a-z_]+(\.[a-z_]+)*", field or "") and self.experiment.widget_for_field(field) is not None:
             self.experiment.mark_external(field, ev.message)
@@ -747,13 +825,13 @@ class MainWindow(QMainWindow):
         self._load_run_imageset(path)
         self._dispatch(events, live=False)
         self.current_run = str(path)
-        self.setWindowTitle(f"SSL Studio — {path.name}")
+        self.setWindowTitle(path.name)
         if not any(isinstance(e, (Finished, Failed)) for e in events):
             self._tail_path, self._tail_offset = path, offset
             self._tail_timer.start()
             self.statusBar().showMessage(f"Following {path.name} as it is written...", 5000)
         else:
-            self.statusBar().showMessage(f"Opened {path}.", 5000)
+            self.statusBar().showMessage(f"Opened {path}. Re-run (Runs panel) loads its configuration into the form.", 8000)
         return True
 
     def _load_run_imageset(self, path: Path) -> None:

@@ -80,6 +80,21 @@ def palette(name: str | None = None) -> dict:
     return PALETTES[name or _current]
 
 
+def tinted(icon: QIcon, colour: str | None = None, size: int = 32) -> QIcon:
+    """``icon`` painted in one colour (default: the theme's text colour), keeping its shape and its disabled look:
+    the style's black media icons vanish on the dark theme's grey toolbar."""
+    from PySide6.QtGui import QPainter, QPixmap
+
+    pix = QPixmap(icon.pixmap(size, size))
+    if pix.isNull():
+        return icon
+    painter = QPainter(pix)
+    painter.setCompositionMode(QPainter.CompositionMode_SourceIn)
+    painter.fillRect(pix.rect(), QColor(colour or palette()["text"]))
+    painter.end()
+    return QIcon(pix)
+
+
 def icon_path(ext: str = "svg") -> Path:
     return resources_dir() / "icons" / f"ssl-studio.{ext}"
 

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QPushButt
                                QWidget)
 
 from ssl_studio.engine.events import Probe, Started
+from ssl_studio.gui.fitting import ElidedLabel
 from ssl_studio.gui.panels.base import Panel, class_colour, image_to_pixmap, legend_brush, name_control, watch_theme
 from ssl_studio.gui.panels.projection import METHOD_TITLES, UMAP_HINT, ProjectionRunner, umap_available
 
@@ -120,12 +121,15 @@ class EmbeddingPanel(Panel):
         if not umap_available():
             item = self.method_combo.model().item(2)
             item.setEnabled(False)
+            item.setText("UMAP (needs umap-learn)")  # greyed out with its reason in sight, not only in a tooltip
+            self.method_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            self.method_combo.setMinimumContentsLength(7)  # the list opens wide enough; the closed box stays narrow
             item.setToolTip(UMAP_HINT)
             self.method_combo.setItemData(2, UMAP_HINT, Qt.ItemDataRole.ToolTipRole)
         self.compute_button = name_control(QPushButton("Compute"), "embeddingCompute", "Compute projection",
                                            "Compute the chosen projection from the latest probe's features, in the background.")
         self.compute_button.setEnabled(False)
-        self.status = name_control(QLabel("Waiting for the first probe…"), "embeddingStatus", "Embedding status")
+        self.status = name_control(ElidedLabel("Waiting for the first probe…"), "embeddingStatus", "Embedding status")
         bar = QHBoxLayout()
         bar.setContentsMargins(4, 2, 4, 0)
         bar.addWidget(QLabel("Map"))
@@ -153,7 +157,7 @@ class EmbeddingPanel(Panel):
         watch_theme([self.legend])
         self.inset = _Inset(self.plot_widget)
 
-        self.neighbour_caption = name_control(QLabel("Click a point to see its nearest neighbours."), "embeddingNeighbourCaption",
+        self.neighbour_caption = name_control(ElidedLabel("Click a point to see its nearest neighbours."), "embeddingNeighbourCaption",
                                               "Nearest neighbours caption")
         strip = QWidget()
         strip_layout = QHBoxLayout(strip)
@@ -320,8 +324,23 @@ class EmbeddingPanel(Panel):
             self.scatter.setData(x=pts[:, 0], y=pts[:, 1], brush=brush, pen=None, size=POINT_SIZE)
             self._drawn_brush = brush
         self._update_legend()
+        self._leave_room_for_legend(pts)
         self.status.setText(f"{text} · {len(pts):,} images")
         self._update_highlight()
+
+    def _leave_room_for_legend(self, pts: np.ndarray) -> None:
+        """Widen the x range on the right by the legend's width, so the class legend sits beside
+        the points instead of over the densest part of the map."""
+        vb = self.plot.getViewBox()
+        finite = pts[np.isfinite(pts).all(1)] if len(pts) else pts
+        legend_w = self.legend.boundingRect().width() if self.legend.isVisible() and self.legend.items else 0.0
+        if not len(finite) or legend_w <= 0 or vb.width() <= legend_w + 40:
+            vb.enableAutoRange()
+            return
+        (x0, y0), (x1, y1) = finite.min(0), finite.max(0)
+        span = max(float(x1 - x0), 1e-6)
+        room = span * (legend_w + 12) / (vb.width() - legend_w - 12)
+        vb.setRange(xRange=(float(x0), float(x1) + room), yRange=(float(y0), float(y1)), padding=0.03)
 
     def _move_points(self, pts: np.ndarray, brush) -> bool:
         """Move the existing points when only their positions changed (the live case: the probe

@@ -19,6 +19,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
+from ssl_studio.gui.fitting import WrappingLabel
 from ssl_studio.engine.events import Evaluated, Finished, Probe, Started, Step
 from ssl_studio.gui.panels.base import (GrowArray, Panel, cache_axes, ema_filter, label_step_axis, legend_brush, name_control,
                                         symbol_style, watch_theme)
@@ -100,7 +101,7 @@ class LossPanel(Panel):
         self.smoothing_slider.setMinimumWidth(90)
         self.smoothing_slider.setMaximumWidth(180)
         self.smoothing_label = name_control(QLabel(), "lossSmoothingValue", "Smoothing weight")
-        self.best_label = name_control(QLabel(), "lossBest", "Best values")
+        self.best_label = name_control(WrappingLabel(), "lossBest", "Best values")
         self.best_label.setTextFormat(Qt.TextFormat.PlainText)
         bar = QHBoxLayout()
         bar.setContentsMargins(4, 2, 4, 0)
@@ -131,9 +132,11 @@ class LossPanel(Panel):
             cache_axes(plot)
         for plot in (self.loss_plot, self.acc_plot):  # x is linked: step numbers once, at the bottom
             plot.getAxis("bottom").setStyle(showValues=False)
-        self.loss_plot.setLabel("left", "loss")
-        self.acc_plot.setLabel("left", "accuracy")
-        self.lr_plot.setLabel("left", "lr")
+        # short names and no SI prefix: "lr (x0.001)" or "accuracy" rotated along a short plot ran into
+        # the next plot's label, and an empty plot's -0.5..0.5 range read as "loss (x0.001)"
+        for plot, name in ((self.loss_plot, "loss"), (self.acc_plot, "acc"), (self.lr_plot, "lr")):
+            plot.setLabel("left", name)
+            plot.getAxis("left").enableAutoSIPrefix(False)
         label_step_axis(self.lr_plot)
         self.acc_plot.setYRange(0.0, 1.0, padding=0.02)
         self.acc_plot.enableAutoRange(axis="y", enable=False)
@@ -150,7 +153,9 @@ class LossPanel(Panel):
         self.best_loss_text = pg.TextItem(color="#D62728", anchor=(0, 1))
         self.loss_plot.addItem(self.best_loss_text)
 
-        self.acc_legend = self.acc_plot.addLegend(offset=(-8, 8), labelTextSize="8pt", brush=legend_brush())
+        self.acc_legend = self.acc_plot.addLegend(offset=(8, 2),  # top left: accuracy is low early, the "best" label is right
+                                                  labelTextSize="8pt", brush=legend_brush())
+        self.acc_legend.setColumnCount(2)  # one row: a short accuracy plot still holds it
         watch_theme([self.acc_legend])
         self.knn_curve = pg.PlotDataItem([], [], pen=pg.mkPen(KNN_COLOUR, width=2), symbol="o", symbolSize=5,
                                          name="online k-NN", **symbol_style(KNN_COLOUR))
@@ -200,6 +205,8 @@ class LossPanel(Panel):
         self.ema.reset()
         self.best_loss_index = self.best_knn_index = None
         self._drawn_best_loss = None
+        self.best_loss_marker.setData([], [])  # _redraw moves the marker only when the best changed: take it off here
+        self.best_knn_marker.setData([], [])
         self.eval_text = ""
         self.follow_x = True
         self._x_range = None
@@ -366,6 +373,12 @@ class LossPanel(Panel):
     # -- export ------------------------------------------------------------------------
     def plot_scene_item(self):
         return self.graphics.ci
+
+    def export_png(self, path) -> None:
+        """The plots alone, without the Log y box and the smoothing slider above them."""
+        from ssl_studio.gui.panels import export
+
+        export.export_widget_png(self.graphics, path)
 
     def table(self):
         header = ["step", "loss", "loss_smoothed", "lr", "knn_acc", "linear_acc"]

@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
 
 from ssl_studio.engine.compare import Comparison, compare_runs
 from ssl_studio.engine.evaluate import PROTOCOLS
+from ssl_studio.gui.fitting import ElidedLabel, FlowLayout, WrappingLabel
 from ssl_studio.gui.evaluation import DEFAULT_PROTOCOLS, EvaluationJob, protocol_title
 from ssl_studio.gui.panels import export
 from ssl_studio.gui.panels.base import (RUN_COLOURS, cache_axes, ema_filter, label_step_axis, legend_brush, name_control,
@@ -138,7 +139,7 @@ class RunsBrowser(QWidget):
 
     # -- layout ------------------------------------------------------------------------
     def _build(self) -> None:
-        self.root_label = name_control(QLabel(), "runsRoot", "Runs folder")
+        self.root_label = name_control(ElidedLabel(), "runsRoot", "Runs folder")
         self.root_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.open_button = name_control(QPushButton("Open"), "runsOpen", "Open run", "Show the selected run in the live panels.")
         self.open_folder_button = name_control(QPushButton("Open folder…"), "runsOpenFolder", "Open run folder",
@@ -153,13 +154,20 @@ class RunsBrowser(QWidget):
         self.delete_button = name_control(QPushButton("Delete"), "runsDelete", "Delete runs",
                                           "Move the selected run folders to the trash (asks first).")
         self.refresh_button = name_control(QPushButton("Refresh"), "runsRefresh", "Refresh run list")
-        bar = QHBoxLayout()
-        bar.setContentsMargins(4, 2, 4, 2)
+        buttons = QWidget()
+        flow = FlowLayout(buttons)  # onto a second row when the dock is narrow, instead of widening the window
         for b in (self.open_button, self.open_folder_button, self.rerun_button, self.resume_button, self.evaluate_button,
                   self.delete_button, self.refresh_button):
-            bar.addWidget(b)
-        bar.addSpacing(8)
-        bar.addWidget(self.root_label, 1)
+            flow.addWidget(b)
+        policy = buttons.sizePolicy()
+        policy.setHeightForWidth(True)
+        buttons.setSizePolicy(policy)
+        bar = QVBoxLayout()
+        bar.setContentsMargins(0, 0, 0, 0)
+        bar.setSpacing(0)
+        bar.addWidget(buttons)
+        self.root_label.setContentsMargins(6, 0, 6, 0)
+        bar.addWidget(self.root_label)
 
         # evaluation: progress while one runs, then a one-line outcome
         self.evaluation_progress = name_control(QProgressBar(), "evaluationProgress", "Evaluation progress")
@@ -167,8 +175,7 @@ class RunsBrowser(QWidget):
         self.evaluation_progress.setTextVisible(True)
         self.cancel_evaluation_button = name_control(QPushButton("Cancel"), "cancelEvaluationButton", "Cancel evaluation",
                                                      "Stop the evaluation; protocols already finished stay in report.json.")
-        self.evaluation_message = name_control(QLabel(), "evaluationMessage", "Evaluation message")
-        self.evaluation_message.setWordWrap(True)
+        self.evaluation_message = name_control(WrappingLabel(), "evaluationMessage", "Evaluation message")
         self.evaluation_message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.dismiss_evaluation_button = name_control(QPushButton("Dismiss"), "dismissEvaluationMessage",
                                                       "Dismiss evaluation message")
@@ -229,8 +236,7 @@ class RunsBrowser(QWidget):
         self.protocol_table = name_control(QTableWidget(), "protocolComparison", "Protocol comparison",
                                            "The headline accuracy of every protocol the selected runs were evaluated by.")
         self.protocol_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.protocol_note = name_control(QLabel(), "protocolNote", "Protocol comparison note")
-        self.protocol_note.setWordWrap(True)
+        self.protocol_note = name_control(WrappingLabel(), "protocolNote", "Protocol comparison note")
         self.agreement_table = name_control(QTableWidget(0, 3), "agreementTable", "Agreement between protocols",
                                             "Kendall's tau between the rankings two protocols give the selected runs: "
                                             "+1 the same order, -1 the reverse; – when fewer than two runs have both "
@@ -276,7 +282,7 @@ class RunsBrowser(QWidget):
         self.diff_only.setChecked(True)
         self.diff_table = name_control(QTableWidget(), "runsConfigDiff", "Configuration comparison")
         self.diff_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.diff_note = name_control(QLabel(), "runsDiffNote", "Configuration comparison note")
+        self.diff_note = name_control(WrappingLabel(), "runsDiffNote", "Configuration comparison note")
         config = QWidget()
         cl = QVBoxLayout(config)
         cl.setContentsMargins(2, 2, 2, 2)
@@ -292,8 +298,12 @@ class RunsBrowser(QWidget):
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.addWidget(top)
         self.splitter.addWidget(self.tabs)
-        self.splitter.setStretchFactor(0, 2)
-        self.splitter.setStretchFactor(1, 3)
+        # a floor of its own, below what its tables and plots would ask: docked under the loss plots on a
+        # laptop screen, the browser must not take the height the loss dock needs (the splitter lends more)
+        top.setMinimumHeight(170)  # two rows of buttons, the folder and three runs
+        self.tabs.setMinimumHeight(110)
+        self.splitter.setStretchFactor(0, 3)  # the list of runs first; the comparison below it
+        self.splitter.setStretchFactor(1, 2)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.splitter)
@@ -977,7 +987,8 @@ class RunsBrowser(QWidget):
 
     def _export_dialog(self, kind: str) -> None:
         filters = {"csv": "CSV (*.csv)", "md": "Markdown (*.md)"}
-        path, _ = QFileDialog.getSaveFileName(self, "Export comparison", str(Path.home() / f"comparison.{kind}"), filters[kind])
+        folder = self.runs_dir if self.runs_dir.is_dir() else Path.cwd()  # beside the runs, as panel exports go in the run folder
+        path, _ = QFileDialog.getSaveFileName(self, "Export comparison", str(folder / f"comparison.{kind}"), filters[kind])
         if not path:
             return
         try:

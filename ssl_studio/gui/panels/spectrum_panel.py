@@ -21,8 +21,9 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt
 from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
-from ssl_studio.engine.diagnostics import collapse_verdict
+from ssl_studio.engine.diagnostics import Baseline, collapse_verdict
 from ssl_studio.engine.events import Probe, Started
+from ssl_studio.gui.fitting import ElidedLabel, WrappingLabel
 from ssl_studio.gui.panels.base import (GrowArray, GrowRows, Panel, cache_axes, label_step_axis, legend_brush, name_control,
                                         symbol_style, watch_theme)
 
@@ -67,6 +68,7 @@ class SpectrumPanel(Panel):
         self.mean_cosines = GrowArray(64)
         self.dim_stds = GrowArray(64)
         self.verdicts: list[str | None] = []
+        self.initial: Baseline | None = None  # this run's step-0 probe: collapse is judged against it
         self.spectra: GrowRows | None = None
         self.heat: GrowRows | None = None
         self.verdict: str | None = None
@@ -74,8 +76,7 @@ class SpectrumPanel(Panel):
 
     # -- layout ------------------------------------------------------------------------
     def _build(self) -> None:
-        self.banner = name_control(QLabel(), "spectrumBanner", "Collapse warning")
-        self.banner.setWordWrap(True)
+        self.banner = name_control(WrappingLabel(), "spectrumBanner", "Collapse warning")
         self.banner.setStyleSheet("padding:6px; font-weight:bold; border-radius:3px;")
         self.banner.hide()
 
@@ -84,8 +85,8 @@ class SpectrumPanel(Panel):
         self.rank_caption = QLabel("effective rank")
         self.rank_caption.setEnabled(False)  # the theme's muted text colour
         self.cosine_label = name_control(QLabel("–"), "spectrumMeanCosine", "Mean cosine similarity")
-        self.std_label = name_control(QLabel("–"), "spectrumDimStd", "Per-dimension standard deviation")
-        self.projector_label = name_control(QLabel(""), "spectrumProjectorRank", "Projector effective rank")
+        self.std_label = name_control(ElidedLabel("–", min_width=50), "spectrumDimStd", "Per-dimension standard deviation")
+        self.projector_label = name_control(ElidedLabel("", min_width=30), "spectrumProjectorRank", "Projector effective rank")
         for lab in (self.cosine_label, self.std_label, self.projector_label):
             lab.setStyleSheet("font-size:14px;")
         numbers = QGridLayout()
@@ -96,7 +97,7 @@ class SpectrumPanel(Panel):
         numbers.addWidget(self.cosine_label, 1, 1)
         numbers.addWidget(QLabel("per-dim std"), 0, 2)
         numbers.addWidget(self.std_label, 1, 2)
-        numbers.addWidget(self.projector_label, 1, 3)
+        numbers.addWidget(self.projector_label, 2, 1, 1, 2)  # under the two numbers: the row stays narrow
         numbers.setColumnStretch(4, 1)
         for c in (1, 2, 3):
             numbers.setColumnMinimumWidth(c, 110)
@@ -119,6 +120,7 @@ class SpectrumPanel(Panel):
         label_step_axis(self.rank_plot)
         self.rank_plot.showGrid(x=True, y=True, alpha=0.15)
         self.rank_legend = self.rank_plot.addLegend(offset=(-6, 6), labelTextSize="8pt", brush=legend_brush())
+        self.rank_legend.setColumnCount(2)  # one row: it stays inside a short plot
         watch_theme([self.rank_legend])
         self.rank_curve = pg.PlotDataItem([], [], pen=pg.mkPen("#2CA02C", width=2), symbol="o", symbolSize=4,
                                           name="backbone", **symbol_style("#2CA02C"))
@@ -154,6 +156,7 @@ class SpectrumPanel(Panel):
         for arr in (self.steps, self.ranks, self.projector_ranks, self.mean_cosines, self.dim_stds):
             arr.clear()
         self.verdicts.clear()
+        self.initial = None
         self.spectra = self.heat = None
         self.feature_dim = None
         self.verdict = None
@@ -192,7 +195,9 @@ class SpectrumPanel(Panel):
         self.projector_ranks.append(np.nan if p.projector_rank is None else p.projector_rank)
         self.mean_cosines.append(p.mean_cosine)
         self.dim_stds.append(p.dim_std)
-        self.verdicts.append(collapse_verdict(p.mean_cosine, p.effective_rank, dim, p.projector_rank))
+        if p.step == 0 and self.initial is None:
+            self.initial = Baseline(p.mean_cosine, p.effective_rank, p.projector_rank)
+        self.verdicts.append(self._verdict(p, dim))
         if p.spectrum is not None and len(p.spectrum):
             spec = np.asarray(p.spectrum, dtype=np.float32)
             if self.spectra is None or self.spectra.width != len(spec):
@@ -231,7 +236,14 @@ class SpectrumPanel(Panel):
         ref = f" (healthy ≈ {1 / math.sqrt(dim):.3f})" if dim else ""
         self.std_label.setText(_fmt(p.dim_std, 4) + ref)
         self.projector_label.setText(f"projector rank {p.projector_rank:.1f}" if p.projector_rank is not None else "")
-        self._set_banner(collapse_verdict(p.mean_cosine, p.effective_rank, dim, p.projector_rank), p)
+        self._set_banner(self._verdict(p, dim), p)
+
+    def _verdict(self, p: Probe, dim: int) -> str | None:
+        """None for the initial network (a random network's features are alike); later probes are
+        judged against it when this run's step-0 probe was seen."""
+        if p.step == 0:
+            return None
+        return collapse_verdict(p.mean_cosine, p.effective_rank, dim, p.projector_rank, initial=self.initial)
 
     def _draw_heat(self) -> None:
         if self.heat is None or self.heat.n == 0:
@@ -243,7 +255,8 @@ class SpectrumPanel(Panel):
         spacing = spacing if spacing > 0 else 1.0
         width = max(float(steps[-1] - steps[0]) + spacing, spacing)
         self.heat_image.setImage(img, levels=(0.0, 1.0), autoLevels=False)
-        self.heat_image.setRect(QRectF(x0 - spacing / 2, 0.0, width, float(img.shape[1])))
+        # each probe's column spans [its step, the next probe's): the step axis starts at the first probe, not below 0
+        self.heat_image.setRect(QRectF(x0, 0.0, width, float(img.shape[1])))
 
     def _set_banner(self, verdict: str | None, p: Probe | None) -> None:
         self.verdict = verdict

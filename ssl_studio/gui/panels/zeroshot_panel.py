@@ -17,24 +17,21 @@ event: the trainer's visuals are the first images of the probe set.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QScrollArea, QSplitter,
+from PySide6.QtCore import QEvent, QTimer
+from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QScrollArea, QTabWidget,
                                QVBoxLayout, QWidget)
 
 from ssl_studio.engine.events import Evaluated, Probe, Started, Visuals
 from ssl_studio.gui.panels.base import Panel, image_to_pixmap, name_control
+from ssl_studio.gui.panels.zeroshot_confusion import CELL_IMAGES, CELL_SIZE, ConfusionPage, _Cell  # noqa: F401 - CELL_IMAGES re-exported
 
-GRID_COLUMNS = 4
+GRID_COLUMNS = 4  # at most; fewer when the panel is narrow
 MAX_CELLS = 16
 TOP_K = 3
 SEARCH_RESULTS = 10
-CELL_IMAGES = 12
 RESCORE_DELAY_MS = 150  # typing in an editor re-scores after a pause this long
 
 Scorer = Callable[[list[str]], Any]
@@ -68,29 +65,7 @@ def probabilities(image_emb: np.ndarray, class_emb: np.ndarray, logit_scale: flo
     return e / e.sum(axis=1, keepdims=True)
 
 
-class _Cell(QFrame):
-    """One image with a few lines of text under it."""
-
-    def __init__(self, name: str, size: int = 64, lines: int = 3):
-        super().__init__()
-        self.setObjectName(name)
-        self.setAccessibleName(name)
-        v = QVBoxLayout(self)
-        v.setContentsMargins(2, 2, 2, 2)
-        v.setSpacing(1)
-        self.image = QLabel()
-        self.image.setFixedSize(size, size)
-        self.image.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.text = QLabel()
-        self.text.setStyleSheet("font-size: 10px;")
-        self.text.setTextFormat(Qt.TextFormat.RichText)
-        self.text.setMinimumWidth(size + 40)
-        v.addWidget(self.image, 0, Qt.AlignmentFlag.AlignHCenter)
-        v.addWidget(self.text)
-        self.size = size
-
-
-class ZeroShotPanel(Panel):
+class ZeroShotPanel(ConfusionPage, Panel):
     title = "Zero-shot"
     visual_kind = "zeroshot"
 
@@ -127,17 +102,19 @@ class ZeroShotPanel(Panel):
         self.template_edit = name_control(QPlainTextEdit(), "zeroshotTemplates", "Prompt templates",
                                           "One template per line, {} is the class name; the class embedding is the mean of its prompts.")
         for edit in (self.class_edit, self.template_edit):
-            edit.setMaximumHeight(130)
+            edit.setMaximumHeight(90)
         self.prompt_note = name_control(QLabel(""), "zeroshotPromptNote", "Prompt note")
         self.prompt_note.setWordWrap(True)
         self.prompt_note.setStyleSheet("font-size: 10px; color: #a05000;")
         editors = QWidget()
         ev = QVBoxLayout(editors)
         ev.setContentsMargins(2, 0, 2, 0)
-        ev.addWidget(QLabel("Classes"))
-        ev.addWidget(self.class_edit)
-        ev.addWidget(QLabel("Templates ({} = class)"))
-        ev.addWidget(self.template_edit)
+        pair = QGridLayout()  # classes and templates side by side: the confusion matrix gets the height
+        pair.addWidget(QLabel("Classes"), 0, 0)
+        pair.addWidget(self.class_edit, 1, 0)
+        pair.addWidget(QLabel("Templates ({} = class)"), 0, 1)
+        pair.addWidget(self.template_edit, 1, 1)
+        ev.addLayout(pair)
         ev.addWidget(self.prompt_note)
 
         self.search_edit = name_control(QLineEdit(), "zeroshotSearch", "Caption search",
@@ -162,60 +139,23 @@ class ZeroShotPanel(Panel):
         search_scroll.setFixedHeight(96)
         search_scroll.setFrameShape(QFrame.Shape.NoFrame)
 
-        self.plot_widget = pg.PlotWidget()
-        self.plot_widget.setObjectName("zeroshotConfusion")
-        self.plot_widget.setAccessibleName("Zero-shot confusion matrix")
-        self.plot = self.plot_widget.getPlotItem()
-        self.plot.setTitle("Confusion (after evaluation)", size="9pt")
-        self.plot.invertY(True)
-        self.plot.setAspectLocked(True)
-        self.plot.hideButtons()
-        self.plot.setMenuEnabled(False)
-        self.plot.getViewBox().setMouseEnabled(False, False)
-        self.plot.setLabel("left", "true")
-        self.plot.setLabel("bottom", "predicted")
-        self.confusion_image = pg.ImageItem()
-        self.confusion_image.setLookupTable(pg.colormap.get("viridis").getLookupTable(nPts=256))
-        self.plot.addItem(self.confusion_image)
-        self._confusion_texts: list = []
-        self.attribute_label = name_control(QLabel(""), "zeroshotAttributes", "Zero-shot accuracy by caption attribute",
-                                            "Zero-shot accuracy of each word the captions name: which of them the image tower can see.")
-        self.attribute_label.setWordWrap(True)
-        self.attribute_label.setStyleSheet("font-size: 10px;")
-        self.cell_caption = name_control(QLabel("Click a cell of the confusion matrix to see its images."), "zeroshotCellCaption",
-                                         "Confusion cell caption")
-        self.cell_caption.setWordWrap(True)
-        cell_strip = QWidget()
-        cl = QHBoxLayout(cell_strip)
-        cl.setContentsMargins(2, 0, 2, 0)
-        cl.setSpacing(3)
-        self.cell_images = []
-        for k in range(CELL_IMAGES):
-            cell = _Cell(f"zeroshotCellImage{k}", size=40, lines=1)
-            cell.hide()
-            cl.addWidget(cell)
-            self.cell_images.append(cell)
-        cl.addStretch(1)
-        cell_scroll = QScrollArea()
-        cell_scroll.setWidget(cell_strip)
-        cell_scroll.setWidgetResizable(True)
-        cell_scroll.setFixedHeight(80)
-        cell_scroll.setFrameShape(QFrame.Shape.NoFrame)
-
-        right = QWidget()
-        rv = QVBoxLayout(right)
-        rv.setContentsMargins(0, 0, 0, 0)
-        rv.addWidget(editors)
-        rv.addWidget(self.plot_widget, 1)
-        rv.addWidget(self.attribute_label)
-        rv.addWidget(self.cell_caption)
-        rv.addWidget(cell_scroll)
-
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(grid_scroll)
-        split.addWidget(right)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
+        # two pages, each with the dock's whole size: the live predictions with their prompts, and the
+        # confusion matrix after evaluation (shown when an evaluation arrives)
+        predictions = QWidget()
+        pv = QVBoxLayout(predictions)
+        pv.setContentsMargins(0, 0, 0, 0)
+        pv.addWidget(grid_scroll, 1)
+        pv.addWidget(editors)
+        confusion = self._build_confusion()
+        split = name_control(QTabWidget(), "zeroshotPages", "Zero-shot pages")
+        split.setDocumentMode(True)
+        split.addTab(predictions, "Predictions")
+        split.addTab(confusion, "Confusion")
+        self.pages = split
+        self.grid_scroll = grid_scroll
+        grid_scroll.setMinimumHeight(CELL_SIZE + 60)
+        grid_scroll.viewport().installEventFilter(self)
+        self.plot_widget.installEventFilter(self)
 
         root = QVBoxLayout(self)
         root.setContentsMargins(0, 0, 0, 0)
@@ -243,6 +183,24 @@ class ZeroShotPanel(Panel):
         self.search_edit.returnPressed.connect(lambda: self.search(self.search_edit.text()))
         self.plot_widget.scene().sigMouseClicked.connect(self._confusion_clicked)
 
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt override
+        if obj is self.grid_scroll.viewport() and event.type() == QEvent.Type.Resize:
+            self._reflow_grid(event.size().width())
+        elif obj is self.plot_widget and event.type() == QEvent.Type.Resize:
+            self._label_confusion()  # counts and names for the new size
+        return super().eventFilter(obj, event)
+
+    def _reflow_grid(self, width: int) -> None:
+        """As many columns of images as the width holds (1 to GRID_COLUMNS)."""
+        cell_width = CELL_SIZE + 44 + 8
+        columns = max(1, min(GRID_COLUMNS, width // cell_width))
+        if columns == getattr(self, "_columns", None):
+            return
+        self._columns = columns
+        for k, cell in enumerate(self.cells):
+            self.grid.removeWidget(cell)
+            self.grid.addWidget(cell, k // columns, k % columns)
+
     # -- the interface -----------------------------------------------------------------
     def clear(self) -> None:
         self.step = 0
@@ -269,6 +227,16 @@ class ZeroShotPanel(Panel):
         self.confusion_image.clear()
         self.attribute_label.setText("")
         self._clear_confusion_texts()
+        for axis in ("bottom", "left"):
+            self.plot.getAxis(axis).setTicks(None)  # the last run's class names go with it
+        self.plot.setTitle("Confusion (after evaluation)", size="9pt")
+        self.cell_caption.setText("Click a cell of the confusion matrix to see its images.")
+        self.pages.setCurrentIndex(0)
+        for edit in (self.class_edit, self.template_edit):  # the next run's classes and prompts fill them
+            edit.blockSignals(True)
+            edit.setPlainText("")
+            edit.blockSignals(False)
+        self._timer.stop()
         self.status.setText("Waiting for the first zero-shot visuals…")
         self.prompt_note.setText("")
         self.search_note.setText("")
@@ -509,97 +477,6 @@ class ZeroShotPanel(Panel):
             cell.show()
 
     # -- confusion matrix --------------------------------------------------------------
-    def load_report(self, source: str | Path | dict) -> None:
-        """The zero-shot section of a run's report.json (a run folder, the file, or the parsed dict)."""
-        if isinstance(source, dict):
-            report = source
-        else:
-            path = Path(source)
-            path = path / "report.json" if path.is_dir() else path
-            report = json.loads(path.read_text(encoding="utf-8"))
-        if "zeroshot" in report:
-            report = report["zeroshot"]
-        self.set_report(report)
-
-    def set_report(self, report: dict) -> None:
-        conf = report.get("confusion")
-        if conf is None:
-            return
-        self.report = report
-        self.confusion = np.asarray(conf, dtype=np.float64)
-        self.confusion_names = list(report.get("class_names") or self.class_names or [str(i) for i in range(len(self.confusion))])
-        self.eval_indices = np.asarray(report.get("indices", []), np.int64)
-        self.eval_preds = np.asarray(report.get("predictions", []), np.int64)
-        self.eval_labels = np.asarray(report.get("labels", []), np.int64)
-        rows = self.confusion.sum(1, keepdims=True)
-        share = self.confusion / np.maximum(rows, 1)
-        self.confusion_image.setImage(share.T, levels=(0.0, 1.0))  # ImageItem's first axis is x: columns = predicted
-        self._clear_confusion_texts()
-        c = len(self.confusion)
-        if c <= 20:
-            for i in range(c):
-                for j in range(c):
-                    if self.confusion[i, j]:
-                        t = pg.TextItem(f"{int(self.confusion[i, j])}", anchor=(0.5, 0.5),
-                                        color="#000" if share[i, j] > 0.6 else "#fff")
-                        t.setPos(j + 0.5, i + 0.5)
-                        self.plot.addItem(t)
-                        self._confusion_texts.append(t)
-        ticks = [(k + 0.5, n[:8]) for k, n in enumerate(self.confusion_names)]
-        self.plot.getAxis("bottom").setTicks([ticks])
-        self.plot.getAxis("left").setTicks([ticks])
-        attrs = report.get("attributes") or {}
-        self.attribute_label.setText(
-            "Zero-shot by attribute: " + " · ".join(f"{k} {v['top1']:.2f} (chance {v['chance']:.2f})" for k, v in attrs.items()
-                                                     if v.get("top1") is not None) if attrs else "")
-        top1 = report.get("top1")
-        extra = ""
-        if report.get("seen") is not None or report.get("unseen") is not None:
-            fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-            extra = f", seen pairs {fmt(report.get('seen'))}, unseen pairs {fmt(report.get('unseen'))}"
-        self.plot.setTitle(f"Confusion: zero-shot top-1 {top1:.3f}{extra}" if top1 is not None else "Confusion", size="9pt")
-
-    def _clear_confusion_texts(self) -> None:
-        for t in self._confusion_texts:
-            self.plot.removeItem(t)
-        self._confusion_texts = []
-
-    def _confusion_clicked(self, ev) -> None:
-        if self.confusion is None or ev.button() != Qt.MouseButton.LeftButton:
-            return
-        vb = self.plot.getViewBox()
-        if not vb.sceneBoundingRect().contains(ev.scenePos()):
-            return
-        p = vb.mapSceneToView(ev.scenePos())
-        row, col = int(np.floor(p.y())), int(np.floor(p.x()))
-        if 0 <= row < len(self.confusion) and 0 <= col < len(self.confusion):
-            self.select_cell(row, col)
-
-    def select_cell(self, true_class: int, predicted: int) -> list[int]:
-        """Show the held-out images of class ``true_class`` predicted as ``predicted``; returns their indices."""
-        self.selected_cell = (true_class, predicted)
-        members: list[int] = []
-        if self.eval_indices is not None and len(self.eval_indices):
-            mask = (self.eval_labels == true_class) & (self.eval_preds == predicted)
-            members = self.eval_indices[mask].tolist()
-        self.cell_members = members
-        names = self.confusion_names
-        count = int(self.confusion[true_class, predicted]) if self.confusion is not None else len(members)
-        self.cell_caption.setText(f"{names[true_class]} predicted as {names[predicted]}: {count} image{'s' if count != 1 else ''}"
-                                  + (f" (showing {min(len(members), CELL_IMAGES)})" if members else ""))
-        for k, cell in enumerate(self.cell_images):
-            if k >= len(members):
-                cell.hide()
-                continue
-            pix = self._pixmap(members[k], cell.size)
-            if pix is not None:
-                cell.image.setPixmap(pix)
-            else:
-                cell.image.setText(f"#{members[k]}")
-            cell.text.setText(f"#{members[k]}")
-            cell.show()
-        return members
-
     def set_imageset(self, imageset) -> None:
         super().set_imageset(imageset)
         if self.image_emb is not None:
