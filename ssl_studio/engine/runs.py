@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ssl_studio.config import RunConfig, load_config, save_config
-from ssl_studio.engine.events import Event, Failed, Finished, Probe, Started, Visuals
+from ssl_studio.engine.events import Event, Failed, Finished, Probe, Visuals
 from ssl_studio.engine.run_writes import RunWriteError, atomic_write, describe_write_error, remove_quietly
 
 

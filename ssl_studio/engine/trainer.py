@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ssl_studio.config import RunConfig, changed_settings, checkpoint_mismatch, config_to_mapping, validate_config
 from ssl_studio.data import ImageSet
-from ssl_studio.engine import attention, diagnostics, distributed
+from ssl_studio.engine import diagnostics, distributed
 from ssl_studio.engine.build import build_objective, build_views, effective_batch_size, load_data, resolved_optim
 from ssl_studio.engine.control import RunControl
 from ssl_studio.engine.device import autocast, pick_channels_last, pick_device, pick_precision
@@ -520,7 +519,7 @@ class Trainer:
         event = self.prober.probe(self.step, final)
         self.last_probe = event
         if self.step == 0 and self.initial_probe is None:
-            self.initial_probe = diagnostics.Baseline(event.mean_cosine, event.effective_rank, projector_rank)
+            self.initial_probe = diagnostics.Baseline(event.mean_cosine, event.effective_rank, event.projector_rank)
         self.emit(event)
         return event
 

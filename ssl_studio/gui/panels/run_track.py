@@ -269,8 +269,6 @@ class RunTrack:
             self._report = {}
             if key is not None:
                 try:
-                    import json
-
                     data = json.loads((self.path / "report.json").read_text(encoding="utf-8"))
                     self._report = data if isinstance(data, dict) else {}
                 except (OSError, ValueError):
