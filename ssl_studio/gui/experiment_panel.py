@@ -405,13 +405,17 @@ class ExperimentPanel(QWidget):
         self.stop_button = _name(QPushButton("Stop"), "stopButton", "Stop training",
                                  "Stop after this step and save a checkpoint (Ctrl+.)")
         self.start_button.setMinimumHeight(32)
-        for button in (self.start_button, self.pause_button, self.stop_button):
-            button.setMinimumWidth(56)  # below the style's 80 px, so the Processes box does not widen a narrow dock
         self.start_button.clicked.connect(self.startRequested)
         self.pause_button.clicked.connect(self.pauseRequested)
         self.stop_button.clicked.connect(self.stopRequested)
-        row.addWidget(self.processes_label)
-        row.addWidget(self.processes_spin)
+        # on its own line above the buttons: beside them it squeezed Pause's label in a narrow dock
+        processes_row = QHBoxLayout()
+        processes_row.addWidget(self.processes_label)
+        processes_row.addWidget(self.processes_spin)
+        self.processes_hint = QLabel("2 or more: a torchrun job")
+        self.processes_hint.setStyleSheet("color: palette(placeholder-text);")
+        processes_row.addWidget(self.processes_hint, 1)
+        outer.addLayout(processes_row)
         row.addWidget(self.start_button, 2)
         row.addWidget(self.pause_button, 1)
         row.addWidget(self.stop_button, 1)
