@@ -44,6 +44,27 @@ class _Cell(QFrame):
         self.size = size
 
 
+def cell_strip(name_prefix: str, count: int, size: int, height: int, spacing: int) -> tuple[QScrollArea, list[_Cell]]:
+    """A scrolling row of ``count`` hidden one-line image cells (search results, a confusion cell's images)."""
+    strip = QWidget()
+    row = QHBoxLayout(strip)
+    row.setContentsMargins(2, 0, 2, 0)
+    row.setSpacing(spacing)
+    cells = []
+    for k in range(count):
+        cell = _Cell(f"{name_prefix}{k}", size=size, lines=1)
+        cell.hide()
+        row.addWidget(cell)
+        cells.append(cell)
+    row.addStretch(1)
+    scroll = QScrollArea()
+    scroll.setWidget(strip)
+    scroll.setWidgetResizable(True)
+    scroll.setFixedHeight(height)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    return scroll, cells
+
+
 class ConfusionPage:
     """The confusion matrix after evaluation; clicking a cell lists its held-out images."""
 
@@ -71,22 +92,7 @@ class ConfusionPage:
         self.cell_caption = name_control(QLabel("Click a cell of the confusion matrix to see its images."), "zeroshotCellCaption",
                                          "Confusion cell caption")
         self.cell_caption.setWordWrap(True)
-        cell_strip = QWidget()
-        cl = QHBoxLayout(cell_strip)
-        cl.setContentsMargins(2, 0, 2, 0)
-        cl.setSpacing(3)
-        self.cell_images = []
-        for k in range(CELL_IMAGES):
-            cell = _Cell(f"zeroshotCellImage{k}", size=40, lines=1)
-            cell.hide()
-            cl.addWidget(cell)
-            self.cell_images.append(cell)
-        cl.addStretch(1)
-        cell_scroll = QScrollArea()
-        cell_scroll.setWidget(cell_strip)
-        cell_scroll.setWidgetResizable(True)
-        cell_scroll.setFixedHeight(80)
-        cell_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        cell_scroll, self.cell_images = cell_strip("zeroshotCellImage", CELL_IMAGES, size=40, height=80, spacing=3)
 
         confusion = QWidget()
         rv = QVBoxLayout(confusion)

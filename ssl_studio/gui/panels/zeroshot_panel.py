@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QLabel, QLineEd
 
 from ssl_studio.engine.events import Evaluated, Probe, Started, Visuals
 from ssl_studio.gui.panels.base import Panel, image_to_pixmap, name_control
-from ssl_studio.gui.panels.zeroshot_confusion import CELL_IMAGES, CELL_SIZE, ConfusionPage, _Cell  # noqa: F401 - CELL_IMAGES re-exported
+from ssl_studio.gui.panels.zeroshot_confusion import CELL_IMAGES, CELL_SIZE, ConfusionPage, _Cell, cell_strip  # noqa: F401 - CELL_IMAGES re-exported
 
 GRID_COLUMNS = 4  # at most; fewer when the panel is narrow
 MAX_CELLS = 16
@@ -122,22 +122,7 @@ class ZeroShotPanel(ConfusionPage, Panel):
         self.search_edit.setPlaceholderText("Type a caption, e.g. a small red triangle at the top left")
         self.search_note = name_control(QLabel(""), "zeroshotSearchNote", "Caption search note")
         self.search_note.setStyleSheet("font-size: 10px;")
-        strip = QWidget()
-        sl = QHBoxLayout(strip)
-        sl.setContentsMargins(2, 0, 2, 0)
-        sl.setSpacing(4)
-        self.search_cells = []
-        for k in range(SEARCH_RESULTS):
-            cell = _Cell(f"zeroshotSearchResult{k}", size=48, lines=1)
-            cell.hide()
-            sl.addWidget(cell)
-            self.search_cells.append(cell)
-        sl.addStretch(1)
-        search_scroll = QScrollArea()
-        search_scroll.setWidget(strip)
-        search_scroll.setWidgetResizable(True)
-        search_scroll.setFixedHeight(96)
-        search_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        search_scroll, self.search_cells = cell_strip("zeroshotSearchResult", SEARCH_RESULTS, size=48, height=96, spacing=4)
 
         # two pages, each with the dock's whole size: the live predictions with their prompts, and the
         # confusion matrix after evaluation (shown when an evaluation arrives)
