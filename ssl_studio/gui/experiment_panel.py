@@ -634,7 +634,7 @@ class ExperimentPanel(QWidget):
         kind = self.budget_kind.currentData()
         spec = _spec(BudgetConfig, kind)
         self.budget_value.setToolTip(spec.help)
-        self.budget_value.setSuffix(f" {spec.unit}" if spec.unit else "")
+        self.budget_value.setSuffix("")  # the unit box beside it names the unit; a suffix read "5 min  minutes"
         self.budget_value.setStepType(FloatSpinBox.DefaultStepType if kind == "steps" else FloatSpinBox.AdaptiveDecimalStepType)
         self.budget_value.setSingleStep(10 if kind == "steps" else 1)
         if not self._loading:
