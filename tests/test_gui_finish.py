@@ -31,3 +31,18 @@ def test_budget_after_a_preset_is_a_plain_number_beside_its_unit(panel):
     assert "min" not in text
     panel.budget_kind.setCurrentIndex(panel.budget_kind.findData("steps"))
     float(panel.budget_value.text().strip())
+
+
+@pytest.mark.parametrize("source, shown, hidden", [
+    ("shapes", ["num_images", "held_out", "backgrounds", "fixed_background"], ["limit"]),
+    ("digits", [], ["num_images", "held_out", "backgrounds", "fixed_background", "limit"]),
+    ("folder:{tmp}", ["limit"], ["num_images", "held_out", "backgrounds", "fixed_background"]),
+    ("cifar:{tmp}", ["limit"], ["num_images", "held_out", "backgrounds", "fixed_background"]),
+])
+def test_data_details_show_only_the_fields_the_source_reads(panel, tmp_path, source, shown, hidden):
+    panel.set_data_source(source.format(tmp=tmp_path))
+    for name in ["resolution", "val_fraction", *shown]:
+        assert panel.data_form.layout_.isRowVisible(panel.data_form.widget_for(name)), name
+    for name in hidden:
+        assert not panel.data_form.layout_.isRowVisible(panel.data_form.widget_for(name)), name
+    assert panel.valid, panel.error

@@ -74,6 +74,13 @@ BACKBONE_TITLES = {"convnet": "ConvNet (small, fast)", "resnet18": "ResNet-18", 
 SHOWN_TOP_LEVEL = ("batch_size", "seed", "device")
 
 
+# Data fields that only some sources read, by source kind: the others are hidden for that source.
+DATA_FIELDS_FOR = {
+    "num_images": ("shapes",), "held_out": ("shapes",), "backgrounds": ("shapes",), "fixed_background": ("shapes",),
+    "limit": ("folder", "cifar"),
+}
+
+
 def _spec(cls: type, name: str):
     return next(s for s in describe(cls) if s.name == name)
 
@@ -278,6 +285,7 @@ class ExperimentPanel(QWidget):
         self.data_form.setObjectName("dataForm")
         self.data_form.changed.connect(self._changed)
         v.addWidget(Section("Data details", self.data_form, "dataDetails", expanded=False))
+        self._show_data_path()
         self.preview = PreviewStrip()
         self.preview.failed.connect(self._on_preview_failed)
         self.preview.loaded.connect(self._on_preview_loaded)
@@ -590,6 +598,8 @@ class ExperimentPanel(QWidget):
 
     def _show_data_path(self) -> None:
         kind = self._data_kind
+        for field, kinds in DATA_FIELDS_FOR.items():
+            self.data_form.set_row_visible(field, kind in kinds)
         if kind in ("folder", "cifar"):
             path = self._data_paths[kind]
             self.data_path.setText(path or "No folder chosen yet.")

@@ -274,6 +274,12 @@ class ParamForm(QWidget):
     def widget_for(self, name: str) -> QWidget | None:
         return self.widgets.get(name)
 
+    def set_row_visible(self, name: str, visible: bool) -> None:
+        """Show or hide one field with its label (fields that do not apply to the current choice)."""
+        w = self.widgets.get(name)
+        if w is not None:
+            self.layout_.setRowVisible(w, visible)
+
     def set_placeholder(self, name: str, text: str) -> None:
         """Show what an unset optional field will resolve to (e.g. the objective's recipe)."""
         w = self.widgets.get(name)
