@@ -46,3 +46,69 @@ def test_data_details_show_only_the_fields_the_source_reads(panel, tmp_path, sou
     for name in hidden:
         assert not panel.data_form.layout_.isRowVisible(panel.data_form.widget_for(name)), name
     assert panel.valid, panel.error
+
+
+# ---------------------------------------------------------------------------------------------- the window
+from PySide6.QtCore import QSettings, QTimer  # noqa: E402
+from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
+
+from ssl_studio.config import config_from_mapping  # noqa: E402
+from ssl_studio.gui.main_window import MainWindow  # noqa: E402
+
+
+def tiny(steps: int = 400):
+    return config_from_mapping({
+        "objective": {"name": "simclr"}, "data": {"source": "shapes", "num_images": 256}, "model": {"width": 16},
+        "budget": {"steps": steps}, "batch_size": 32, "probe": {"every": 1000, "size": 64, "visuals_every": 0},
+        "device": "cpu", "precision": "float32",
+    })
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    QSettings.setDefaultFormat(QSettings.IniFormat)
+    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp_path / "settings"))
+    w = MainWindow(runs_dir=tmp_path / "runs", settings=QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    if w.session is not None and not w.session.done:
+        w.session.shutdown(10_000)
+
+
+def answer_quit_question(button_text: str, seen: list[str]) -> None:
+    """Click ``button_text`` in the quit question as soon as it is up (it runs its own event loop)."""
+    def poll():
+        box = QApplication.activeModalWidget()
+        if isinstance(box, QMessageBox) and box.objectName() == "quitQuestion":
+            seen.append(box.text())
+            for b in box.buttons():
+                if b.text().replace("&", "") == button_text:
+                    b.click()
+                    return
+        QTimer.singleShot(20, poll)
+    QTimer.singleShot(0, poll)
+
+
+def test_quitting_during_a_run_asks_and_cancel_keeps_window_and_run(window, qtbot):
+    window.confirm_quit = True
+    window.experiment.load_config(tiny())
+    assert window.start_run(), window.banner_text
+    session = window.session
+    seen: list[str] = []
+    answer_quit_question("Cancel", seen)
+    assert not window.close()
+    assert seen == ["A run is training; stop it (its checkpoint is saved) and quit?"]
+    assert window.isVisible() and window.running and window.session is session and window.state != "stopping"
+
+    answer_quit_question("Quit", seen)
+    closed_at_once = window.close()
+    assert len(seen) == 2
+    if not closed_at_once:
+        qtbot.waitUntil(lambda: not window.isVisible(), timeout=120_000)
+    assert session.done
+
+
+def test_closing_an_idle_window_asks_nothing(window):
+    window.confirm_quit = True
+    assert window.close()  # no run: no question (a modal box here would never be answered)

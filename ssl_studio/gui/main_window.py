@@ -117,6 +117,7 @@ class MainWindow(QMainWindow):
     """SSL Studio's one window; ``runs_dir`` is where new runs go and what the browser lists."""
 
     themeChanged = Signal(str)
+    confirm_quit = True  # closing during a live run asks first; tests that close mid-run set it False
 
     def __init__(self, runs_dir: str | Path = "runs", settings: QSettings | None = None, parent: QWidget | None = None):
         super().__init__(parent)
@@ -949,6 +950,18 @@ class MainWindow(QMainWindow):
         return True
 
     # ------------------------------------------------------------------ closing
+    def ask_to_quit(self) -> bool:
+        """Ask once before quitting a live run; True for Quit (the run stops and saves its checkpoint)."""
+        from PySide6.QtWidgets import QMessageBox
+
+        box = QMessageBox(QMessageBox.Question, "Quit SSL Studio",
+                          "A run is training; stop it (its checkpoint is saved) and quit?", parent=self)
+        box.setObjectName("quitQuestion")
+        quit_button = box.addButton("Quit", QMessageBox.AcceptRole)
+        box.setDefaultButton(box.addButton(QMessageBox.Cancel))
+        box.exec()
+        return box.clickedButton() is quit_button
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         """Stop the run (the trainer saves a checkpoint), wait for its thread, then close.
 
@@ -956,6 +969,9 @@ class MainWindow(QMainWindow):
         window stays open with a note and closes itself once the thread ends,
         so a thread is never destroyed while it runs.
         """
+        if self.confirm_quit and self.running and self.state != "stopping" and not self.ask_to_quit():
+            event.ignore()
+            return
         self._closing = True
         self.save_settings()
         self._stop_tail()
