@@ -112,3 +112,30 @@ def test_quitting_during_a_run_asks_and_cancel_keeps_window_and_run(window, qtbo
 def test_closing_an_idle_window_asks_nothing(window):
     window.confirm_quit = True
     assert window.close()  # no run: no question (a modal box here would never be answered)
+
+
+def test_an_opened_run_offers_to_load_its_settings_into_the_form(window, qtbot, tmp_path):
+    from PySide6.QtCore import Qt
+
+    from ssl_studio.config import load_config
+    from ssl_studio.engine.trainer import Trainer
+
+    cfg = config_from_mapping({
+        "objective": {"name": "simclr", "temperature": 0.3}, "data": {"source": "shapes", "num_images": 128},
+        "model": {"width": 8}, "budget": {"steps": 3}, "batch_size": 16,
+        "probe": {"every": 100, "size": 32, "visuals_every": 0}, "device": "cpu", "precision": "float32",
+        "out": str(tmp_path / "runs")})
+    result = Trainer(cfg).run()
+    assert result.ok, result.message
+    window.experiment._select_objective("byol")
+    assert window.open_run(result.run_dir)
+    button = window.banner.action_button
+    assert window.banner_bar.isVisible() and button.isVisible() and button.text() == "Load its settings into the form"
+    assert window.minimumSizeHint().width() <= 1280
+    qtbot.mouseClick(button, Qt.LeftButton)
+    form = window.experiment.to_config()
+    saved = load_config(result.run_dir / "config.toml")
+    assert form.objective.name == "simclr" and form.budget.steps == saved.budget.steps == 3
+    assert form.model.width == 8 and form.data.num_images == 128
+    assert window.session is None and window.state == "idle"  # loaded, not started
+    assert not window.banner_bar.isVisible()

@@ -102,10 +102,22 @@ class Banner(QFrame):
         self.message = _named(WrappingLabel("", preferred_width=2000, max_lines=3), "failureMessage", "Message text")  # wraps; never widens the window
         self.message.setTextInteractionFlags(Qt.TextSelectableByMouse)
         lay.addWidget(self.message, 1)
+        self.action_button = _named(QPushButton(""), "bannerAction", "The message's action")
+        self.action_button.hide()
+        self.action_button.clicked.connect(lambda: self._action() if self._action else None)
+        self._action = None
+        lay.addWidget(self.action_button, 0, Qt.AlignTop)
         self.close_button = _named(QPushButton("Dismiss"), "bannerClose", "Dismiss the message")
         lay.addWidget(self.close_button, 0, Qt.AlignTop)
 
+    def set_action(self, text: str = "", slot=None) -> None:
+        """Offer one button beside the message (none when ``slot`` is None); a new message drops it."""
+        self._action = slot
+        self.action_button.setText(text)
+        self.action_button.setVisible(slot is not None)
+
     def show_message(self, text: str, level: str = "error") -> None:
+        self.set_action()
         self.message.setText(text)
         self.setProperty("level", level)
         for w in (self, self.message):
@@ -521,6 +533,7 @@ class MainWindow(QMainWindow):
         self.banner_bar.show()
 
     def hide_banner(self) -> None:
+        self.banner.set_action()
         self.banner_bar.hide()
 
     @property
@@ -831,8 +844,22 @@ class MainWindow(QMainWindow):
             self._tail_timer.start()
             self.statusBar().showMessage(f"Following {path.name} as it is written...", 5000)
         else:
-            self.statusBar().showMessage(f"Opened {path}. Re-run (Runs panel) loads its configuration into the form.", 8000)
+            self.statusBar().showMessage(f"Opened {path}.", 8000)
+        self._offer_settings(path)
         return True
+
+    def _offer_settings(self, path: Path) -> None:
+        """Beside the opened run's banner: load its settings into the form (Re-run's code, without starting)."""
+        config = path / "config.toml"
+        if not config.is_file():
+            return
+        if not self.banner_bar.isVisible():
+            self.show_banner(f"Opened run {path.name}.", "info")
+
+        def load() -> None:
+            if self.rerun(str(config)):
+                self.hide_banner()
+        self.banner.set_action("Load its settings into the form", load)
 
     def _load_run_imageset(self, path: Path) -> None:
         """Thumbnails for a replayed run come from its data source, when that is the cheap built-in one."""
