@@ -117,25 +117,72 @@ def test_closing_an_idle_window_asks_nothing(window):
 def test_an_opened_run_offers_to_load_its_settings_into_the_form(window, qtbot, tmp_path):
     from PySide6.QtCore import Qt
 
-    from ssl_studio.config import load_config
-    from ssl_studio.engine.trainer import Trainer
+    from ssl_studio.config import load_config, save_config
 
     cfg = config_from_mapping({
         "objective": {"name": "simclr", "temperature": 0.3}, "data": {"source": "shapes", "num_images": 128},
-        "model": {"width": 8}, "budget": {"steps": 3}, "batch_size": 16,
-        "probe": {"every": 100, "size": 32, "visuals_every": 0}, "device": "cpu", "precision": "float32",
-        "out": str(tmp_path / "runs")})
-    result = Trainer(cfg).run()
-    assert result.ok, result.message
+        "model": {"width": 8}, "budget": {"steps": 3}, "batch_size": 16, "device": "cpu", "precision": "float32"})
+    run_dir = tmp_path / "runs" / "a-run"  # a run folder as far as opening it needs: its config and its records
+    run_dir.mkdir(parents=True)
+    save_config(cfg, run_dir / "config.toml")
+    (run_dir / "metrics.jsonl").write_text("")
     window.experiment._select_objective("byol")
-    assert window.open_run(result.run_dir)
+    assert window.open_run(run_dir)
+    window._stop_tail()
     button = window.banner.action_button
     assert window.banner_bar.isVisible() and button.isVisible() and button.text() == "Load its settings into the form"
     assert window.minimumSizeHint().width() <= 1280
     qtbot.mouseClick(button, Qt.LeftButton)
     form = window.experiment.to_config()
-    saved = load_config(result.run_dir / "config.toml")
+    saved = load_config(run_dir / "config.toml")
     assert form.objective.name == "simclr" and form.budget.steps == saved.budget.steps == 3
     assert form.model.width == 8 and form.data.num_images == 128
     assert window.session is None and window.state == "idle"  # loaded, not started
     assert not window.banner_bar.isVisible()
+
+
+# ---------------------------------------------------------------------------------------------- budget advice
+def dino_vit(panel, minutes: float):
+    from ssl_studio.presets import list_presets
+
+    panel.load_config(load_config(next(i for i in list_presets() if i.name == "dino-vit").path))
+    panel.budget_kind.setCurrentIndex(panel.budget_kind.findData("minutes"))
+    panel.budget_value.setValue(minutes)
+    assert panel.config.model.backbone == "vit" and panel.config.budget.minutes == minutes
+
+
+def test_a_budget_too_short_for_dino_on_the_vit_says_so_before_start(panel):
+    from ssl_studio.gui.budget_advice import rate_key
+
+    dino_vit(panel, 3)
+    panel.budget_advisor.rates[rate_key(panel.config)] = 128 * 25 / 60  # 25 steps a minute at batch 128
+    panel.budget_value.setValue(2)
+    assert panel.budget_note.isVisibleTo(panel)
+    assert panel.budget_note.text() == ("DINO on the ViT needs about 600 steps to show learning; 2 minutes here give "
+                                        "about 50; try 24 minutes.")
+    panel.budget_value.setValue(30)  # 750 steps: enough
+    assert not panel.budget_note.isVisibleTo(panel)
+    panel.budget_value.setValue(2)
+    panel._select_objective("simclr")  # no declared minimum: no advice
+    panel.backbone_combo.setCurrentIndex(panel.backbone_combo.findData("convnet"))
+    assert not panel.budget_note.isVisibleTo(panel)
+
+
+def test_an_unknown_rate_is_measured_off_the_gui_thread(panel, qtbot, monkeypatch, tmp_path):
+    import threading
+
+    from ssl_studio.gui import budget_advice
+
+    threads = []
+
+    def fake_rate(cfg, repeats=2):
+        threads.append(threading.current_thread())
+        return 128 * 10 / 60  # 10 steps a minute
+
+    monkeypatch.setattr(budget_advice, "measure_rate", fake_rate)
+    panel.runs_dir = tmp_path  # no earlier run to read a rate from
+    panel.budget_advisor._measure_timer.setInterval(0)
+    dino_vit(panel, 5)
+    qtbot.waitUntil(lambda: panel.budget_note.isVisibleTo(panel), timeout=10_000)
+    assert "5 minutes here give about 50; try 60 minutes." in panel.budget_note.text()
+    assert threads and threads[0] is not threading.main_thread()

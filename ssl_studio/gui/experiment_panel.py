@@ -57,6 +57,8 @@ from ssl_studio.config import (
 )
 from ssl_studio.engine.build import augment_adjustments, resolve_augment
 from ssl_studio.engine.launch import max_processes
+from ssl_studio.gui.budget_advice import BudgetAdvisor
+from ssl_studio.gui.fitting import WrappingLabel
 from ssl_studio.gui.param_form import INT_LIMIT, FloatSpinBox, ParamForm, format_number, pretty_name
 from ssl_studio.gui.preview import PreviewStrip
 from ssl_studio.models import DEFAULT_DEPTH
@@ -174,6 +176,9 @@ class ExperimentPanel(QWidget):
         self.config: RunConfig | None = None
         self.runs_dir = Path("runs")  # where "Start from" looks first; the window sets its own
         self._build()
+        self.budget_advisor = BudgetAdvisor(self.runs_dir, self)
+        self.budget_advisor.noteChanged.connect(self._show_budget_note)
+        self.configChanged.connect(self._check_budget)
         self._on_objective_changed()
 
     # ------------------------------------------------------------------ building
@@ -424,6 +429,9 @@ class ExperimentPanel(QWidget):
         self.processes_hint.setStyleSheet("color: palette(placeholder-text);")
         processes_row.addWidget(self.processes_hint, 1)
         outer.addLayout(processes_row)
+        self.budget_note = _name(WrappingLabel(""), "budgetNote", "Budget advice")  # too short a budget, before Start
+        self.budget_note.hide()
+        outer.addWidget(self.budget_note)
         row.addWidget(self.start_button, 2)
         row.addWidget(self.pause_button, 1)
         row.addWidget(self.stop_button, 1)
@@ -871,5 +879,14 @@ class ExperimentPanel(QWidget):
         self.pause_button.setEnabled(state in ("running", "paused", "loading"))
         self.stop_button.setEnabled(state in ("running", "paused", "loading"))
 
+    def _check_budget(self) -> None:
+        self.budget_advisor.runs_dir = Path(self.runs_dir)
+        self.budget_advisor.check(self.config)
+
+    def _show_budget_note(self, note: str) -> None:
+        self.budget_note.setText(note)
+        self.budget_note.setVisible(bool(note))
+
     def shutdown(self) -> None:
+        self.budget_advisor.shutdown()
         self.preview.shutdown()

@@ -763,6 +763,8 @@ class MainWindow(QMainWindow):
         self.status_step.setText(f"step {ev.step:,}{total}")
         self.status_epoch.setText(f"epoch {ev.epoch:.2f}")
         self.status_rate.setText(f"{ev.images_per_s:,.0f} img/s")
+        if self.running and getattr(self.session, "cfg", None) is not None:  # the budget advice's rate for this set-up
+            self.experiment.budget_advisor.record(self.session.cfg, ev.images_per_s)
         self.status_eta.setText(f"ETA {_fmt_duration(ev.eta_s)}")
         self.progress.setValue(int(round(1000 * min(max(ev.progress, 0.0), 1.0))))
 

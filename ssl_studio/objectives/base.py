@@ -115,6 +115,10 @@ class Objective(nn.Module):
     # Backbone name -> the settings that learn there when the paper's do not (DINO: its ViT
     # recipe on the ConvNet); see ``recipe_for`` and ``param_defaults_for``.
     backbone_recipes: ClassVar[dict[str, BackboneRecipe]] = {}
+    # Backbone name -> roughly how many optimiser steps the objective needs there before its curves show
+    # learning (from the lab's studies, resources/studies/); the window warns before Start when a minutes
+    # budget gives far fewer on this device.  Absent: no warning.
+    min_steps: ClassVar[dict[str, int]] = {}
     num_global_views: ClassVar[int] = 2
     # Augmentation settings of the method's paper, used wherever the user left the lab's default
     # (e.g. MAE: crops and flips only).  Keys are AugmentConfig fields.
