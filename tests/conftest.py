@@ -34,3 +34,33 @@ def no_quit_question(monkeypatch):
     module = sys.modules.get("ssl_studio.gui.main_window")
     if module is not None:
         monkeypatch.setattr(module.MainWindow, "confirm_quit", False)
+
+
+@pytest.fixture
+def panel(qtbot):
+    """The Experiment panel alone, shown; its background jobs are shut down after the test."""
+    from ssl_studio.gui.experiment_panel import ExperimentPanel
+
+    p = ExperimentPanel()
+    qtbot.addWidget(p)
+    p.show()
+    yield p
+    p.shutdown()
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    """The lab window over an empty runs folder, with settings of its own (nothing read from or left in $HOME)."""
+    from PySide6.QtCore import QSettings
+
+    from ssl_studio.gui.main_window import MainWindow
+
+    QSettings.setDefaultFormat(QSettings.IniFormat)
+    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp_path / "settings"))
+    w = MainWindow(runs_dir=tmp_path / "runs", settings=QSettings(str(tmp_path / "ssl-studio.ini"), QSettings.IniFormat))
+    w.confirm_quit = False  # closed mid-run at the end of a test: no modal question (a test of it sets this back)
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    if w.session is not None and not w.session.done:
+        w.session.shutdown(30_000)

@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (  # noqa: E402
 
 from ssl_studio.config import ABLATIONS, RunConfig, config_from_mapping, config_to_mapping, load_config  # noqa: E402
 from ssl_studio.engine.trainer import DEFAULT_MINUTES  # noqa: E402
-from ssl_studio.gui.experiment_panel import ExperimentPanel  # noqa: E402
 from ssl_studio.objectives import all_objectives, get_objective  # noqa: E402
 from ssl_studio.params import describe  # noqa: E402
 from ssl_studio.presets import list_presets  # noqa: E402
@@ -34,15 +33,6 @@ def same_run(a: RunConfig, b: RunConfig) -> bool:
     cls = get_objective(oa["name"])
     return ma == mb and oa["name"] == ob["name"] and cls.parse_params({k: v for k, v in oa.items() if k != "name"}) == \
         cls.parse_params({k: v for k, v in ob.items() if k != "name"})
-
-
-@pytest.fixture
-def panel(qtbot):
-    p = ExperimentPanel()
-    qtbot.addWidget(p)
-    p.show()
-    yield p
-    p.shutdown()
 
 
 def test_defaults_are_simclr_on_shapes_and_valid(panel):

@@ -8,17 +8,7 @@ import pytest
 pytest.importorskip("pytestqt")
 
 from ssl_studio.config import load_config  # noqa: E402
-from ssl_studio.gui.experiment_panel import ExperimentPanel  # noqa: E402
 from ssl_studio.presets import list_presets  # noqa: E402
-
-
-@pytest.fixture
-def panel(qtbot):
-    p = ExperimentPanel()
-    qtbot.addWidget(p)
-    p.show()
-    yield p
-    p.shutdown()
 
 
 def test_budget_after_a_preset_is_a_plain_number_beside_its_unit(panel):
@@ -49,11 +39,10 @@ def test_data_details_show_only_the_fields_the_source_reads(panel, tmp_path, sou
 
 
 # ---------------------------------------------------------------------------------------------- the window
-from PySide6.QtCore import QSettings, QTimer  # noqa: E402
+from PySide6.QtCore import QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
 from ssl_studio.config import config_from_mapping  # noqa: E402
-from ssl_studio.gui.main_window import MainWindow  # noqa: E402
 
 
 def tiny(steps: int = 400):
@@ -62,18 +51,6 @@ def tiny(steps: int = 400):
         "budget": {"steps": steps}, "batch_size": 32, "probe": {"every": 1000, "size": 64, "visuals_every": 0},
         "device": "cpu", "precision": "float32",
     })
-
-
-@pytest.fixture
-def window(qtbot, tmp_path):
-    QSettings.setDefaultFormat(QSettings.IniFormat)
-    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp_path / "settings"))
-    w = MainWindow(runs_dir=tmp_path / "runs", settings=QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    if w.session is not None and not w.session.done:
-        w.session.shutdown(10_000)
 
 
 def answer_quit_question(button_text: str, seen: list[str]) -> None:

@@ -14,12 +14,9 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings  # noqa: E402
-
 from ssl_studio.config import RunConfig, config_from_mapping, load_config  # noqa: E402
 from ssl_studio.engine import launch  # noqa: E402
 from ssl_studio.engine.events import Failed, Finished  # noqa: E402
-from ssl_studio.gui.main_window import MainWindow  # noqa: E402
 from ssl_studio.gui.torchrun_session import TorchrunSession  # noqa: E402
 
 JOB_TIMEOUT_MS = 150_000
@@ -38,18 +35,6 @@ def tiny(steps: int = 4, **over) -> RunConfig:
     }
     mapping.update(over)
     return config_from_mapping(mapping)
-
-
-@pytest.fixture
-def window(qtbot, tmp_path):
-    QSettings.setDefaultFormat(QSettings.IniFormat)
-    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp_path / "settings"))
-    w = MainWindow(runs_dir=tmp_path / "runs", settings=QSettings(str(tmp_path / "ssl-studio.ini"), QSettings.IniFormat))
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    if w.session is not None and not w.session.done:
-        w.session.shutdown(30_000)
 
 
 def fake_torchrun(tmp_path: Path, body: str) -> Path:
