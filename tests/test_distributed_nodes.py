@@ -1,5 +1,5 @@
 """Two machines, simulated on loopback (issue 23, item 5): two torchrun "nodes" of one process each, joined by
-the c10d rendezvous, write the same run folder as one node with two processes.
+torchrun's static rendezvous (node 0 hosts the store), write the same run folder as one node with two processes.
 
 Same records in metrics.jsonl apart from clocks, throughput and device names; the same report.json; the same
 tensors in the final checkpoint (bit for bit: the same ring all-reduce of two ranks runs on both sides).
@@ -49,10 +49,10 @@ def _tensors(value, prefix=""):
 
 def test_two_nodes_of_one_process_write_what_one_node_of_two_writes(tmp_path):
     one_node, two_nodes = tmp_path / "one-node", tmp_path / "two-nodes"
-    endpoint = f"127.0.0.1:{jobs.free_port()}"
+    port = str(jobs.free_port())
     node_jobs = [jobs.start(jobs.torchrun_command(
-        ["--nnodes", "2", "--node-rank", str(node), "--nproc_per_node", "1", "--rdzv-backend", "c10d",
-         "--rdzv-endpoint", endpoint, "--rdzv-id", "ssl-studio-test"],
+        ["--nnodes", "2", "--node-rank", str(node), "--nproc_per_node", "1", "--master-addr", "127.0.0.1",
+         "--master-port", port],
         ["train", *ARGS, "--out", str(two_nodes)])) for node in (0, 1)]
     local_job = jobs.start(jobs.torchrun_command(jobs.local_launch(2), ["train", *ARGS, "--out", str(one_node)]))
     try:

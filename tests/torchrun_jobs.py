@@ -22,10 +22,22 @@ LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_AD
               "TORCHELASTIC_RUN_ID", "TORCHELASTIC_USE_AGENT_STORE", "SSL_STUDIO_BACKEND")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now and that this test process has not handed out before.
+
+    Binding port 0 may return a port an earlier call returned (it was closed again); two jobs started side by
+    side on one port would join each other's store, so every port is handed out once per test session.
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def clean_env(**extra: str) -> dict[str, str]:

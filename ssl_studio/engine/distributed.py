@@ -152,10 +152,10 @@ def _join_error(exc: BaseException, env) -> ConfigError:
                                             "ending); start torchrun with a free --master-port (or --rdzv-endpoint HOST:PORT)")
     if "timed out" in text.lower() or "timeout" in text.lower():
         return ConfigError("torchrun", f"the other processes did not join within the time allowed at {addr}:{port}; check that "
-                                       "every node was started with the same --nnodes and --rdzv-endpoint and can reach it")
+                                       "every node was started with the same --nnodes, --master-addr and --master-port and can reach it")
     first = text.splitlines()[0][:160] if text else ""
     return ConfigError("torchrun", f"could not join the process group at {addr}:{port} ({type(exc).__name__}: {first}); "
-                                   "check --rdzv-endpoint / --master-addr:--master-port (a free port, reachable from every node)")
+                                   "check --master-addr:--master-port (a free port, reachable from every node)")
 
 
 def shutdown() -> None:
