@@ -99,6 +99,18 @@ class BackboneRecipe:
     why: str
 
 
+@dataclass(frozen=True)
+class MetricSpec:
+    """How the window plots one of an objective's step metrics (a key of ``StepOutput.metrics``).
+
+    Metrics of one ``group`` share a plot; ``unit`` is shown on its axis ("" for a plain number).
+    """
+
+    title: str
+    unit: str = ""
+    group: str = "terms"
+
+
 class Objective(nn.Module):
     """Base class: subclasses set the class attributes and implement ``training_step``."""
 
@@ -130,6 +142,9 @@ class Objective(nn.Module):
     # Whether the method's published recipe synchronises BatchNorm over all devices; the trainer
     # then turns every BatchNorm into one over the global batch (``distributed.GlobalBatchNorm``).
     sync_batchnorm: ClassVar[bool] = False
+    # Step metrics the objective reports beside its loss (key of StepOutput.metrics -> how to plot it);
+    # the window's step-metrics panel is built from these, never from a key looked up by name.
+    metric_specs: ClassVar[dict[str, MetricSpec]] = {}
 
     def __init__(self, backbone: nn.Module, params: Any, context: ObjectiveContext):
         super().__init__()
