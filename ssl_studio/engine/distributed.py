@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ssl_studio.engine.global_batchnorm import GlobalBatchNorm, convert_batchnorm  # noqa: F401  (the engine's one import point)
 from ssl_studio.params import ConfigError
 
 FAILURE_KEY = "ssl_studio/failed/"
@@ -398,66 +399,6 @@ def stop_on_sigterm(control):
 
 
 # --------------------------------------------------------------------------- the model
-
-
-class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """BatchNorm whose training statistics are those of the global batch (all ranks), on any device.
-
-    One all-reduce per layer of [sum x, sum x^2, count] in float64 (with gradient); the same state_dict
-    keys as ``nn.BatchNorm*d``, so checkpoints move between one and N processes.  Outside a process
-    group, or in eval mode, it is plain batch norm.
-    """
-
-    def _check_input_dim(self, x: torch.Tensor) -> None:
-        if x.dim() < 2:
-            raise ValueError(f"expected at least 2-D input (N x C x ...), got {x.dim()}-D")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and is_distributed()):
-            return super().forward(x)
-        self._check_input_dim(x)
-        c = x.shape[1]
-        dims = [0] + list(range(2, x.dim()))
-        count = x.new_full((1,), x.numel() // max(c, 1), dtype=torch.float64)
-        stats = torch.cat([x.sum(dims, dtype=torch.float64), (x * x).sum(dims, dtype=torch.float64), count])
-        stats = all_reduce_sum(stats)
-        n = stats[-1]
-        mean = stats[:c] / n
-        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0.0)
-        if self.track_running_stats and self.running_mean is not None:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                m = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
-                unbiased = var.detach() * (n / (n - 1).clamp_min(1.0))
-                self.running_mean.mul_(1 - m).add_(mean.detach().to(self.running_mean.dtype), alpha=m)
-                self.running_var.mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
-        shape = [1, c] + [1] * (x.dim() - 2)
-        scale = torch.rsqrt(var + self.eps)
-        w = self.weight.double() if self.affine else None
-        b = self.bias.double() if self.affine else None
-        if w is not None:
-            shift = b - mean * scale * w
-            scale = scale * w
-        else:
-            shift = -mean * scale
-        return x * scale.to(x.dtype).view(shape) + shift.to(x.dtype).view(shape)
-
-
-def convert_batchnorm(module: nn.Module) -> nn.Module:
-    """``module`` with every BatchNorm replaced by ``GlobalBatchNorm`` sharing its parameters and buffers."""
-    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
-        new = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
-        if module.affine:
-            new.weight, new.bias = module.weight, module.bias
-        if module.track_running_stats:
-            new.running_mean, new.running_var, new.num_batches_tracked = module.running_mean, module.running_var, module.num_batches_tracked
-        new.train(module.training)
-        return new
-    for name, child in module.named_children():
-        converted = convert_batchnorm(child)
-        if converted is not child:
-            setattr(module, name, converted)
-    return module
 
 
 def wrap(objective: nn.Module, device: torch.device) -> nn.Module:
