@@ -471,7 +471,7 @@ def generate(
     structure in the image (see the masked study's notes on DINO's attention).  ``fixed_background``
     draws every background in the same greys (``FIXED_BACKGROUND_RGB``): with plain ones only, the
     object is the one thing that tells an image from another (there, DINO's attention finds it;
-    with random backgrounds it settles on them: resources/studies/masked-shapes-20min.md, stop 20).
+    with random backgrounds it settles on them: docs/studies/masked-shapes-20min.md, stop 20).
     """
     n, res = int(num_images), int(resolution)
     attrs, params = _draw_params(n, res, seed, parse_backgrounds(backgrounds), fixed_background)
