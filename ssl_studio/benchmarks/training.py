@@ -1,34 +1,19 @@
 """Training speed of each backbone in each precision, measured side by side.
 
-One SimCLR-like step: two views of a batch go through backbone + projector
-(``MLPHead(feature_dim, 512, 128)``), an NT-Xent loss (Chen et al. 2020),
-backward, an SGD step.  Every (backbone, mode) pair is built and warmed up
-first, then timed in round-robin, one step each in turn, until each has
-``seconds`` of timed steps: a machine whose load changes during the run
-(other processes, thermal throttling) then slows every pair alike and the
-ratios stay meaningful.
+One SimCLR-like step: two views through backbone + projector (``MLPHead(feature_dim, 512, 128)``),
+NT-Xent (Chen et al. 2020), backward, SGD.  Every (backbone, mode) pair is warmed up, then timed in
+round-robin, one step each in turn, so that a load change slows every pair alike and the ratios stay
+meaningful.  Modes: float32, channels_last float32, bf16 autocast, channels_last + bf16.
 
-Modes: float32, channels_last float32, bf16 autocast, channels_last + bf16.
+Achieved FLOP/s counts a step as 3x the forward FLOPs (Kaplan et al. 2020, sec. 2.1; ``FlopCounterMode``
+over backbone + projector, per view), reported as a ratio to the machine's roof in the same precision:
+a 1024 x 1024 GEMM (``measure_matmul_flops``) timed in the same round-robin.  ``cpu_share`` (process
+CPU time over wall time x threads) says how much of the cores the run really had; on a shared machine
+only the ratios mean something.
 
-Achieved FLOP/s uses the standard approximation that a training step costs
-3 x the forward FLOPs (forward 1x, backward 2x: gradients with respect to
-activations and to weights; Kaplan et al. 2020, sec. 2.1), counted with
-``FlopCounterMode`` for backbone + projector, per view.  It is reported
-against the machine's roof in the same precision as a ratio: a 1024 x 1024
-GEMM, the kernel ``measure_matmul_flops`` times (float32 roof for float32
-modes, bf16 roof for bf16 modes), timed in the same round-robin as the steps
-so that both sides of the ratio see the same load.  ``cpu_share`` (process
-CPU time over wall time x threads) says how much of the cores the benchmark
-really had: far below 1 on a machine shared with other jobs, where absolute
-numbers are low (PyTorch's OpenMP threads wait on each other when a core is
-taken away) and only the ratios mean something.
-
-A step of the full batch can take tens of seconds on a 2-core CPU (ResNet-18,
-or any bf16 mode on a CPU without native bf16), so each pair starts at a batch
-of 4 and doubles it (up to ``batch_size``) while the next step is predicted
-to fit a third of ``seconds``; the batch actually timed is reported.  Tiny
-batches are dominated by per-layer overheads, so compare rows at similar
-batch sizes; give ``seconds`` more time to reach larger batches.
+A full-batch step can take tens of seconds on a 2-core CPU, so each pair starts at a batch of 4 and
+doubles it (up to ``batch_size``) while the next step is predicted to fit a third of ``seconds``; the
+batch actually timed is reported (compare rows at similar batch sizes).  Results: docs/studies/cpu-speed.md.
 """
 
 from __future__ import annotations

@@ -1,38 +1,21 @@
 """A user's own images from a folder, whatever they are.
 
-Layouts, decided by what the folder holds:
+Layouts, decided by what the folder holds: class sub-folders (``root/cat/*.jpg``, any depth) give
+labels, ImageFolder style, and loose files beside them are ignored; ``train/`` and ``test/`` (or
+``val/``, ``valid/``, ``validation/``) above the class folders give the split (test -> ``val_index``);
+a folder with no sub-folder holding images is one unlabelled set.  A ``test/`` holding a class
+``train/`` lacks is refused: every protocol would score the model on a class it never saw.
 
-* class sub-folders (``root/cat/*.jpg``, any depth below the class folder) give
-  labels, ImageFolder style; loose files beside the class folders are ignored;
-* ``root/train/`` and ``root/test/`` (or ``val/``, ``valid/``, ``validation/``)
-  above the class folders (or holding images directly) give the split, test →
-  ``val_index``;
-* a folder with no sub-folder holding images is one unlabelled set.
+Anything Pillow decodes becomes 8-bit RGB the way a viewer shows it: 16-bit scaled, not clipped;
+transparency composited on white (the page most images with alpha were drawn for); CMYK, YCbCr,
+1-bit and LAB converted; EXIF orientation applied; animations give their first frame.  Images are
+centre-cropped to a square and resized (antialiased bilinear), as every source is.
 
-Anything Pillow decodes is accepted and made 8-bit RGB the way a viewer would:
-16-bit images are scaled (65535 → 255), not clipped; transparency (RGBA, LA,
-palette or tRNS) is composited on white, the page colour most images with
-alpha (logos, icons, scans) were drawn for; CMYK, YCbCr, 1-bit and LAB are
-converted; EXIF orientation is applied; animations give their first frame.
-Images are centre-cropped to a square and resized (antialiased bilinear) to the
-resolution, as every source is, so objects keep their proportions.
-
-Captions come from ``captions.csv`` and ``.txt`` sidecars (folder_captions.py).
-Links are followed only inside the folder, each real folder and file once
-(folder_scan.py).
-
-Files that cannot be used are skipped, counted and named, never fatal unless
-nothing is left: unreadable, corrupt, zero-byte and non-image files; images
-under ``MIN_SIDE`` pixels on a side (1×1 spacers and tracking pixels: a crop
-of one is a flat colour, nothing a representation can learn from); images
-over Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``).  What was
-skipped, and why, is in the RawImages' ``notes``.
-
-A ``test/`` holding a class ``train/`` lacks is refused: every protocol would
-score the model on a class it never saw.
-
-Decoding runs in a thread pool: Pillow releases the GIL while it decodes, so
-all cores are used without worker processes.
+Captions come from ``captions.csv`` and ``.txt`` sidecars (folder_captions.py); links are followed
+only inside the folder, each real folder and file once (folder_scan.py).  Files that cannot be used
+(unreadable, corrupt, empty, not images, under ``MIN_SIDE`` pixels on a side, over Pillow's
+decompression-bomb limit) are skipped, counted and named in the RawImages' ``notes``, never fatal
+unless nothing is left.  Decoding runs in a thread pool: Pillow releases the GIL while it decodes.
 """
 
 from __future__ import annotations

@@ -1,40 +1,20 @@
 """Procedural shapes: a labelled data set made on the spot, deterministic from the seed.
 
-Why a synthetic set: it needs no download, it renders in about a second, and
-every image comes with known attributes (shape, colour, size, position,
-background), a caption and an exact object mask, so the lab can show what a
-representation encodes, hold colour-shape pairs out of training, and train
+Why a synthetic set: it needs no download, it renders in about a second, and every image comes with
+known attributes (shape, colour, size, position, background), a caption and an exact object mask, so
+the lab can show what a representation encodes, hold colour-shape pairs out of training, and train
 CLIP on captions, all offline.
 
-It is made hard for raw pixels but learnable by a view-invariant
-representation: the object sits at a random position, rotation, size and
-colour on a textured background (plain, striped, checkered, noisy, gradient,
-dotted), so pixel distance mostly measures colour and background, not shape.
-Measured raw-pixel k-NN accuracy (k = 20, cosine, temperature-0.1 weighted
-votes, 12,000 images at 32x32, 10 % held out, seed 0): 0.218 against 0.10
-chance.  (For scale: raw pixels reach 0.38 on CIFAR-10's test images, 0.97
-on digits.)
+It is made hard for raw pixels but learnable by a view-invariant representation: a large object at a
+random position, rotation, size and colour on a textured background whose two colours are close, so
+pixel distance mostly measures colour and background (raw-pixel k-NN 0.218, chance 0.10) while within
+one image the object is the salient thing.  Earlier versions (small objects on loud textures, or
+distractors) left SimCLR's shape k-NN at chance: docs/studies/shapes-dataset.md.
 
-Two earlier versions taught what makes it learnable in CPU minutes.  Small
-objects on high-contrast textures: SimCLR solved instance discrimination by
-the background and shape k-NN stayed at chance.  Medium objects with three
-random distractors ("clutter") per image and quieter textures: after 3
-minutes (1 thread, 6,000 images, width 32, batch 128, 326 steps) SimCLR's
-k-NN@20 was 0.158, equal to its own initialisation.  Removing the clutter and
-enlarging the objects (radius 0.30-0.42 of the side, positions pulled in to
-0.35-0.65 so large ones stay mostly inside) gave, side by side at the same
-budget, k-NN@20 0.232 against 0.165 at initialisation (linear 0.29 against
-0.175); with plain backgrounds only, linear 0.41.  Textures stay: they are an
-attribute the captions name and the nuisance a representation must ignore.
-The texture's two colours are kept close so that, within one image, the
-object is the salient thing.
-
-Rendering is vectorised in torch: each shape is a signed-distance function
-evaluated on the pixel grid for a batch of images at once, and the signed
-distance in pixels gives a one-pixel soft edge (analytic anti-aliasing, no
-supersampling).  12,000 images at 32×32 cost about 1.3 CPU-seconds in all
-(about 1 s of wall time on two idle cores; see ``generate`` for why chunks
-are small).
+Rendering is vectorised in torch: each shape is a signed-distance function evaluated on the pixel grid
+for a batch of images at once, and the signed distance in pixels gives a one-pixel soft edge (analytic
+anti-aliasing, no supersampling).  12,000 images at 32x32 take about 1 s (see ``generate`` for why
+chunks are small).
 """
 
 from __future__ import annotations
@@ -95,13 +75,9 @@ CAPTION_TEMPLATES: tuple[str, ...] = (
 
 # The augmentation this data set needs, used wherever the user kept the lab's default (an
 # objective's own paper settings still win, e.g. MAE's 0.2).  The object covers 30-55 % of the
-# frame, so a crop of 20 % of the area (the lab's ImageNet-style default) usually cuts it apart
-# and the two views share only colour and texture: the cheap instance cues.  SimCLR, 3 minutes
-# a run, two runs side by side (1 thread each, 6,000 images, width 32, batch 128, 300-350
-# steps), k-NN@20 / linear probe on the 600 held-out images by crop_scale_min:
-#     0.2: 0.247 / 0.345   0.35: 0.252 / 0.388   0.5: 0.338 / 0.410
-#     0.7: 0.413 / 0.503   0.85: 0.510 / 0.535
-# against 0.198 / 0.213 for the same network at initialisation and 0.225 for raw pixels.
+# frame, so a crop of 20 % of the area usually cuts it apart and the views share only colour and
+# texture; SimCLR's 3-minute shape k-NN@20 rises from 0.247 at 0.2 to 0.510 at 0.85
+# (docs/studies/shapes-dataset.md).
 AUGMENT_DEFAULTS: dict[str, float] = {"crop_scale_min": 0.85}
 
 NOISE_STD = 5.0  # grey levels of per-pixel sensor noise over everything
@@ -471,7 +447,7 @@ def generate(
     structure in the image (see the masked study's notes on DINO's attention).  ``fixed_background``
     draws every background in the same greys (``FIXED_BACKGROUND_RGB``): with plain ones only, the
     object is the one thing that tells an image from another (there, DINO's attention finds it;
-    with random backgrounds it settles on them: resources/studies/masked-shapes-20min.md, stop 20).
+    with random backgrounds it settles on them: docs/studies/masked-shapes-20min.md, stop 20).
     """
     n, res = int(num_images), int(resolution)
     attrs, params = _draw_params(n, res, seed, parse_backgrounds(backgrounds), fixed_background)

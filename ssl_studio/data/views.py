@@ -1,51 +1,26 @@
 """Batched, vectorised augmentation on the device: one independent random draw per sample.
 
-Self-supervised objectives see every image two (or more) times per step, each time
-through a different random augmentation, so augmentation is on the hot path of every
-run.  Doing it image by image with PIL or ``torchvision.transforms`` costs a Python
-call per transform per image; here every transform is a few tensor operations over
-the whole batch, with the per-sample randomness carried in small ``B``-long tensors
-of parameters.  No Python loop runs over samples.
+Every objective sees each image two or more times per step through different random
+augmentations, so augmentation is on the hot path.  Here every transform is a few tensor
+operations over the whole batch, the per-sample randomness held in ``B``-long parameter
+tensors: no Python loop over samples, no PIL (39x the views/s of torchvision.transforms.v2 per sample on a
+CPU; ``ssl-studio bench``).
 
-The pipeline of one view follows SimCLR (Chen et al. 2020, appendix A and B.9) and
-BYOL (Grill et al. 2020, table 6), with torchvision's semantics for every transform:
+One view follows SimCLR (Chen et al. 2020, appendix A, B.9) and BYOL (Grill et al. 2020, table 6)
+with torchvision's semantics: random resized crop + flip (one bilinear ``grid_sample``), an
+optional random orthogonal colour map (:func:`colour_mix`, off by default), colour jitter
+(per-sample factors in a per-sample random order, clamped after each step), grayscale, Gaussian
+blur, solarisation, normalisation.
 
-1. random resized crop + horizontal flip, one bilinear ``grid_sample`` per view
-   (the flip is a negated x scale in the sampling grid);
-   then, with probability ``colour_mix_p`` (0 by default, not part of SimCLR's recipe),
-   a random orthogonal colour map (see :func:`colour_mix`);
-2. colour jitter with probability ``jitter_p``: brightness, contrast, saturation, hue,
-   each factor drawn per sample, in a random order per sample, clamped to [0, 1]
-   after every step exactly as torchvision does;
-3. grayscale with probability ``grayscale_p``;
-4. Gaussian blur with probability ``blur_p[view]`` (per-sample sigma, separable kernels:
-   a grouped convolution on accelerators, shifted multiply-adds on CPU);
-5. solarisation with probability ``solarize_p[view]`` (threshold 0.5);
-6. normalisation by the dataset's mean and std.
+Why it is fast: all but the crop, blur and solarisation are per-sample 3x3 colour matrices plus a
+bias; they are composed lazily into one pending map and applied in one batched ``bmm`` only where a
+clamp or non-linearity forces it.  Crop and blur commute with that map (non-negative weights summing
+to one), so the deferral is exact.  On CPU the pixel buffers are kept between calls.
 
-How it stays fast: every step except the crop, the blur and solarisation is a
-per-sample 3×3 colour matrix plus a bias (brightness, contrast, saturation, the
-YIQ hue rotation, grayscale, the 1/255 scaling and the normalisation all are).
-Such affine colour maps are composed lazily into one pending matrix and only
-applied (one batched ``bmm`` pass over the pixels) where a clamp or a non-linearity
-forces it, so a SimCLR view costs: one ``grid_sample``, one matrix pass + clamp
-per active jitter step, and one final matrix pass that also does grayscale and
-normalisation.  The crop and the blur commute with the pending colour map (their
-weights are non-negative and sum to one: the crop clamps at the border like
-torchvision's resize, the blur reflects), which makes the deferral exact.  On CPU
-the intermediate pixel buffers are kept between calls (see ``ViewMaker._buffer``).
-
-Deliberate differences from torchvision, each small and documented:
-
-* hue is a rotation of the chroma plane in YIQ space (a linear map, as in the
-  classic NTSC hue control), not torchvision's shift in HSV: the direction and
-  angle agree, but YIQ keeps luma where HSV keeps value, so saturated primaries
-  come out darker (and clipped) rather than equally bright;
-* the crop is resampled bilinearly without antialiasing (torchvision v2 antialiases
-  when it shrinks); for the usual CIFAR/STL sizes crops are enlarged, so this only
-  matters for local crops cut from large images;
-* the sampling grid is built directly for the axis-aligned crop rather than through
-  ``F.affine_grid`` (identical values, ~10× cheaper on CPU; see the tests).
+Deliberate differences from torchvision: hue is a rotation of the chroma plane in YIQ (keeps luma,
+where HSV keeps value: saturated primaries come out darker); crops are resampled without
+antialiasing (matters only for local crops cut from large images); the crop grid is built directly
+rather than with ``F.affine_grid`` (identical values, ~10x cheaper on CPU; see the tests).
 """
 
 from __future__ import annotations
@@ -310,11 +285,9 @@ def colour_mix(um: torch.Tensor, p: float, c: _Colour) -> tuple[torch.Tensor, to
     RandConv's random 1x1 convolution (Xu et al. 2021, "Robust and Generalizable Visual
     Representation Learning via Random Convolutions"), which pushes a network towards shape,
     restricted to orthogonal maps so that no two colours of an image collapse into one.
-    It composes into the pending colour matrix, so it adds no pass over the pixels: SimCLR's
-    views ran at 23,378 views/s with it against 24,324 without (one AVX-512 core, batch 256,
-    32 px, timed alternately); ``ssl-studio bench`` prints both.
-    On shapes it lifts SimCLR's shape k-NN from 0.75-0.77 to 0.92-0.93 in 5 CPU-minutes and
-    makes DINO collapse (the ``simclr-colour-mix`` preset; masked-shapes-20min.md, stop 18).
+    It composes into the pending colour matrix, so it adds no pass over the pixels (4 % fewer views/s;
+    docs/studies/cpu-speed.md).  On shapes it lifts SimCLR's shape k-NN and makes DINO collapse (the
+    ``simclr-colour-mix`` preset; docs/studies/masked-shapes-20min.md, stop 18).
 
     ``um``: ``B×5`` uniforms (apply flag, three for the rotation, reflection flag).
     Returns ``B×3×3`` matrices and ``B×3`` offsets (the identity where the sample is not mixed).

@@ -126,7 +126,7 @@ def object_background_auc(attn: torch.Tensor, object_masks: torch.Tensor) -> tor
     ground; 0.5 = no separation.  Why beside the IoU: the 60 %-mass mask only rewards maps that put
     their mass *on* the object, so "looks nowhere in particular" and "outlines the object exactly,
     from the background's side" both score low there; this tells them apart.  (Measured: DINO on
-    shapes ends near 0, SimCLR with the colour mix near 1; resources/studies/masked-shapes-20min.md.)
+    shapes ends near 0, SimCLR with the colour mix near 1; docs/studies/masked-shapes-20min.md.)
     """
     b = attn.shape[0]
     g = attn.shape[-1] if attn.dim() == 3 else int(round(attn.shape[-1] ** 0.5))

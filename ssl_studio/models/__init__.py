@@ -21,8 +21,8 @@ from ssl_studio.models.vit import DEFAULT_DEPTH, ViT
 
 
 # What ``model.width = 0`` means for each backbone: the ConvNet's measured best
-# per CPU-minute (see convnet.py), the standard ResNet-18, half ViT-Tiny's width (96 dims,
-# 2.4x the training speed of 192 on a CPU core; see vit.py).
+# per CPU-minute (docs/studies/convnet-design.md), the standard ResNet-18, half ViT-Tiny's width (96 dims,
+# 2.4x the training speed of 192 on a CPU core; docs/studies/vit-on-shapes.md).
 DEFAULT_WIDTH = {"convnet": 32, "resnet18": 64, "vit": 32}
 
 

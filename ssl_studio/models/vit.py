@@ -1,76 +1,26 @@
 """A small Vision Transformer with the hooks masked and predictive objectives need.
 
-Architecture (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words"):
-non-overlapping patches, a linear patch embedding, a [CLS] token, pre-norm
-Transformer blocks (LayerNorm -> multi-head self-attention -> residual,
-LayerNorm -> MLP with GELU -> residual), a final LayerNorm.  The [CLS] token
-after the final norm is the image feature (``feature_dim = embed_dim``).
+Architecture (Dosovitskiy et al. 2021): non-overlapping patches, a linear patch embedding, a [CLS]
+token, pre-norm Transformer blocks (LayerNorm -> attention -> residual, LayerNorm -> GELU MLP ->
+residual), a final LayerNorm; the [CLS] token after it is the feature (``feature_dim = embed_dim``).
+Sizes: patch ``image_size // 8`` (an 8x8 grid), embed ``3 x width``, depth 6, 3 heads, MLP ratio 4.
+Default width 32 (embed 96, half ViT-Tiny): 2.4x ViT-Tiny's training speed on a CPU core, and at a
+few hundred steps steps matter more than width (docs/studies/vit-on-shapes.md, also for what a ViT
+learns on shapes in CPU-minutes, and why no convolutional stem).
 
-Sizes for small images: patch ``image_size // 8`` (4 at 32x32, so a 8x8 grid
-of 64 tokens, the usual CIFAR ViT setting), embed dim ``3 x width``, depth 6,
-3 heads of dimension ``width``, MLP ratio 4.  The lab's default width is 32
-(embed 96, half ViT-Tiny's 192 of Touvron et al. 2021): on one core of the
-AVX-512 development CPU, bf16, batch 128, it trains at 198 images/s against
-82 for the ViT-Tiny width (``width = 64``), and MAE gets 442 steps in 5 CPU
-minutes instead of 226; at a few hundred steps, steps matter more than width.
+Registers (``registers``, off by default; Darcet et al. 2024): learned tokens after [CLS], with no
+position embedding, dropped at the output and from ``attention_maps``.  On shapes they slowed DINO's
+drift onto the background but did not reverse it, at 15 % of a step.
 
-What a ViT does not have is the ConvNet's head start.  Plain supervised training on
-shapes (labels, no augmentation, AdamW 1e-3, batch 128, bf16, one core of the
-AVX-512 EPYC): after 400 steps the ViT classifies 15.6 % of 1000 held-out images
-(chance 10 %; 189 s, 0.44 s a step), the lab's ConvNet 85.2 % (27 s, 0.06 s a step).
-A convolutional stem (Xiao et al. 2021) tried in place of the patch projection
-reached 25.4 % at the same point, but in a 5-minute DINO run its student's
-attention IoU fell (0.200 -> 0.110), so it was not adopted.  On shapes, in CPU
-minutes, a ViT trained by *any* objective has not yet learnt what the object is:
-even the supervised preset on the ViT (AdamW 1e-3, 4 minutes, 437 steps) ends with
-the [CLS] attention overlapping the object no better than at initialisation
-(trainer's probe IoU 0.233 -> 0.228).  ``resources/studies/masked-shapes-*.md``
-shows what the self-supervised objectives manage in 5 and 20 minutes.
-Given longer (3600 steps, 29 minutes, warm-up and cosine schedule), the supervised
-ViT reaches 88 % (attention IoU 0.174 -> 0.227, paired +0.052 +- 0.006) and its [CLS]
-attention settles on the object's *outline* (54 % of the mass on the 25 % of patches
-the outline crosses), where a shape's identity is at 4-px patches; DINO given 45
-minutes instead moves its attention onto the background (85 % on the 64 % of
-background patches).  See the stop-15 section of ``masked-shapes-20min.md``.
-That drift is not DINO's objective pulling away from the object: started from the
-supervised ViT, 35 minutes of DINO *raise* its IoU (+0.09, on two data seeds); nor
-is it the textured background (plain backgrounds drift too).  From scratch, DINO
-on this ViT learns no shape in 35-45 CPU-minutes (k-NN at chance), and its
-attention follows what the early features track (stop-16 section).  What holds it
-on the background is that the background tells images apart: drawn on one plain
-grey background (``data.fixed_background``), DINO's attention gathers on the object
-(three seeds, stop-20 section).
+Position embeddings are fixed 2-D sine-cosine (MAE, He et al. 2022; I-JEPA, Assran et al. 2023):
+meaningful from step 0, unchanged for any subset of patches, and a decoder or predictor rebuilds the
+same table with :func:`sincos_pos_embed`.  [CLS] gets none.
 
-Registers (``registers``, off by default; Darcet et al. 2024, "Vision Transformers
-Need Registers"): a few learned tokens that join the sequence after [CLS], get no
-position embedding and leave at the output.  Large ViTs trained long turn some
-background patches into global scratch space, which the [CLS] attention then lights
-up; registers take that role (DINOv2 uses 4).  ``attention_maps`` leaves their rows
-and columns out, so every reader still sees [CLS] + patches.  Measured here as a fix
-for DINO's drift onto the background (4 registers, 35 minutes, one core): on seed 2
-the trainer's probe IoU at step 950 is 0.150 against 0.041 without registers, and the
-run ends at -0.036 +- 0.008 against its initial ViT; seed 3 ends at -0.059 +- 0.005.
-The drift slows; the attention does not rise.
-They cost 15 % a DINO step (1.06 against 0.93 s for 128 global and 256 local crops
-on one core, bf16), most of it in the 17-token local crops.
-
-Position embeddings are *fixed* 2-D sine-cosine (as in MAE, He et al. 2022,
-and I-JEPA, Assran et al. 2023), not learned: they need no training signal,
-so they are meaningful from step 0, they work unchanged for the encoder's
-subset of patches (MAE), and a decoder or predictor can build exactly the same
-table with :func:`sincos_pos_embed` to tell masked positions apart.  The
-[CLS] token gets no position embedding.
-
-Hooks for later objectives:
-- ``patchify`` / ``unpatchify``: images <-> ``B x N x (p*p*C)`` pixel patches
-  (MAE's reconstruction target), an exact round trip.
-- ``forward_tokens(x, keep)``: final-normed tokens ``B x (1+n) x D``; ``keep``
-  (``B x n`` patch indices) makes the encoder see *only* those patches (MAE's
-  visible set, I-JEPA's context block).
-- ``attention_maps(x)``: softmax attention probabilities of every layer
-  (DINO's attention heat-maps).  The normal forward uses fused
-  ``F.scaled_dot_product_attention``; explicit attention is only built when
-  maps are asked for, and gives the same outputs.
+Hooks: ``patchify`` / ``unpatchify`` (images <-> ``B x N x (p*p*C)`` pixel patches, MAE's target, an
+exact round trip); ``forward_tokens(x, keep)`` (final-normed ``B x (1+n) x D`` tokens of only the
+patches in ``keep``: MAE's visible set, I-JEPA's context block); ``attention_maps(x)`` (every layer's
+attention probabilities for DINO's heat-maps; the normal forward uses fused
+``F.scaled_dot_product_attention``, and explicit attention, built only here, gives the same outputs).
 """
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ class Objective(nn.Module):
     # recipe on the ConvNet); see ``recipe_for`` and ``param_defaults_for``.
     backbone_recipes: ClassVar[dict[str, BackboneRecipe]] = {}
     # Backbone name -> roughly how many optimiser steps the objective needs there before its curves show
-    # learning (from the lab's studies, resources/studies/); the window warns before Start when a minutes
+    # learning (from the lab's studies, docs/studies/); the window warns before Start when a minutes
     # budget gives far fewer on this device.  Absent: no warning.
     min_steps: ClassVar[dict[str, int]] = {}
     num_global_views: ClassVar[int] = 2

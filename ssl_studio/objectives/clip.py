@@ -1,41 +1,24 @@
 """CLIP and SigLIP: images and their captions meet in one embedding space.
 
-An image tower (the lab's backbone plus a linear projection) and a text tower
-(a small causal Transformer over a word vocabulary built from the captions,
-``ssl_studio.models.text``) are trained so that an image and its own caption
-are the nearest pair in the batch: CLIP with a softmax over the batch in both
-directions (Radford et al. 2021), SigLIP with an independent sigmoid per pair
-(Zhai et al. 2023).  Once trained, a class is a sentence: "a picture of a
-triangle" is embedded by the text tower and an image is classified by the
-nearest class sentence, with no classifier ever trained (zero-shot; see
+An image tower (the lab's backbone plus a linear projection) and a text tower (a small causal
+Transformer over a word vocabulary built from the captions, ``ssl_studio.models.text``) are trained so
+that an image and its own caption are the nearest pair in the batch: CLIP with a softmax over the
+batch in both directions (Radford et al. 2021), SigLIP with an independent sigmoid per pair (Zhai et
+al. 2023).  Once trained, a class is a sentence ("a picture of a triangle"), and an image is
+classified by the nearest class sentence with no classifier trained (zero-shot;
 ``ssl_studio.engine.zeroshot``).
 
-Augmentation is chosen for what the captions say (``augment_defaults``): the
-shapes captions name the colour, size and position of the object and the
-digits captions name the digit, so an augmentation that changes any of those
-makes the caption false and teaches the towers to ignore exactly the words
-they should read.  Hence no horizontal flips (the captions say "left" and
-"right"; a mirrored 2 is not a 2), no hue jitter and no grayscale (the colour
-is a word of the caption), mild brightness, contrast and saturation jitter
-(an orange darkened by 40 % is brown), and crops of at least 80 % of the area
-with near-square ratios (a small crop can cut the object out, enlarge a
-"small" one into a "large" one, or move "top left" to "centre").  CLIP itself
-trained with a random square crop and nothing else (Radford et al. 2021,
-sec. 2.5).
+Augmentation is chosen for what the captions say (``augment_defaults``): they name the colour, size
+and position of a shape, or the digit, and an augmentation that changes one makes the caption false.
+Hence no flips ("left", "right"; a mirrored 2 is not a 2), no hue jitter or grayscale (colour is a
+word), mild brightness, contrast and saturation jitter, and crops of at least 80 % of the area with
+near-square ratios (a small crop can cut the object out or change its size or position).  CLIP
+itself trained with a random square crop and nothing else (Radford et al. 2021, sec. 2.5).
 
-What CLIP learns is what tells the captions *of one batch* apart, and the
-cheapest image features that do it.  A shapes caption names five attributes;
-colour and position alone (90 combinations) already tell most captions of a
-batch apart, and they are far easier for a small ConvNet than the shape.
-Measured (ConvNet width 32, 4,000 images, batch 128, 300 steps, 2 CPU cores):
-held-out retrieval recall@5 0.95 among 400 pairs, zero-shot colour 0.92,
-position 0.85, size 0.55, background 0.17 (chance 0.17) and shape 0.155
-(chance 0.10), the lab's first zero-shot failure; the report's ``attributes``
-section and the panel show it for any run.  ``word_dropout`` (off by default,
-as in the paper) drops random words from each caption every step, so that
-pairs differing only in the shape become more common and short prompts like
-"a triangle" are no longer out of the text tower's distribution; at the same
-300 steps it did not raise shape accuracy (0.135).
+What CLIP learns first is what tells the captions of one batch apart most cheaply: colour and
+position before shape (docs/studies/clip-300-steps.md; 5 minutes: docs/studies/clip-shapes-5min.md).
+``word_dropout`` (off by default, as in the paper) drops random words from each caption every step,
+so that pairs differing only in the shape become more common and short prompts are in distribution.
 """
 
 from __future__ import annotations

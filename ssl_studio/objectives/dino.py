@@ -67,71 +67,23 @@ class DINOHead(nn.Module):
 class DINOParams:
     """Caron et al. 2021 ("Emerging Properties in Self-Supervised Vision Transformers").
 
-    Published: head 2048 wide, bottleneck 256, 65,536 outputs; student temperature
-    0.1; teacher temperature warmed up linearly from 0.04 to 0.07 over the first
-    30 epochs (of 100-300); centre momentum 0.9; teacher momentum 0.996 raised to 1
-    by a cosine schedule; 2 global crops + 10 local crops.  Kept: the temperatures,
-    the centre momentum and the teacher's 0.996 -> 1 schedule (so a run of a few
-    hundred steps sees a teacher that lags the student by ~250 steps, as in the
-    paper's early epochs).  Adapted to a 2-core CPU: a 512-wide head, 1024 outputs
-    (the shapes set has few modes; 65,536 would make the head the whole cost),
-    2 local crops of ``augment.local_size`` px, warm-up over the first 30 % of the budget.
+    Published: head 2048 wide, bottleneck 256, 65,536 outputs; student temperature 0.1; teacher
+    temperature 0.04 -> 0.07 over the first 30 epochs; centre momentum 0.9; teacher momentum 0.996 -> 1
+    (cosine); 2 global + 10 local crops.  Kept: the temperatures, the centre and the teacher schedule.
+    Adapted to a 2-core CPU: a 512-wide head, 1024 outputs (65,536 would make the head the whole cost),
+    2 local crops, warm-up over the first 30 % of the budget.
 
-    Options from the official code, all off by default: ``teacher_centering = "sinkhorn"``
-    is DINOv2's Sinkhorn-Knopp teacher (Oquab et al. 2023); ``freeze_last_layer`` is
-    main_dino.py's ``--freeze_last_layer`` (1 epoch there); ``use_bn_in_head`` its
-    ``--use_bn_in_head``; ``koleo_loss_weight`` is DINOv2's KoLeo regulariser on the student's
-    [CLS] features (0.1 there; ``losses.koleo_loss``), a term that grows without bound as the
-    features of a batch collapse onto one point.
+    These are the paper's ViT recipe; on the ConvNet they do not learn shapes in 3 CPU-minutes (nearly
+    uniform teacher targets), so the ConvNet and ResNet-18 get ``DINO.backbone_recipes`` (BN in the
+    head, 128 outputs, no local crops, momentum 0.9, LARS), each part measured:
+    docs/studies/dino-on-convnet.md.
 
-    ``ibot_loss_weight > 0`` adds iBOT's masked-patch self-distillation (Zhou et al. 2022,
-    "iBOT: Image BERT Pre-Training with Online Tokenizer"; DINOv2 keeps it beside its [CLS]
-    loss), on the ViT only: half the student's global crops (``ibot_mask_probability``) get
-    10-50 % of their patches hidden in blocks (BEiT's blockwise sampler) and replaced by a
-    learned mask token; the student's output for each hidden patch must match the teacher's
-    output for that patch of the whole crop, through the same head (iBOT's shared head, its
-    choice for ViT-S/B) with a centre of its own and the [CLS] temperatures.  The [CLS] loss is
-    then taken on the masked crops, as in iBOT.  The patch tokens get a target of their own,
-    which DINO's [CLS] loss never gives them.  Measured on shapes (the ``ibot-vit`` preset, 30
-    minutes of one AVX-512 core, ~880 steps, three seeds; 1000 probe images): the [CLS]
-    attention stays spread (paired IoU change +0.017, +0.014, -0.122) where DINO's drifts onto
-    the background, and the feature reads the object's colour, not its shape, as DINO's does
-    (resources/studies/masked-shapes-20min.md, stop 17).  A step costs ~10 % more.
-    Taking the colour away (``augment.colour_mix_p = 1``) leaves DINO on that ViT nothing to
-    agree on: it collapses to uniform outputs, with or without Sinkhorn, from a random start
-    or from an MAE encoder (stop 18).  KoLeo (0.1 or 1) does not stop that collapse on the
-    ConvNet: it keeps the backbone's features spread (effective rank 66) while the head's
-    outputs still go uniform (stop 19).  DINO lowers the attention IoU from every
-    self-supervised start tried (MAE, MAE + iBOT, SimCLR with the colour mix, whose
-    attention had found the object); on this ViT its last-layer [CLS] attention barely
-    shapes the feature (the feature with and without it: cosine 0.95), since the colour it
-    encodes is in every token by then.  That map is not random: it ranks the background's
-    patches above the object's (object-vs-background AUC 0.11 after 45 minutes; 0.44 at
-    initialisation), a figure-ground map from the background's side, because on shapes a
-    random background colour and texture tell images apart as well as the object does.  With
-    one plain grey background (``data.fixed_background``, the ``dino-vit-grey-background``
-    preset) the object is the only such cue and DINO's attention gathers on it: attention IoU
-    0.115 -> 0.682, 0.167 -> 0.609 and 0.221 -> 0.612 on seeds 2, 3 and 1 (30 minutes of one
-    core, ~890 steps; 0.20-0.28 above a centre mask of each mask's size; AUC 0.93-0.95) while
-    the feature encodes the object's colour (k-NN 1.0) more than its shape (0.19-0.22); stop 20.
-
-    These defaults are the paper's ViT recipe.  On the ConvNet they do not learn shapes in
-    3 CPU-minutes (k-NN@20 0.17 against 0.21 at initialisation): the teacher's cosine logits
-    differ between images by only ~0.025 (84 % of each output is common to all images, removed
-    by the centre), so its targets are nearly uniform, and a teacher at momentum 0.996 is
-    still mostly its random initialisation after a few hundred steps, whose outputs group
-    images by colour.  On the ConvNet and ResNet-18, DINO therefore defaults to the recipe
-    that does learn (``DINO.backbone_recipes``, also written out in the ``dino`` preset):
-    ``use_bn_in_head`` (BN takes out the common mode, so the targets differ between images),
-    ``out_dim = 128`` (as SwAV's prototypes here: a few images per output per batch),
-    ``local_crops = 0`` (a 16 px crop of a shapes image often holds background only, whose one
-    cue is colour), ``base_momentum = 0.9`` (a teacher that follows the student, as BYOL
-    here) and LARS at 0.3 with weight decay 1e-6 (solo-learn's CIFAR DINO optimiser).
-    Measured on shapes, 3 minutes of one core (AVX-512 EPYC, bf16), probe k-NN@20 over 1000
-    held-out images (0.183 at initialisation): the recipe 0.352; without BN in the head 0.176;
-    with AdamW 5e-4 instead of LARS 0.189; with 2 local crops 0.210; with 1024 outputs 0.280;
-    at momentum 0.996 (Sinkhorn teacher) 0.191.  Each part is needed.  On the ViT the paper's
-    recipe stays (see the ``dino-vit`` preset).
+    Options from the official code, all off by default: ``teacher_centering = "sinkhorn"`` (DINOv2,
+    Oquab et al. 2023), ``freeze_last_layer``, ``use_bn_in_head``, ``koleo_loss_weight`` (DINOv2's
+    KoLeo on the student's [CLS] features), and ``ibot_loss_weight > 0`` for iBOT's masked-patch
+    self-distillation on the ViT (Zhou et al. 2022: blockwise-masked student patches match the
+    teacher's through the shared head, with a centre of their own).  What they do on shapes:
+    docs/studies/dino-on-vit.md.
     """
 
     out_dim: int = param(1024, help="Output dimensions of the DINO head (paper: 65536).", min=2, max=262144)
@@ -177,7 +129,7 @@ class DINO(Objective):
     Params = DINOParams
     honours = frozenset({"no_augmentation", "no_centering", "no_sharpening", "no_ema", "tiny_batch"})
     recipe = OptimRecipe(optimizer="adamw", lr=5e-4, weight_decay=0.04)  # paper ViT recipe (its wd rises 0.04 -> 0.4; kept at 0.04)
-    # resources/studies/masked-shapes-5min.md: 123-137 steps on the ViT leave the attention no better than at
+    # docs/studies/masked-shapes-5min.md: 123-137 steps on the ViT leave the attention no better than at
     # initialisation on one seed of two; masked-shapes-20min.md: 640-780 steps move it on both.
     min_steps = {"vit": 600}
     # Under torchrun: the centres (DINO's and iBOT's) are means over the global batch, the Sinkhorn teacher

@@ -111,7 +111,7 @@ class IJEPA(Objective):
     # Paper: AdamW, lr 1e-4 -> 1e-3 warm-up then cosine at batch 2048 (1.25e-4 per 256), wd 0.04 -> 0.4, for
     # 300 epochs.  Lab runs are ~1000x shorter: 1e-3 per 256, wd kept at 0.04.
     recipe = OptimRecipe(optimizer="adamw", lr=1e-3, weight_decay=0.04)
-    # resources/studies/masked-shapes-5min.md: 311 steps on the ViT move the attention 8.5 standard errors.
+    # docs/studies/masked-shapes-5min.md: 311 steps on the ViT move the attention 8.5 standard errors.
     min_steps = {"vit": 300}
     # Under torchrun: a per-sample loss on a BN-free ViT; block sizes and positions are drawn for the
     # global batch (``draw_global``: the same sizes, the same truncated context, as one process).

@@ -111,7 +111,7 @@ class MAE(Objective):
     # of the probe reconstructions (mean-visible-colour fill: 0.0381): 1e-3 -> 0.0206 (442 steps),
     # 3e-3 -> 0.0150 (410), 6e-3 -> 0.0171 (350 steps, the other core busier).
     recipe = OptimRecipe(optimizer="adamw", lr=3e-3, weight_decay=0.05)
-    # resources/studies/masked-shapes-5min.md: about 380-400 steps on the ViT bring the hidden-patch error to a
+    # docs/studies/masked-shapes-5min.md: about 380-400 steps on the ViT bring the hidden-patch error to a
     # third of the mean-colour fill's, with the attention only just moving (2 standard errors on one seed).
     min_steps = {"vit": 400}
     # Under torchrun: a per-sample loss on a BN-free ViT; the masks are drawn for the global batch
