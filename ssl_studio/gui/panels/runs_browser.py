@@ -8,8 +8,9 @@ two seconds as a fallback (network drives and some platforms send no events).
 Polling is cheap: a folder is re-read only when its metrics.jsonl changed size or
 mtime, and then only from the byte offset it had reached, so a live run with a
 million steps costs what it appended since the last poll, not a re-parse of the
-whole file (``run_track.RunTrack``).  The summary rules are the ones ``engine.runs.summarize_run``
-uses: a damaged run is listed with one sentence in the Problem column, and a run whose
+whole file.  The rules that read a folder are the engine's (``engine.run_model.RunModel``, also
+behind ``summarize_run`` and the CLI), and this browser is a view of them: a damaged
+run is listed with one sentence in the Problem column, and a run whose
 process is gone shows as interrupted; Resume asks the window to go on training it.
 
 Evaluate… runs ``engine.evaluate.evaluate_run`` on the selected runs, one after
@@ -46,7 +47,7 @@ from ssl_studio.gui.evaluation import DEFAULT_PROTOCOLS, EvaluationJob, protocol
 from ssl_studio.gui.panels import export
 from ssl_studio.gui.panels.base import (RUN_COLOURS, cache_axes, ema_filter, label_step_axis, legend_brush, name_control,
                                         symbol_style, watch_theme)
-from ssl_studio.gui.panels.run_track import RESUMABLE, RunTrack, _is_number, differing_keys, flatten  # noqa: F401 - re-exported
+from ssl_studio.engine.run_model import RESUMABLE, RunModel, differing_keys, flatten, is_number  # noqa: F401 - re-exported
 
 POLL_MS = 2000
 OVERLAY_EMA = 0.9
@@ -101,7 +102,7 @@ class RunsBrowser(QWidget):
         self.setObjectName("runsBrowser")
         self.setAccessibleName("Runs browser")
         self.runs_dir = _absolute(runs_dir)
-        self.tracks: dict[Path, RunTrack] = {}
+        self.tracks: dict[Path, RunModel] = {}
         self.extra: set[Path] = set()
         self.comparison_header: list[str] = []
         self.comparison_rows: list[list[Any]] = []
@@ -428,14 +429,14 @@ class RunsBrowser(QWidget):
         for path in folders:
             track = self.tracks.get(path)
             if track is None:
-                track = self.tracks[path] = RunTrack(path)
+                track = self.tracks[path] = RunModel(path)
             if track.update():
                 changed = True
         if changed or self.table.rowCount() != len(self.runs()):
             self._fill_table()
             self._selection_changed()  # redraws only if a selected run changed
 
-    def runs(self) -> list[RunTrack]:
+    def runs(self) -> list[RunModel]:
         """Listed runs, newest first."""
         return sorted((t for t in self.tracks.values() if t.valid), key=lambda t: (t.started or t.mtime or 0.0), reverse=True)
 
@@ -502,7 +503,7 @@ class RunsBrowser(QWidget):
                 out.append(Path(item.data(Qt.ItemDataRole.UserRole)))
         return out
 
-    def selected_tracks(self) -> list[RunTrack]:
+    def selected_tracks(self) -> list[RunModel]:
         return [self.tracks[p] for p in self.selected_paths() if p in self.tracks]
 
     def select_paths(self, paths) -> None:
@@ -566,7 +567,7 @@ class RunsBrowser(QWidget):
             self._styles[colour] = (pg.mkPen(colour, width=2), symbol_style(colour))
         return self._styles[colour]
 
-    def _update_curves(self, tracks: list[RunTrack]) -> None:
+    def _update_curves(self, tracks: list[RunModel]) -> None:
         self.legend.clear()
         used = {id(p): 0 for p in (self.loss_plot, self.rank_plot, self.knn_plot)}
 
@@ -603,7 +604,7 @@ class RunsBrowser(QWidget):
         return {name: sum(c.isVisible() for c in self._pools.get(id(p), []))
                 for name, p in (("loss", self.loss_plot), ("rank", self.rank_plot), ("knn", self.knn_plot))}
 
-    def _update_comparison(self, tracks: list[RunTrack]) -> None:
+    def _update_comparison(self, tracks: list[RunModel]) -> None:
         rows_by_run = [t.results() for t in tracks]
         keys: list[str] = []
         for row in rows_by_run:
@@ -613,7 +614,7 @@ class RunsBrowser(QWidget):
         _fill(self.comparison, self.comparison_header, self.comparison_rows, highlight_best=True)
         self._update_protocols(tracks)
 
-    def _update_protocols(self, tracks: list[RunTrack]) -> None:
+    def _update_protocols(self, tracks: list[RunModel]) -> None:
         """compare_runs on the selected runs: a column per protocol, ranks, and Kendall's tau per pair."""
         self.comparison_result = None
         if tracks:
@@ -758,7 +759,7 @@ class RunsBrowser(QWidget):
             candidates = [p for p in sorted(folder.iterdir()) if p.is_dir()]
         added = []
         for p in candidates:
-            track = self.tracks.get(p) or RunTrack(p)
+            track = self.tracks.get(p) or RunModel(p)
             track.update()
             if track.valid:
                 self.tracks[p] = track
@@ -773,7 +774,7 @@ class RunsBrowser(QWidget):
         self.select_paths(added)
         return True
 
-    def confirm_delete(self, tracks: list[RunTrack]) -> bool:
+    def confirm_delete(self, tracks: list[RunModel]) -> bool:
         names = "\n".join(f"  {t.name}" for t in tracks[:10]) + ("\n  …" if len(tracks) > 10 else "")
         live = [t.name for t in tracks if t.status == "running" and time.time() - t.mtime < 60]
         warning = f"\n\n{', '.join(live)} still seems to be running." if live else ""
@@ -900,7 +901,7 @@ class RunsBrowser(QWidget):
         for name, (key, title) in (("knn", ("k20", "k-NN@20")), ("linear", ("top1", "linear")), ("finetune", ("top1", "fine-tune")),
                                    ("zeroshot", ("top1", "zero-shot"))):
             value = results.get(name, {}).get(key) if isinstance(results.get(name), dict) else None
-            if _is_number(value):
+            if is_number(value):
                 headline.append(f"{title} {value:.3f}")
         if "fractions" in results:
             headline.append("label fractions done")
@@ -1102,11 +1103,11 @@ def _fill(table: QTableWidget, header: list[str], rows: list[list[Any]], highlig
         values = row[1:]
         best = None
         if highlight_best and len(values) > 1 and _is_accuracy(str(row[0])):
-            nums = [v for v in values if _is_number(v) and math.isfinite(v)]
+            nums = [v for v in values if is_number(v) and math.isfinite(v)]
             best = max(nums) if nums else None
         for c, v in enumerate(values):
             item = QTableWidgetItem(export.format_cell(v))
-            if _is_number(v):
+            if is_number(v):
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             if best is not None and v == best:
                 font = item.font()
