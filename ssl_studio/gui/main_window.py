@@ -39,7 +39,8 @@ from ssl_studio.engine.runs import replay_events
 from ssl_studio.gui import theme
 from ssl_studio.gui.experiment_panel import ExperimentPanel
 from ssl_studio.gui.fitting import ElidedLabel, WrappingLabel
-from ssl_studio.gui.panels import EmbeddingPanel, LossPanel, RunsBrowser, SpectrumPanel
+from ssl_studio.gui.panels import RunsBrowser
+from ssl_studio.gui.panels.registry import LIVE_PANELS, visual_panel_classes
 from ssl_studio.gui.torchrun_session import TorchrunSession
 from ssl_studio.gui.worker import TrainingSession
 from ssl_studio.params import ConfigError
@@ -47,27 +48,16 @@ from ssl_studio.presets import list_presets, presets_dir
 
 ORGANIZATION = "SSL Studio"
 APPLICATION = "SSL Studio"
-SETTINGS_VERSION = 1  # bump when the dock layout changes shape, so an old saved state is ignored
+SETTINGS_VERSION = 2  # bump when the dock layout changes shape, so an old saved state is ignored
 TAIL_INTERVAL_MS = 1000
 SHUTDOWN_WAIT_MS = 2000
 DEFAULT_SIZE = (1500, 920)  # shrunk to the screen when it is smaller
 
 
-def visual_panel_classes() -> dict[str, type]:
-    """Every panel class in ``ssl_studio.gui.panels`` that declares the ``visual_kind`` it draws."""
-    import importlib
-    import pkgutil
-
-    import ssl_studio.gui.panels as package
-
-    found: dict[str, type] = {}
-    for info in pkgutil.iter_modules(package.__path__):
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
-        for value in vars(module).values():
-            kind = getattr(value, "visual_kind", None)
-            if isinstance(value, type) and isinstance(kind, str) and value.__module__ == module.__name__:
-                found[kind] = value
-    return found
+def _camel(key: str) -> str:
+    """"step_metrics" -> "stepMetrics": a registry key as a Qt object name."""
+    head, *rest = key.split("_")
+    return head + "".join(part.capitalize() for part in rest)
 
 
 def _fmt_duration(seconds: float | None) -> str:
@@ -183,26 +173,31 @@ class MainWindow(QMainWindow):
         self.experiment.stopRequested.connect(self.stop_run)
         self.experiment.validityChanged.connect(self._on_validity)
 
-        self.loss_panel = LossPanel()
-        self.embedding_panel = EmbeddingPanel()
-        self.spectrum_panel = SpectrumPanel()
-        self.panels = [self.loss_panel, self.embedding_panel, self.spectrum_panel]
+        self.panels = []
+        self.docks: dict[str, QDockWidget] = {}
+        self.experiment_dock = self._dock("experimentDock", "Experiment", self.experiment)
+        self.addDockWidget(Qt.LeftDockWidgetArea, self.experiment_dock)
+        for entry in LIVE_PANELS:  # the registry: a new live panel is a line there, not here
+            panel = entry.cls()
+            dock = self._dock(_camel(entry.key) + "Dock", getattr(panel, "title", entry.key), panel)
+            setattr(self, f"{entry.key}_panel", panel)
+            setattr(self, f"{entry.key}_dock", dock)
+            self.panels.append(panel)
+            where, _, other = entry.place.partition(":")
+            anchor = getattr(self, f"{other}_dock", None)
+            if where == "beside" and anchor is not None:
+                self.splitDockWidget(anchor, dock, Qt.Horizontal)
+            elif where == "below" and anchor is not None:
+                self.splitDockWidget(anchor, dock, Qt.Vertical)
+            elif where == "tab" and anchor is not None:
+                self.tabifyDockWidget(anchor, dock)
+            else:
+                self.addDockWidget(Qt.RightDockWidgetArea, dock)
         self.runs_browser = RunsBrowser(self.runs_dir)
         self.runs_browser.openRun.connect(self.open_run)
         self.runs_browser.rerunRequested.connect(self.rerun)
         self.runs_browser.resumeRequested.connect(self.resume_folder)
-
-        self.docks: dict[str, QDockWidget] = {}
-        self.experiment_dock = self._dock("experimentDock", "Experiment", self.experiment)
-        self.loss_dock = self._dock("lossDock", getattr(self.loss_panel, "title", "Loss"), self.loss_panel)
-        self.embedding_dock = self._dock("embeddingDock", getattr(self.embedding_panel, "title", "Embedding"), self.embedding_panel)
-        self.spectrum_dock = self._dock("spectrumDock", getattr(self.spectrum_panel, "title", "Spectrum"), self.spectrum_panel)
         self.runs_dock = self._dock("runsDock", getattr(self.runs_browser, "title", "Runs"), self.runs_browser)
-
-        self.addDockWidget(Qt.LeftDockWidgetArea, self.experiment_dock)
-        self.addDockWidget(Qt.RightDockWidgetArea, self.loss_dock)
-        self.splitDockWidget(self.loss_dock, self.embedding_dock, Qt.Horizontal)
-        self.splitDockWidget(self.loss_dock, self.spectrum_dock, Qt.Vertical)
         self.tabifyDockWidget(self.spectrum_dock, self.runs_dock)
         self.spectrum_dock.raise_()
         self.resize(*DEFAULT_SIZE)
