@@ -51,7 +51,17 @@ APPLICATION = "SSL Studio"
 SETTINGS_VERSION = 2  # bump when the dock layout changes shape, so an old saved state is ignored
 TAIL_INTERVAL_MS = 1000
 SHUTDOWN_WAIT_MS = 2000
-DEFAULT_SIZE = (1500, 920)  # shrunk to the screen when it is smaller
+DEFAULT_SIZE = (1500, 920)  # the layout's design size, before the window is fitted to its screen
+SCREEN_SHARE = 0.96  # a first window (or one whose saved geometry does not fit) takes most of the free screen
+LARGEST_SIZE = (2400, 1500)  # beyond this a window is a wall of empty plot
+
+
+def fitted_size(free_width: int, free_height: int) -> tuple[int, int]:
+    """The window's size on a screen whose free area is ``free_width`` × ``free_height``: most of it, a title bar's
+    room left above, never larger than ``LARGEST_SIZE`` nor smaller than 640 × 480."""
+    width = min(int(free_width * SCREEN_SHARE), free_width - 16, LARGEST_SIZE[0])
+    height = min(int(free_height * SCREEN_SHARE) - 32, free_height - 48, LARGEST_SIZE[1])
+    return max(width, 640), max(height, 480)
 
 
 def _camel(key: str) -> str:
@@ -198,7 +208,8 @@ class MainWindow(QMainWindow):
         self.runs_browser.rerunRequested.connect(self.rerun)
         self.runs_browser.resumeRequested.connect(self.resume_folder)
         self.runs_dock = self._dock("runsDock", getattr(self.runs_browser, "title", "Runs"), self.runs_browser)
-        self.tabifyDockWidget(self.spectrum_dock, self.runs_dock)
+        self.tabifyDockWidget(self.embedding_dock, self.runs_dock)  # the full-height column: the runs table shows its rows
+        self.embedding_dock.raise_()
         self.spectrum_dock.raise_()
         self.resize(*DEFAULT_SIZE)
         self.resizeDocks([self.experiment_dock, self.loss_dock, self.embedding_dock], [420, 600, 520], Qt.Horizontal)
@@ -457,8 +468,9 @@ class MainWindow(QMainWindow):
         name = s.value("theme", theme.current())
         self.theme_actions.get(name if name in theme.THEMES else theme.DEFAULT_THEME).setChecked(True)
         geometry = s.value("window/geometry")
+        self._geometry_restored = False
         if isinstance(geometry, QByteArray) and not geometry.isEmpty():
-            self.restoreGeometry(geometry)
+            self._geometry_restored = self.restoreGeometry(geometry)
         state = s.value("window/state")
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state, SETTINGS_VERSION)
@@ -467,17 +479,17 @@ class MainWindow(QMainWindow):
         self.banner_bar.hide()  # a message from last session is not news
 
     def _fit_to_screen(self) -> None:
-        """Open inside the screen the window is on: a restored geometry that does not fit is replaced
-        by the default size shrunk to the screen's free area, centred."""
+        """Open inside the screen the window is on: the last session's geometry when it fits, else most of the
+        screen's free area (``SCREEN_SHARE``, room left for the title bar), centred."""
         screen = self.screen() or QApplication.primaryScreen()
         if screen is None:
             return
         free = screen.availableGeometry()
-        if free.contains(self.frameGeometry()) and self.width() <= free.width():
+        if (getattr(self, "_geometry_restored", False) and free.contains(self.frameGeometry())
+                and self.width() <= free.width()):
             return
-        width = min(DEFAULT_SIZE[0], free.width() - 16)
-        height = min(DEFAULT_SIZE[1], free.height() - 48)  # room for the title bar
-        self.resize(max(width, 640), max(height, 480))
+        width, height = fitted_size(free.width(), free.height())
+        self.resize(width, height)
         self.move(free.x() + (free.width() - self.width()) // 2, free.y() + max((free.height() - height - 40) // 2, 0))
         self._share_pending = True  # once shown and laid out at the new size (showEvent)
 

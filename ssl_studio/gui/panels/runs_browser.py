@@ -47,9 +47,10 @@ from ssl_studio.gui.evaluation import DEFAULT_PROTOCOLS, EvaluationJob, protocol
 from ssl_studio.gui.panels import export
 from ssl_studio.gui.panels.base import (RUN_COLOURS, cache_axes, ema_filter, label_step_axis, legend_brush, name_control,
                                         symbol_style, watch_theme)
-from ssl_studio.engine.run_model import RESUMABLE, RunModel, differing_keys, flatten, is_number  # noqa: F401 - re-exported
+from ssl_studio.engine.run_model import RunModel, differing_keys, is_number
 
 POLL_MS = 2000
+VISIBLE_ROWS = 8  # the runs table never shrinks below this many rows: a list of runs is what the tab is for
 OVERLAY_EMA = 0.9
 COLUMNS = ("Run", "Objective", "Data", "Status", "Step", "k-NN", "Eff. rank", "Evaluated", "Started", "Problem")
 STATUS_COLOURS = {"completed": "#2E7D32", "running": "#1565C0", "stopped": "#757575", "unknown": "#757575",
@@ -200,6 +201,8 @@ class RunsBrowser(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.table.setSortingEnabled(True)
         self.table.sortItems(COLUMNS.index("Started"), Qt.SortOrder.DescendingOrder)
+        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)  # compact rows
+        self.table.setMinimumHeight(self.table_height(VISIBLE_ROWS))
         self.empty_label = name_control(QLabel(), "runsEmpty", "No runs")
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty_label.setStyleSheet("color:#777;")
@@ -299,9 +302,8 @@ class RunsBrowser(QWidget):
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.addWidget(top)
         self.splitter.addWidget(self.tabs)
-        # a floor of its own, below what its tables and plots would ask: docked under the loss plots on a
-        # laptop screen, the browser must not take the height the loss dock needs (the splitter lends more)
-        top.setMinimumHeight(170)  # two rows of buttons, the folder and three runs
+        # the comparison below takes what the list leaves: its plots and tables read at 110 px, a list of runs does not
+        self.splitter.setCollapsible(0, False)
         self.tabs.setMinimumHeight(110)
         self.splitter.setStretchFactor(0, 3)  # the list of runs first; the comparison below it
         self.splitter.setStretchFactor(1, 2)
@@ -337,6 +339,12 @@ class RunsBrowser(QWidget):
         self.export_csv_button.clicked.connect(lambda: self._export_dialog("csv"))
         self.export_md_button.clicked.connect(lambda: self._export_dialog("md"))
         self._update_buttons()
+
+    def table_height(self, rows: int) -> int:
+        """The runs table's height showing ``rows`` rows under its header, with room for a horizontal scroll bar."""
+        header = self.table.horizontalHeader().sizeHint().height()
+        scroll = self.table.horizontalScrollBar().sizeHint().height()
+        return header + rows * self.table.verticalHeader().defaultSectionSize() + scroll + 2 * self.table.frameWidth()
 
     def _action(self, text: str, name: str, slot) -> QAction:
         action = QAction(text, self)
