@@ -59,6 +59,7 @@ from ssl_studio.engine.build import augment_adjustments, resolve_augment
 from ssl_studio.engine.launch import max_processes
 from ssl_studio.gui.budget_advice import BudgetAdvisor
 from ssl_studio.gui.fitting import WrappingLabel
+from ssl_studio.gui.naming import name_control
 from ssl_studio.gui.param_form import INT_LIMIT, FloatSpinBox, ParamForm, format_number, pretty_name
 from ssl_studio.gui.preview import PreviewStrip
 from ssl_studio.models import DEFAULT_DEPTH
@@ -99,14 +100,6 @@ def _device_available(name: str) -> bool:
     if name == "mps":
         return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     return True
-
-
-def _name(widget: QWidget, object_name: str, accessible: str, tip: str = "") -> QWidget:
-    widget.setObjectName(object_name)
-    widget.setAccessibleName(accessible)
-    if tip:
-        widget.setToolTip(tip)
-    return widget
 
 
 class _IndentDelegate(QStyledItemDelegate):
@@ -204,7 +197,7 @@ class ExperimentPanel(QWidget):
         box = self.objective_box = QGroupBox("Objective")
         box.setObjectName("objectiveGroup")
         form = QFormLayout(box)
-        self.objective_combo = _name(QComboBox(), "objectiveCombo", "Objective", "The self-supervised method to train.")
+        self.objective_combo = name_control(QComboBox(), "objectiveCombo", "Objective", "The self-supervised method to train.")
         model = QStandardItemModel(self.objective_combo)
         bold = QFont()
         bold.setBold(True)
@@ -228,16 +221,16 @@ class ExperimentPanel(QWidget):
         self.objective_combo.setItemDelegate(_IndentDelegate(self.objective_combo))
         self.objective_combo.currentIndexChanged.connect(self._on_objective_changed)
         form.addRow("Method", self.objective_combo)
-        self.description = _name(QLabel(), "objectiveDescription", "Objective description")
+        self.description = name_control(QLabel(), "objectiveDescription", "Objective description")
         self.description.setWordWrap(True)
         self.description.setTextInteractionFlags(Qt.TextSelectableByMouse)
         form.addRow(self.description)
-        self.backbone_combo = _name(QComboBox(), "backboneCombo", "Backbone", _tooltip(ModelConfig, "backbone"))
+        self.backbone_combo = name_control(QComboBox(), "backboneCombo", "Backbone", _tooltip(ModelConfig, "backbone"))
         for b in BACKBONES:
             self.backbone_combo.addItem(BACKBONE_TITLES.get(b, b), b)
         self.backbone_combo.currentIndexChanged.connect(self._on_backbone_changed)
         form.addRow("Backbone", self.backbone_combo)
-        self.width_spin = _name(QSpinBox(), "widthSpin", "Backbone width", _tooltip(ModelConfig, "width"))
+        self.width_spin = name_control(QSpinBox(), "widthSpin", "Backbone width", _tooltip(ModelConfig, "width"))
         w = _spec(ModelConfig, "width")
         self.width_spin.setRange(int(w.min), int(w.max))
         self.width_spin.setSpecialValueText("backbone default")  # shown at 0, the config's "take the backbone's own"
@@ -247,7 +240,7 @@ class ExperimentPanel(QWidget):
         # Settings of the ViT's token sequence, by ModelConfig field: enabled for the ViT only, 0 elsewhere.
         self.vit_spins: dict[str, QSpinBox] = {}
         for field, label, at_zero in (("depth", "Depth", f"default ({DEFAULT_DEPTH})"), ("registers", "Registers", "none")):
-            spin = _name(QSpinBox(), f"{field}Spin", f"ViT {field}", _tooltip(ModelConfig, field))
+            spin = name_control(QSpinBox(), f"{field}Spin", f"ViT {field}", _tooltip(ModelConfig, field))
             spec = _spec(ModelConfig, field)
             spin.setRange(int(spec.min), int(spec.max))
             spin.setSpecialValueText(at_zero)
@@ -255,11 +248,11 @@ class ExperimentPanel(QWidget):
             spin.valueChanged.connect(self._changed)
             form.addRow(label, spin)
             self.vit_spins[field] = spin
-        self.init_from_edit = _name(QLineEdit(), "initFromEdit", "Start from run", _tooltip(ModelConfig, "init_from"))
+        self.init_from_edit = name_control(QLineEdit(), "initFromEdit", "Start from run", _tooltip(ModelConfig, "init_from"))
         self.init_from_edit.setPlaceholderText("random weights")
         self.init_from_edit.setClearButtonEnabled(True)
         self.init_from_edit.textChanged.connect(self._changed)
-        choose = _name(QToolButton(), "initFromButton", "Choose the run to start from")
+        choose = name_control(QToolButton(), "initFromButton", "Choose the run to start from")
         choose.setText("Choose…")
         choose.clicked.connect(self.choose_start_run)
         row = QHBoxLayout()
@@ -274,14 +267,14 @@ class ExperimentPanel(QWidget):
         box.setObjectName("dataGroup")
         v = QVBoxLayout(box)
         row = QHBoxLayout()
-        self.data_combo = _name(QComboBox(), "dataCombo", "Data source", _tooltip(DataConfig, "source"))
+        self.data_combo = name_control(QComboBox(), "dataCombo", "Data source", _tooltip(DataConfig, "source"))
         for text, kind in DATA_CHOICES:
             self.data_combo.addItem(text, kind)
         self.data_combo.activated.connect(self._on_data_activated)
         row.addWidget(QLabel("Source"))
         row.addWidget(self.data_combo, 1)
         v.addLayout(row)
-        self.data_path = _name(QLabel(""), "dataPathLabel", "Data folder")
+        self.data_path = name_control(QLabel(""), "dataPathLabel", "Data folder")
         self.data_path.setWordWrap(True)
         self.data_path.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.data_path.hide()
@@ -295,7 +288,7 @@ class ExperimentPanel(QWidget):
         self.preview.failed.connect(self._on_preview_failed)
         self.preview.loaded.connect(self._on_preview_loaded)
         v.addWidget(self.preview)
-        self.data_error = _name(QLabel(""), "dataError", "Data problem")
+        self.data_error = name_control(QLabel(""), "dataError", "Data problem")
         self.data_error.setWordWrap(True)
         self.data_error.hide()
         v.addWidget(self.data_error)
@@ -306,11 +299,11 @@ class ExperimentPanel(QWidget):
         box.setObjectName("trainingGroup")
         form = QFormLayout(box)
         row = QHBoxLayout()
-        self.budget_kind = _name(QComboBox(), "budgetKindCombo", "Budget kind",
+        self.budget_kind = name_control(QComboBox(), "budgetKindCombo", "Budget kind",
                                  "Stop after this much wall-clock time, passes over the data, or optimiser steps.")
         for kind in ("minutes", "epochs", "steps"):
             self.budget_kind.addItem(kind, kind)
-        self.budget_value = _name(FloatSpinBox(), "budgetValue", "Budget", _tooltip(BudgetConfig, "minutes"))
+        self.budget_value = name_control(FloatSpinBox(), "budgetValue", "Budget", _tooltip(BudgetConfig, "minutes"))
         self.budget_value.setRange(0.0, 1e7)
         self.budget_value.setValue(BUDGET_DEFAULTS["minutes"])
         self.budget_kind.currentIndexChanged.connect(self._on_budget_kind)
@@ -320,24 +313,24 @@ class ExperimentPanel(QWidget):
         form.addRow("Budget", row)
 
         spec = _spec(RunConfig, "batch_size")
-        self.batch_spin = _name(QSpinBox(), "batchSizeSpin", "Batch size", spec.help)
+        self.batch_spin = name_control(QSpinBox(), "batchSizeSpin", "Batch size", spec.help)
         self.batch_spin.setRange(int(spec.min), int(spec.max))
         self.batch_spin.setValue(int(spec.default))
         self.batch_spin.valueChanged.connect(self._changed)
         form.addRow("Batch size", self.batch_spin)
 
-        self.lr_edit = _name(QLineEdit(), "lrEdit", "Learning rate", _tooltip(OptimConfig, "lr"))
+        self.lr_edit = name_control(QLineEdit(), "lrEdit", "Learning rate", _tooltip(OptimConfig, "lr"))
         self.lr_edit.textChanged.connect(self._changed)
         form.addRow("Learning rate", self.lr_edit)
 
         spec = _spec(RunConfig, "seed")
-        self.seed_spin = _name(QSpinBox(), "seedSpin", "Seed", spec.help)
+        self.seed_spin = name_control(QSpinBox(), "seedSpin", "Seed", spec.help)
         self.seed_spin.setRange(int(spec.min or 0), INT_LIMIT)
         self.seed_spin.setValue(int(spec.default))
         self.seed_spin.valueChanged.connect(self._changed)
         form.addRow("Seed", self.seed_spin)
 
-        self.device_combo = _name(QComboBox(), "deviceCombo", "Device", _spec(RunConfig, "device").help)
+        self.device_combo = name_control(QComboBox(), "deviceCombo", "Device", _spec(RunConfig, "device").help)
         for d in DEVICES:
             self.device_combo.addItem(d, d)
             if not _device_available(d):
@@ -356,7 +349,7 @@ class ExperimentPanel(QWidget):
         self.param_form.setObjectName("paramForm")
         self.param_form.changed.connect(self._changed)
         v.addWidget(self.param_form)
-        self.recipe_note = _name(QLabel(""), "backboneRecipeLabel", "Defaults adjusted for this backbone")
+        self.recipe_note = name_control(QLabel(""), "backboneRecipeLabel", "Defaults adjusted for this backbone")
         self.recipe_note.setWordWrap(True)
         self.recipe_note.setStyleSheet("color: palette(placeholder-text);")
         self.recipe_note.hide()
@@ -389,33 +382,33 @@ class ExperimentPanel(QWidget):
         for key, section in self.sections.items():
             lay.addWidget(section)
             if key == "augment":  # what the run really uses where data set or objective adjust the lab's defaults
-                self.augment_note = _name(QLabel(""), "augmentAdjustedLabel", "Augmentation adjusted for this data set and objective")
+                self.augment_note = name_control(QLabel(""), "augmentAdjustedLabel", "Augmentation adjusted for this data set and objective")
                 self.augment_note.setWordWrap(True)
                 self.augment_note.setStyleSheet("color: palette(placeholder-text);")
                 self.augment_note.hide()
                 section.layout().insertWidget(1, self.augment_note)  # under the title: seen folded or not
-        self.kept_label = _name(QLabel(""), "keptSettingsLabel", "Settings kept from the loaded configuration")
+        self.kept_label = name_control(QLabel(""), "keptSettingsLabel", "Settings kept from the loaded configuration")
         self.kept_label.setWordWrap(True)
         self.kept_label.setStyleSheet("color: palette(placeholder-text);")
         lay.addWidget(self.kept_label)
         lay.addStretch(1)
 
         # Always visible: the error and the run buttons ------------------------------
-        self.error_label = _name(QLabel(""), "errorLabel", "Configuration problem")
+        self.error_label = name_control(QLabel(""), "errorLabel", "Configuration problem")
         self.error_label.setWordWrap(True)
         self.error_label.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)
         self.error_label.hide()
         outer.addWidget(self.error_label)
         row = QHBoxLayout()
-        self.processes_label = _name(QLabel("Processes"), "processesLabel", "Processes")
-        self.processes_spin = _name(QSpinBox(), "processesSpin", "Processes",
+        self.processes_label = name_control(QLabel("Processes"), "processesLabel", "Processes")
+        self.processes_spin = name_control(QSpinBox(), "processesSpin", "Processes",
                                     "1 trains inside the window; 2 or more launch a torchrun job with that many local "
                                     "processes (one per GPU on CUDA, gloo on CPU), followed live. batch_size stays the global batch.")
         self.processes_spin.setRange(1, max_processes())
         self.processes_label.setBuddy(self.processes_spin)
-        self.start_button = _name(QPushButton("Start"), "startButton", "Start training", "Start training (Ctrl+Return)")
-        self.pause_button = _name(QPushButton("Pause"), "pauseButton", "Pause or resume training", "Pause or resume (Ctrl+P)")
-        self.stop_button = _name(QPushButton("Stop"), "stopButton", "Stop training",
+        self.start_button = name_control(QPushButton("Start"), "startButton", "Start training", "Start training (Ctrl+Return)")
+        self.pause_button = name_control(QPushButton("Pause"), "pauseButton", "Pause or resume training", "Pause or resume (Ctrl+P)")
+        self.stop_button = name_control(QPushButton("Stop"), "stopButton", "Stop training",
                                  "Stop after this step and save a checkpoint (Ctrl+.)")
         self.start_button.setMinimumHeight(32)
         self.start_button.clicked.connect(self.startRequested)
@@ -429,7 +422,7 @@ class ExperimentPanel(QWidget):
         self.processes_hint.setStyleSheet("color: palette(placeholder-text);")
         processes_row.addWidget(self.processes_hint, 1)
         outer.addLayout(processes_row)
-        self.budget_note = _name(WrappingLabel(""), "budgetNote", "Budget advice")  # too short a budget, before Start
+        self.budget_note = name_control(WrappingLabel(""), "budgetNote", "Budget advice")  # too short a budget, before Start
         self.budget_note.hide()
         outer.addWidget(self.budget_note)
         row.addWidget(self.start_button, 2)
@@ -546,7 +539,7 @@ class ExperimentPanel(QWidget):
         for name, effect in ABLATIONS.items():
             if name not in cls.honours:
                 continue
-            box = _name(QCheckBox(pretty_name(name)), f"ablation_{name}", pretty_name(name), effect)
+            box = name_control(QCheckBox(pretty_name(name)), f"ablation_{name}", pretty_name(name), effect)
             box.setAccessibleDescription(effect)
             box.setChecked(name in checked)
             box.toggled.connect(self._changed)

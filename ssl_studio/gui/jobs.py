@@ -46,7 +46,8 @@ class Job(QRunnable):
         self.setAutoDelete(False)  # Python owns it (in _RUNNING until finished)
         self.fn, self.args, self.kwargs = fn, args, kwargs
         self.signals = JobSignals()
-        self.signals.finished.connect(self._ended)
+        for signal in (self.signals.returned, self.signals.errored, self.signals.finished):
+            signal.connect(self._ended)  # first: the callbacks see the job over and the collection guard released
         self._cancel = threading.Event()
         self.done = False
 
@@ -99,7 +100,7 @@ class Job(QRunnable):
         except RuntimeError:  # the receiver's side was deleted meanwhile (a window closed)
             pass
 
-    def _ended(self) -> None:  # on the GUI thread
+    def _ended(self, *_: Any) -> None:  # on the GUI thread
         self.done = True
         if self in _RUNNING:
             _RUNNING.discard(self)

@@ -39,6 +39,7 @@ from ssl_studio.engine.runs import replay_events
 from ssl_studio.gui import theme
 from ssl_studio.gui.experiment_panel import ExperimentPanel
 from ssl_studio.gui.fitting import ElidedLabel, WrappingLabel
+from ssl_studio.gui.naming import name_control
 from ssl_studio.gui.panels import RunsBrowser
 from ssl_studio.gui.panels.registry import LIVE_PANELS, visual_panel_classes
 from ssl_studio.gui.torchrun_session import TorchrunSession
@@ -77,14 +78,6 @@ def _fmt_duration(seconds: float | None) -> str:
     return f"{s // 60:02d}:{s % 60:02d}" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}"
 
 
-def _named(widget, name: str, accessible: str, tip: str = ""):
-    widget.setObjectName(name)
-    widget.setAccessibleName(accessible)
-    if tip:
-        widget.setToolTip(tip)
-    return widget
-
-
 class Banner(QFrame):
     """A one-sentence message across the top of the window: failures, collapse warnings, preset notes.
 
@@ -94,20 +87,20 @@ class Banner(QFrame):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        _named(self, "failureBanner", "Message")
+        name_control(self, "failureBanner", "Message")
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Minimum)
         self.setProperty("level", "error")
         lay = QHBoxLayout(self)
         lay.setContentsMargins(10, 6, 6, 6)
-        self.message = _named(WrappingLabel("", preferred_width=2000, max_lines=3), "failureMessage", "Message text")  # wraps; never widens the window
+        self.message = name_control(WrappingLabel("", preferred_width=2000, max_lines=3), "failureMessage", "Message text")  # wraps; never widens the window
         self.message.setTextInteractionFlags(Qt.TextSelectableByMouse)
         lay.addWidget(self.message, 1)
-        self.action_button = _named(QPushButton(""), "bannerAction", "The message's action")
+        self.action_button = name_control(QPushButton(""), "bannerAction", "The message's action")
         self.action_button.hide()
         self.action_button.clicked.connect(lambda: self._action() if self._action else None)
         self._action = None
         lay.addWidget(self.action_button, 0, Qt.AlignTop)
-        self.close_button = _named(QPushButton("Dismiss"), "bannerClose", "Dismiss the message")
+        self.close_button = name_control(QPushButton("Dismiss"), "bannerClose", "Dismiss the message")
         lay.addWidget(self.close_button, 0, Qt.AlignTop)
 
     def set_action(self, text: str = "", slot=None) -> None:
@@ -217,7 +210,7 @@ class MainWindow(QMainWindow):
 
     def _dock(self, name: str, title: str, widget: QWidget) -> QDockWidget:
         dock = QDockWidget(title, self)
-        _named(dock, name, f"{title} panel")
+        name_control(dock, name, f"{title} panel")
         dock.setWidget(widget)
         dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable | QDockWidget.DockWidgetClosable)
         self.docks[name] = dock
@@ -403,7 +396,7 @@ class MainWindow(QMainWindow):
 
     def _build_toolbars(self) -> None:
         tools = QToolBar("Run controls", self)
-        _named(tools, "runToolBar", "Run controls")
+        name_control(tools, "runToolBar", "Run controls")
         tools.setMovable(False)
         tools.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
         self._tint_icons()
@@ -421,7 +414,7 @@ class MainWindow(QMainWindow):
 
         self.addToolBarBreak(Qt.TopToolBarArea)
         self.banner_bar = QToolBar("Messages", self)
-        _named(self.banner_bar, "bannerBar", "Messages")
+        name_control(self.banner_bar, "bannerBar", "Messages")
         self.banner_bar.setMovable(False)
         self.banner_bar.setFloatable(False)
         self.banner_bar.toggleViewAction().setVisible(False)
@@ -434,12 +427,12 @@ class MainWindow(QMainWindow):
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
         bar.setObjectName("statusBar")
-        self.status_step = _named(ElidedLabel("ready", min_width=70), "statusStep", "Step")
-        self.status_epoch = _named(ElidedLabel("", min_width=40), "statusEpoch", "Epoch")
-        self.status_rate = _named(ElidedLabel("", min_width=40), "statusRate", "Images per second")
-        self.status_eta = _named(ElidedLabel("", min_width=40), "statusEta", "Time left")
-        self.status_device = _named(ElidedLabel("", min_width=40), "statusDevice", "Device")
-        self.progress = _named(QProgressBar(), "progressBar", "Budget used")
+        self.status_step = name_control(ElidedLabel("ready", min_width=70), "statusStep", "Step")
+        self.status_epoch = name_control(ElidedLabel("", min_width=40), "statusEpoch", "Epoch")
+        self.status_rate = name_control(ElidedLabel("", min_width=40), "statusRate", "Images per second")
+        self.status_eta = name_control(ElidedLabel("", min_width=40), "statusEta", "Time left")
+        self.status_device = name_control(ElidedLabel("", min_width=40), "statusDevice", "Device")
+        self.progress = name_control(QProgressBar(), "progressBar", "Budget used")
         self.progress.setRange(0, 1000)
         self.progress.setValue(0)
         self.progress.setFormat("%p%")

@@ -18,7 +18,8 @@ import pyqtgraph as pg
 from PySide6.QtGui import QColor, QImage, QPixmap
 from PySide6.QtWidgets import QWidget
 
-from ssl_studio.engine.grow_array import GrowArray  # noqa: F401 - the panels' curves, re-exported
+from ssl_studio.engine.grow_array import GrowArray  # noqa: F401 - re-exported: the panels import their helpers from base
+from ssl_studio.gui.naming import name_control  # noqa: F401 - the panels' one naming helper, re-exported
 from ssl_studio.gui.panels import export
 
 # Okabe-Ito then Tableau: distinguishable for colour-blind readers first, then enough hues
@@ -95,15 +96,6 @@ def cache_axes(plot) -> None:
         axis = plot.getAxis(name)
         if axis is not None:
             axis.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
-
-
-def name_control(widget: QWidget, name: str, accessible: str | None = None, tip: str | None = None) -> QWidget:
-    """Every control gets an objectName (tests, style sheets) and an accessibleName (screen readers)."""
-    widget.setObjectName(name)
-    widget.setAccessibleName(accessible or name)
-    if tip:
-        widget.setToolTip(tip)
-    return widget
 
 
 def ema_filter(x: np.ndarray, weight: float, z0: float = 0.0) -> np.ndarray:
