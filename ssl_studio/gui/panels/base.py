@@ -18,6 +18,7 @@ import pyqtgraph as pg
 from PySide6.QtGui import QColor, QImage, QPixmap
 from PySide6.QtWidgets import QWidget
 
+from ssl_studio.engine.events import Started, Visuals
 from ssl_studio.engine.grow_array import GrowArray  # noqa: F401 - re-exported: the panels import their helpers from base
 from ssl_studio.gui.naming import name_control  # noqa: F401 - the panels' one naming helper, re-exported
 from ssl_studio.gui.panels import export
@@ -216,3 +217,54 @@ class Panel(QWidget):
     def table(self) -> tuple[list[str], list[Sequence[Any]]]:
         """The panel's data as a header and rows, for CSV."""
         return [], []
+
+
+class VisualPanel(Panel):
+    """A panel of an objective's pictures, the kind of ``Visuals`` it declares in ``visual_kind``.
+
+    One dispatch for all of them: a fresh run (not a resume) clears what the last run left,
+    ``on_visuals`` takes each picture of this kind, ``on_event`` any other event the panel
+    reads (probes, steps, evaluations); the curves are redrawn once per batch when a hook
+    says they changed, and the newest picture is shown once.
+    """
+
+    visual_kind: str = ""
+
+    def has_content(self) -> bool:
+        """Whether anything of an earlier run is shown (a new run then clears it)."""
+        raise NotImplementedError
+
+    def on_started(self, ev: Started) -> None:
+        """A run started (after the panel was cleared when it needed to be)."""
+
+    def on_visuals(self, ev: Visuals) -> bool:
+        """One picture of this panel's kind; True when the curves changed."""
+        return False
+
+    def on_event(self, ev: Any) -> bool:
+        """Any other event; True when the curves changed."""
+        return False
+
+    def redraw_curves(self) -> None:
+        """Draw the curves from the panel's arrays."""
+
+    def show_visuals(self, ev: Visuals) -> None:
+        """Show the newest picture of the batch."""
+
+    def handle_events(self, events: Sequence[Any]) -> None:
+        latest, changed = None, False
+        for ev in events:
+            if isinstance(ev, Started):
+                if ev.resumed_from_step == 0 and self.has_content():
+                    self.clear()
+                self.on_started(ev)
+            elif isinstance(ev, Visuals):
+                if ev.kind == self.visual_kind:
+                    changed = self.on_visuals(ev) or changed
+                    latest = ev
+            else:
+                changed = self.on_event(ev) or changed
+        if changed:
+            self.redraw_curves()
+        if latest is not None:
+            self.show_visuals(latest)
