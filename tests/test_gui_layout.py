@@ -12,7 +12,8 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QSettings  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from ssl_studio.gui.main_window import MainWindow, fitted_size  # noqa: E402
+from ssl_studio.gui.main_window import MainWindow  # noqa: E402
+from ssl_studio.gui.window_chrome import fitted_size  # noqa: E402
 from ssl_studio.gui.panels import LossPanel  # noqa: E402
 from ssl_studio.gui.panels.runs_browser import VISIBLE_ROWS  # noqa: E402
 from ssl_studio.engine.events import Probe, Started, Step  # noqa: E402
