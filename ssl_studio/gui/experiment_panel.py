@@ -128,6 +128,7 @@ class ExperimentPanel(ObjectiveSection, FormValidation, QWidget):
                              self.training_box, self.params_box, self.ablation_box, *self.sections.values(),
                              self.processes_label, self.processes_spin]
         self.set_run_state("idle")
+
     def _build_data_box(self, lay: QVBoxLayout) -> None:
         # Data -------------------------------------------------------------------
         box = QGroupBox("Data")
