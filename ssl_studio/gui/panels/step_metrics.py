@@ -82,7 +82,8 @@ class StepMetricsPanel(Panel):
             plot = self.graphics.addPlot(row=row, col=0)
             units = {spec.unit for _, spec in members if spec.unit}
             plot.setTitle(group)
-            plot.setLabel("left", group, units=units.pop() if len(units) == 1 else None)
+            if len(units) == 1:  # the group's name is the plot's title; the axis says the unit, when they share one
+                plot.setLabel("left", units.pop())
             plot.getAxis("left").enableAutoSIPrefix(False)
             label_step_axis(plot)
             cache_axes(plot)
