@@ -32,7 +32,7 @@ from ssl_studio.gui.panels.registry import LIVE_PANELS, visual_panel_classes
 from ssl_studio.gui.run_control import RunControl
 from ssl_studio.gui.run_folders import TAIL_INTERVAL_MS, RunFolders
 from ssl_studio.gui.torchrun_session import TorchrunSession
-from ssl_studio.gui.window_chrome import APPLICATION, DEFAULT_SIZE, ORGANIZATION, SETTINGS_VERSION, WindowChrome  # noqa: F401
+from ssl_studio.gui.window_chrome import APPLICATION, DEFAULT_SIZE, ORGANIZATION, SETTINGS_VERSION, WindowChrome
 from ssl_studio.gui.worker import TrainingSession
 
 
