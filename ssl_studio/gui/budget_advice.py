@@ -82,8 +82,9 @@ def last_run_rate(runs_dir: Path, key: RateKey) -> float | None:
 
 
 def measure_rate(cfg: RunConfig, repeats: int = 2) -> float:
-    """Images/s of ``cfg``'s whole training step: the objective's views, loss, backward, an optimiser update and its
-    after-step (EMA targets, queues), on built-in shapes at the run's resolution (the content does not change the cost).
+    """Images/s of ``cfg``'s whole training step as the trainer runs it: the objective's views, loss, backward, the run's
+    optimiser update and its after-step (EMA targets, queues), in the run's precision, on built-in shapes at the run's
+    resolution (the content does not change the cost).
 
     The backbone's forward/backward alone left out the heads, the teacher and the extra views (about 1.5x too fast
     for DINO)."""
@@ -91,8 +92,9 @@ def measure_rate(cfg: RunConfig, repeats: int = 2) -> float:
 
     import torch
 
-    from ssl_studio.engine.build import build_objective, build_views, load_data
+    from ssl_studio.engine.build import build_objective, build_views, load_data, resolved_optim
     from ssl_studio.engine.device import autocast, pick_channels_last, pick_device, pick_precision
+    from ssl_studio.engine.optim import build_optimizer
     from ssl_studio.objectives import Batch
 
     device = pick_device(cfg.device)
@@ -106,8 +108,11 @@ def measure_rate(cfg: RunConfig, repeats: int = 2) -> float:
         imageset = load_data(probe_cfg)
         objective = build_objective(probe_cfg, imageset).to(device)
         views = build_views(probe_cfg, imageset)
+    if channels_last:
+        objective.to(memory_format=torch.channels_last)
     objective.train()
-    optimizer = torch.optim.SGD([p for p in objective.parameters() if p.requires_grad], lr=1e-6)
+    opt_name, _, weight_decay = resolved_optim(probe_cfg)  # the run's own optimiser (LARS, AdamW, ...), at a tiny rate
+    optimizer = build_optimizer(opt_name, objective.parameter_groups(weight_decay), 1e-6, cfg.optim.momentum)
     n = min(cfg.batch_size, len(imageset.images))
     images = imageset.images[:n].to(device)
     labels = imageset.labels[:n].to(device) if imageset.labels is not None else None
@@ -125,6 +130,8 @@ def measure_rate(cfg: RunConfig, repeats: int = 2) -> float:
                                   plain=plain), 0.5)
         optimizer.zero_grad(set_to_none=True)
         out.loss.float().backward()
+        if cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.optim.grad_clip)
         optimizer.step()
         objective.after_step(0.5)
 
