@@ -371,23 +371,22 @@ def completed_step(run: Path, cfg) -> int | None:
 
     A run whose budget was raised in config.toml after it completed is not complete: resume trains on.
     """
-    from ssl_studio.engine.runs import read_metrics
+    from ssl_studio.engine.run_model import RunModel
     from ssl_studio.engine.trainer import DEFAULT_MINUTES
 
-    records = [r for r in read_metrics(run)[0] if isinstance(r, dict)]
-    ends = [r for r in records if r.get("event") in ("started", "finished", "failed")]
-    if not ends or ends[-1].get("event") != "finished" or ends[-1].get("status") != "completed":
+    model = RunModel(run)
+    model.update()
+    last = model.last_end
+    if last is None or last.get("event") != "finished" or last.get("status") != "completed":
         return None
-    last = ends[-1]
     step = last.get("step") if isinstance(last.get("step"), int) else 0
     summary = last.get("summary") if isinstance(last.get("summary"), dict) else {}
     b = cfg.budget
     if b.steps is not None:
         return step if step >= b.steps else None
     if b.epochs is not None:
-        started = next((r for r in reversed(ends) if r.get("event") == "started"), {})
-        per_epoch = started.get("steps_per_epoch")
-        return step if isinstance(per_epoch, int) and per_epoch > 0 and step >= max(1, math.ceil(b.epochs * per_epoch)) else None
+        per_epoch = model.steps_per_epoch
+        return step if per_epoch is not None and per_epoch > 0 and step >= max(1, math.ceil(b.epochs * per_epoch)) else None
     seconds = summary.get("train_seconds")
     minutes = b.minutes if b.minutes is not None else DEFAULT_MINUTES
     return step if isinstance(seconds, (int, float)) and seconds >= minutes * 60 else None

@@ -234,7 +234,7 @@ def test_closing_the_window_while_evaluating_cancels_and_waits(qtbot, runs_root,
         pass
     assert not window.close()  # refused for now: the evaluation is cancelled first...
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=WAIT_MS)  # ...and the window closes by itself
-    assert job.outcome == "cancelled" and not job.thread.isRunning()
+    assert job.outcome == "cancelled" and not job.running
     assert "finetune" not in report(path)
 
     # shutdown() (the window's clean-up hook) cancels and waits too
@@ -243,7 +243,7 @@ def test_closing_the_window_while_evaluating_cancels_and_waits(qtbot, runs_root,
     with qtbot.waitSignal(job.progress, timeout=WAIT_MS, check_params_cb=lambda p, f: p == "finetune"):
         pass
     browser.shutdown()
-    assert job.done and not job.thread.isRunning() and not browser.evaluating
+    assert job.done and not job.running and not browser.evaluating
 
 
 def test_unlabelled_run_gives_a_readable_message(qtbot, unlabelled_run, monkeypatch):

@@ -234,6 +234,8 @@ def test_dino_settings_follow_the_backbone_unless_the_user_changed_them(panel):
 
 
 def test_start_from_a_run_is_typed_chosen_and_loaded(panel, monkeypatch, tmp_path):
+    from PySide6.QtWidgets import QToolButton
+
     from ssl_studio.gui import experiment_panel as module
 
     edit = panel.findChild(QLineEdit, "initFromEdit")
@@ -246,7 +248,7 @@ def test_start_from_a_run_is_typed_chosen_and_loaded(panel, monkeypatch, tmp_pat
     edit.clear()
     asked = []
     monkeypatch.setattr(module.QFileDialog, "getExistingDirectory", lambda parent, title, start: asked.append(start) or "")
-    panel.findChild(module.QToolButton, "initFromButton").click()
+    panel.findChild(QToolButton, "initFromButton").click()
     assert asked == [str(tmp_path)] and panel.to_config().model.init_from == ""
     monkeypatch.setattr(module.QFileDialog, "getExistingDirectory", lambda parent, title, start: str(tmp_path / "chosen"))
     assert panel.choose_start_run()

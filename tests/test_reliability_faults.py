@@ -25,7 +25,8 @@ import torch
 
 from ssl_studio.cli import main
 from ssl_studio.engine import runs as runs_module
-from ssl_studio.engine.runs import RunFolder, scan_metrics, summarize_run
+from ssl_studio.engine.run_model import summarize_run
+from ssl_studio.engine.runs import RunFolder, scan_metrics
 from ssl_studio.engine.trainer import Trainer
 
 pytestmark = pytest.mark.reliability

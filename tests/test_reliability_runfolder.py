@@ -15,8 +15,8 @@ import pytest
 
 from run_damage import DAMAGES, FILES, copy_run, damage, made_run, tiny_config  # noqa: F401 - made_run is a fixture
 from ssl_studio.engine.run_lock import RunLock, run_is_live
-from ssl_studio.engine.runs import (RunFolder, list_runs, new_run_dir, read_metrics, record_to_event, replay_events,
-                                    scan_metrics, summarize_run)
+from ssl_studio.engine.run_model import list_runs, summarize_run
+from ssl_studio.engine.runs import RunFolder, new_run_dir, read_metrics, record_to_event, replay_events, scan_metrics
 from ssl_studio.engine.trainer import Trainer
 
 pytestmark = pytest.mark.reliability

@@ -106,7 +106,7 @@ def test_an_interrupted_run_is_resumed_from_the_window(window, qtbot, runs_root)
 
 def test_curves_of_a_resumed_run_do_not_go_back_in_time(tmp_path):
     """Steps trained after the last checkpoint of a killed run are trained again on resume: they are drawn once."""
-    from ssl_studio.gui.panels.run_track import RunTrack
+    from ssl_studio.engine.run_model import RunModel
 
     def step(n):
         return {"event": "step", "step": n, "loss": 10.0 - n}
@@ -115,7 +115,7 @@ def test_curves_of_a_resumed_run_do_not_go_back_in_time(tmp_path):
     lines += [{"event": "started", "time": 2.0, "resumed_from_step": 6}] + [step(n) for n in (7, 8)]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"event": "st', encoding="utf-8")
     (tmp_path / ".lock").write_text("{}", encoding="utf-8")  # its process held it, and is gone
-    track = RunTrack(tmp_path)
+    track = RunModel(tmp_path)
     track.update()
     assert list(track.steps.view) == [1, 2, 3, 4, 5, 6, 7, 8] and track.step == 8
     assert track.status == "interrupted"  # says running, and nobody holds it

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QMessageBox
 from ssl_studio.config import RunConfig
 from ssl_studio.engine.trainer import Trainer
 from ssl_studio.gui.panels import RunsBrowser
-from ssl_studio.gui.panels.runs_browser import differing_keys, flatten
+from ssl_studio.engine.run_model import differing_keys, flatten
 
 
 @pytest.fixture(scope="module")

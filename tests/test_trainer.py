@@ -7,7 +7,8 @@ import torch
 
 from ssl_studio.config import config_from_mapping
 from ssl_studio.engine.events import Failed, Finished, Probe, Started, Step
-from ssl_studio.engine.runs import RunFolder, list_runs, replay_events
+from ssl_studio.engine.run_model import list_runs
+from ssl_studio.engine.runs import RunFolder, replay_events
 from ssl_studio.engine.trainer import Trainer
 
 

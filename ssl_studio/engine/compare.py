@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ssl_studio.engine.run_model import RunModel
 from ssl_studio.engine.runs import RunFolder
 
 # protocol name -> (report section, key) of its headline accuracy
@@ -110,7 +111,7 @@ def run_label(path: Path) -> str:
 def compare_runs(paths: list[str | Path], labels: list[str] | None = None) -> Comparison:
     paths = [Path(p) for p in paths]
     labels = labels or [run_label(p) for p in paths]
-    reports = [RunFolder(p, create=False).read_report() for p in paths]
+    reports = [RunModel(p).report() for p in paths]
     scores = {name: [_lookup(r, sec, key) for r in reports] for name, (sec, key) in HEADLINES.items()}
     scores = {k: v for k, v in scores.items() if any(x is not None for x in v)}
     protocols = list(scores)

@@ -8,8 +8,9 @@
       report.json     evaluation results
       .lock           held (flock) by the process training the run; free means nobody is (run_lock)
 
-The GUI reads run folders written by any process, live or finished, through
-``read_metrics`` and ``read_snapshot``; nothing here imports Qt.  Writers never leave a
+Any process reads run folders, live or finished, through ``scan_metrics`` and
+``read_snapshot``; what the records mean (status, curves, summary) is ``run_model``'s
+job, and replaying them as events is ``replay_events``'.  Nothing here imports Qt.  Writers never leave a
 half-written file in place of a good one and turn a failed write into a ``RunWriteError``
 (one sentence, see ``run_writes``); readers skip and count what they cannot read.
 """
@@ -306,75 +307,6 @@ def read_metrics(path: str | Path, offset: int = 0) -> tuple[list[dict[str, Any]
     (``scan_metrics`` counts them)."""
     chunk = scan_metrics(path, offset)
     return chunk.records, chunk.offset
-
-
-@dataclass
-class RunSummary:
-    """What the runs browser lists for one folder."""
-
-    path: Path
-    objective: str
-    data: str
-    status: str  # running | interrupted | completed | stopped | failed | diverged at step N | unknown
-    step: int
-    knn_acc: float | None
-    effective_rank: float | None
-    started: float | None
-    problem: str | None = None  # one sentence when a file of the folder is damaged or missing
-    skipped_lines: int = 0
-
-
-def summarize_run(path: str | Path) -> RunSummary | None:
-    """The browser's row for one folder; ``status`` is "interrupted" when the run says it is running but
-    no process holds its lock (killed, or the machine went down)."""
-    from ssl_studio.engine import run_health
-    from ssl_studio.engine.run_lock import run_is_live
-
-    path = Path(path)
-    if not (path / "metrics.jsonl").exists() and not (path / "config.toml").exists():
-        return None
-    chunk = scan_metrics(path / "metrics.jsonl")
-    records = chunk.records
-    objective = data = "?"
-    status, step, knn, rank, started = "unknown", 0, None, None, None
-    for r in records:
-        ev = r.get("event")
-        if ev == "started":
-            objective, data, started, status = r.get("objective", "?"), r.get("data", "?"), r.get("time"), "running"
-        elif ev == "step":
-            step = r.get("step", step)
-        elif ev == "probe":
-            knn, rank = r.get("knn_acc", knn), r.get("effective_rank", rank)
-        elif ev == "finished":
-            status = r.get("status", "completed")
-        elif ev == "failed":
-            status = r.get("status", "failed")
-    if objective == "?" and (path / "config.toml").exists():
-        try:
-            cfg = load_config(path / "config.toml")
-            objective, data = cfg.objective.name, cfg.data.source
-        except Exception:  # noqa: BLE001 - a broken config still lists the folder
-            pass
-    live = status == "running" and run_is_live(path)
-    if status == "running" and not live:
-        status = "interrupted"
-    snapshots = [r["snapshot"] for r in records if "snapshot" in r]
-    problem = run_health.compose([
-        run_health.metrics_problem(path, len(records), chunk.skipped, chunk.tail, live),
-        run_health.config_problem(path),
-        run_health.report_problem(path),
-        None if live else run_health.checkpoint_problem(path),
-        run_health.snapshot_sentence(run_health.snapshot_problems(path, snapshots)),
-    ])
-    return RunSummary(path, objective, data, status, step, knn, rank, started, problem, chunk.skipped)
-
-
-def list_runs(root: str | Path) -> list[RunSummary]:
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    out = [s for p in sorted(root.iterdir()) if p.is_dir() and (s := summarize_run(p)) is not None]
-    return out
 
 
 _JSON_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),),

@@ -14,7 +14,8 @@ from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
 from ssl_studio.gui import theme
-from ssl_studio.gui.main_window import APPLICATION, ORGANIZATION, MainWindow
+from ssl_studio.gui.main_window import MainWindow
+from ssl_studio.gui.window_chrome import APPLICATION, ORGANIZATION
 
 
 def create_application(argv: list[str] | None = None) -> QApplication:

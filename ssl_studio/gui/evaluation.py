@@ -1,11 +1,11 @@
 """Evaluating a finished run (k-NN, linear probe, fine-tuning, ...) in a background thread.
 
 ``EvaluationJob`` is the GUI-thread face of one ``engine.evaluate.evaluate_run``
-call, built like ``worker.TrainingSession``: the work runs in a QThread, Cancel
-only sets a flag that ``evaluate_run`` reads through ``should_stop`` (between
-protocols and between fine-tuning steps), and the terminal signal (finished,
-failed or cancelled) is emitted on the GUI thread after the thread has ended,
-so whoever listens may drop the job at once.
+call, run as a background job (``gui.jobs``): Cancel only sets a flag that
+``evaluate_run`` reads through ``should_stop`` (between protocols and between
+fine-tuning steps), and the terminal signal (finished, failed or cancelled) is
+emitted on the GUI thread after the work has ended, so whoever listens may drop
+the job at once.
 
 Progress is throttled in the worker (at most one signal per percent, plus every
 protocol's start and end): fine-tuning on a fast GPU reports every step.
@@ -20,9 +20,9 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QObject, QThreadPool, Signal
 
-from ssl_studio.gui.main_thread_gc import main_thread_collection
+from ssl_studio.gui.jobs import Job
 
 PROTOCOL_TITLES = {
     "knn": "k-NN",
@@ -40,59 +40,46 @@ def protocol_title(name: str) -> str:
     return PROTOCOL_TITLES.get(name, name)
 
 
-class _EvaluationWorker(QObject):
-    """Lives in the job's thread; ``run`` calls evaluate_run once and never raises."""
+def evaluate_once(run_dir: str, protocols: Sequence[str], device: str, finetune_epochs: float, stop: threading.Event,
+                  report) -> tuple[str, Any]:
+    """One ``evaluate_run`` as (outcome, value): ("finished", results), ("cancelled", None) or ("failed", a sentence);
+    never raises.  ``report(protocol, fraction)`` is its progress, throttled to a percent."""
+    from ssl_studio.engine.evaluate import Cancelled, evaluate_run
+    from ssl_studio.params import ConfigError
 
-    progress = Signal(str, float)
-    done = Signal()
+    last: list[tuple[str, float]] = []
 
-    def __init__(self, run_dir: str, protocols: Sequence[str], device: str, finetune_epochs: float, stop: threading.Event):
-        super().__init__()
-        self.run_dir = run_dir
-        self.protocols = tuple(protocols)
-        self.device = device
-        self.finetune_epochs = finetune_epochs
-        self.stop = stop
-        self.outcome: tuple[str, Any] = ("failed", "The evaluation did not start.")
-        self._last: tuple[str, float] | None = None
-
-    def _progress(self, protocol: str, fraction: float) -> None:
+    def progress(protocol: str, fraction: float) -> None:
         fraction = float(min(max(fraction, 0.0), 1.0))
-        last = self._last
-        if last is None or last[0] != protocol or fraction in (0.0, 1.0) or fraction - last[1] >= 0.01:
-            self._last = (protocol, fraction)
-            self.progress.emit(protocol, fraction)
+        if not last or last[0][0] != protocol or fraction in (0.0, 1.0) or fraction - last[0][1] >= 0.01:
+            last[:] = [(protocol, fraction)]
+            report((protocol, fraction))
 
-    @Slot()
-    def run(self) -> None:
-        from ssl_studio.engine.evaluate import Cancelled, evaluate_run
-        from ssl_studio.params import ConfigError
+    try:
+        results = evaluate_run(run_dir, tuple(protocols), device=device, progress=progress, should_stop=stop.is_set,
+                               finetune_epochs=finetune_epochs)
+        _write_markdown(run_dir)
+        return ("finished", dict(results))
+    except Cancelled:
+        _write_markdown(run_dir)  # the protocols that finished before the cancel are kept in report.json
+        return ("cancelled", None)
+    except ConfigError as exc:
+        return ("failed", str(exc))
+    except MemoryError:
+        return ("failed", "The evaluation ran out of memory; try a smaller data set or the CPU.")
+    except BaseException as exc:  # noqa: BLE001 - reported as one sentence, the GUI carries on
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return ("failed", f"The evaluation ended with an internal error ({type(exc).__name__}{': ' + text if text else ''}).")
 
-        try:
-            results = evaluate_run(self.run_dir, self.protocols, device=self.device, progress=self._progress,
-                                   should_stop=self.stop.is_set, finetune_epochs=self.finetune_epochs)
-            self._write_markdown()
-            self.outcome = ("finished", dict(results))
-        except Cancelled:
-            self._write_markdown()  # the protocols that finished before the cancel are kept in report.json
-            self.outcome = ("cancelled", None)
-        except ConfigError as exc:
-            self.outcome = ("failed", str(exc))
-        except MemoryError:
-            self.outcome = ("failed", "The evaluation ran out of memory; try a smaller data set or the CPU.")
-        except BaseException as exc:  # noqa: BLE001 - reported as one sentence, the GUI carries on
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            self.outcome = ("failed", f"The evaluation ended with an internal error ({type(exc).__name__}{': ' + text if text else ''}).")
-        self.done.emit()
 
-    def _write_markdown(self) -> None:
-        """report.md beside report.json, as ``ssl-studio eval`` writes it."""
-        try:
-            from ssl_studio.engine.evaluate import report_markdown
+def _write_markdown(run_dir: str) -> None:
+    """report.md beside report.json, as ``ssl-studio eval`` writes it."""
+    try:
+        from ssl_studio.engine.evaluate import report_markdown
 
-            (Path(self.run_dir) / "report.md").write_text(report_markdown(self.run_dir), encoding="utf-8")
-        except Exception:  # noqa: BLE001 - report.json is the result; the Markdown copy is a convenience
-            pass
+        (Path(run_dir) / "report.md").write_text(report_markdown(run_dir), encoding="utf-8")
+    except Exception:  # noqa: BLE001 - report.json is the result; the Markdown copy is a convenience
+        pass
 
 
 class EvaluationJob(QObject):
@@ -118,28 +105,30 @@ class EvaluationJob(QObject):
         self.device = device
         self.finetune_epochs = float(finetune_epochs)
         self._stop = threading.Event()
-        self.thread = QThread()
-        self.thread.setObjectName("evaluationThread")
-        self.worker = _EvaluationWorker(self.run_dir, self.protocols, device, self.finetune_epochs, self._stop)
-        self.worker.moveToThread(self.thread)
-        self.thread.started.connect(self.worker.run)
-        self.worker.progress.connect(self._on_progress)
-        # quit from the worker's own thread: a GUI thread blocked in shutdown()'s wait could not deliver a queued quit
-        self.worker.done.connect(self.thread.quit, Qt.ConnectionType.DirectConnection)
-        self.thread.finished.connect(self._on_thread_finished)
+        self._ended = threading.Event()  # set by the work itself, so a blocked GUI thread can wait on it
+        self._result: tuple[str, Any] = ("failed", "The evaluation did not start.")
+        self.job = Job(self._work)
+        self.job.signals.progress.connect(self._on_progress)
+        self.job.signals.finished.connect(self._deliver)
         self.protocol: str | None = None  # the protocol in progress
         self.fraction = 0.0
         self.outcome: str | None = None  # "finished", "failed" or "cancelled" once done
         self._started = False
         self._done = False
 
+    def _work(self) -> None:  # on a pool thread
+        try:
+            self._result = evaluate_once(self.run_dir, self.protocols, self.device, self.finetune_epochs, self._stop,
+                                         self.job.report)
+        finally:
+            self._ended.set()
+
     # -- control (GUI thread) ----------------------------------------------------------
     def start(self) -> None:
         if self._started:
             return
         self._started = True
-        main_thread_collection.hold()  # no cyclic collection in the evaluation thread (see main_thread_gc)
-        self.thread.start()
+        self.job.start(QThreadPool.globalInstance())
 
     def cancel(self) -> None:
         """Ask the evaluation to stop at its next check (between protocols, or fine-tuning steps)."""
@@ -151,47 +140,40 @@ class EvaluationJob(QObject):
 
     @property
     def running(self) -> bool:
-        return self.thread.isRunning()
+        return self._started and not self._ended.is_set()
 
     @property
     def done(self) -> bool:
         return self._done
 
     def shutdown(self, timeout_ms: int | None = 30_000) -> bool:
-        """Cancel and wait for the thread; True when it has ended (and the terminal signal was sent).
+        """Cancel and wait for the work; True when it has ended (and the terminal signal was sent).
 
         An embedding pass or a linear fit cannot be interrupted half-way, so the wait can take a
-        while on a large data set; if it runs out, the job is kept alive until its thread ends,
-        so a QThread is never destroyed while it runs.
+        while on a large data set; if it runs out, the job is kept alive until its work ends.
         """
         self.cancel()
-        if self.thread.isRunning():
-            self.thread.quit()  # the thread's loop ends as soon as evaluate_run returns
-            ended = self.thread.wait() if timeout_ms is None else self.thread.wait(int(timeout_ms))
-            if not ended:
+        if self.running:
+            if not self._ended.wait(None if timeout_ms is None else timeout_ms / 1000):
                 _LINGERING.add(self)
-                self.thread.finished.connect(self._release)
+                self.job.signals.finished.connect(lambda: _LINGERING.discard(self))
                 return False
         if self._started:
-            self._on_thread_finished()
+            self._deliver()
         return True
 
     # -- delivery ----------------------------------------------------------------------
-    @Slot(str, float)
-    def _on_progress(self, protocol: str, fraction: float) -> None:
+    def _on_progress(self, value: tuple[str, float]) -> None:
         if self._done:
             return
-        self.protocol, self.fraction = protocol, fraction
-        self.progress.emit(protocol, fraction)
+        self.protocol, self.fraction = value
+        self.progress.emit(*value)
 
-    @Slot()
-    def _on_thread_finished(self) -> None:
-        if self._done:
+    def _deliver(self) -> None:
+        if self._done or not self._ended.is_set():
             return
         self._done = True
-        if self._started:
-            main_thread_collection.release()
-        kind, value = self.worker.outcome
+        kind, value = self._result
         self.outcome = kind
         if kind == "finished":
             self.finished.emit(value)
@@ -199,7 +181,3 @@ class EvaluationJob(QObject):
             self.cancelled.emit()
         else:
             self.failed.emit(str(value))
-
-    @Slot()
-    def _release(self) -> None:
-        _LINGERING.discard(self)

@@ -14,12 +14,12 @@ import dataclasses
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from ssl_studio.config import AugmentConfig, DataConfig
-from ssl_studio.gui.main_thread_gc import main_thread_collection
+from ssl_studio.gui.jobs import private_pool, start_job
 
 PREVIEW_IMAGES = 6
 PREVIEW_LOAD = 48  # images loaded for a preview: enough to pick varied samples, cheap to make
@@ -71,39 +71,16 @@ def make_preview(data_cfg: DataConfig, augment: AugmentConfig, seed: int, plain:
     return {"originals": originals, "views": out_views, "labels": labels, "imageset": imageset, "name": imageset.name}
 
 
-class _JobSignals(QObject):
-    done = Signal(int, object)
-    failed = Signal(int, str)
+def preview_or_sentence(data_cfg: DataConfig, augment: AugmentConfig, seed: int, plain: bool, imageset: Any):
+    """``make_preview``'s result, or one sentence (a str) saying why there is none: shown under the strip."""
+    from ssl_studio.params import ConfigError
 
-
-class _PreviewJob(QRunnable):
-    def __init__(self, job_id: int, data_cfg: DataConfig, augment: AugmentConfig, seed: int, plain: bool, imageset: Any):
-        super().__init__()
-        self.job_id = job_id
-        self.args = (data_cfg, augment, seed, plain, imageset)
-        self.signals = _JobSignals()
-
-    def run(self) -> None:
-        from ssl_studio.params import ConfigError
-
-        try:
-            result = make_preview(*self.args)
-        except ConfigError as exc:
-            self._emit_failed(str(exc))
-            return
-        except Exception as exc:  # noqa: BLE001 - shown as a sentence under the strip
-            self._emit_failed(f"Could not make a preview of this data ({type(exc).__name__}: {exc}).")
-            return
-        try:
-            self.signals.done.emit(self.job_id, result)
-        except RuntimeError:  # the strip was closed meanwhile
-            pass
-
-    def _emit_failed(self, message: str) -> None:
-        try:
-            self.signals.failed.emit(self.job_id, message)
-        except RuntimeError:
-            pass
+    try:
+        return make_preview(data_cfg, augment, seed, plain, imageset)
+    except ConfigError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001 - shown as a sentence under the strip
+        return f"Could not make a preview of this data ({type(exc).__name__}: {exc})."
 
 
 def pixmap_from_array(arr: np.ndarray, size: int = THUMB_PX) -> QPixmap:
@@ -124,11 +101,10 @@ class PreviewStrip(QWidget):
         super().__init__(parent)
         self.setObjectName("previewStrip")
         self.setAccessibleName("Preview of sample images and their augmented views")
-        self.pool = QThreadPool(self)
-        self.pool.setMaxThreadCount(1)
+        self.pool = private_pool(self)
         self._job_id = 0
         self._pending: tuple | None = None
-        self._jobs: dict[int, _PreviewJob] = {}
+        self._jobs: dict[int, str] = {}  # job id -> its data's cache key, until its result is in
         self._cache_key: str | None = None
         self._cache: Any = None
         self.last_result: dict[str, Any] | None = None
@@ -184,27 +160,22 @@ class PreviewStrip(QWidget):
         self._job_id += 1
         key = repr((small_data_config(data_cfg), seed))
         imageset = self._cache if key == self._cache_key else None
-        job = _PreviewJob(self._job_id, data_cfg, augment, seed, plain, imageset)
-        job.setAutoDelete(False)
-        job.signals.done.connect(self._on_done)
-        job.signals.failed.connect(self._on_failed)
-        job.key = key
-        self._jobs[self._job_id] = job
-        main_thread_collection.hold()  # released when the job's result or failure arrives
-        self.pool.start(job)
+        job_id = self._job_id
+        self._jobs[job_id] = key
+        start_job(preview_or_sentence, data_cfg, augment, seed, plain, imageset, pool=self.pool,
+                  on_returned=lambda result: (self._on_failed(job_id, result) if isinstance(result, str)
+                                              else self._on_done(job_id, result)))
 
     @property
     def busy(self) -> bool:
         return self._timer.isActive() or bool(self._jobs)
 
     def _on_done(self, job_id: int, result: dict) -> None:
-        job = self._jobs.pop(job_id, None)
-        if job is not None:
-            main_thread_collection.release()
+        key = self._jobs.pop(job_id, None)
         if job_id != self._job_id:
             return
-        if job is not None:
-            self._cache_key, self._cache = job.key, result["imageset"]
+        if key is not None:
+            self._cache_key, self._cache = key, result["imageset"]
         self.last_result = result
         rows = [result["originals"], *result["views"]]
         for r, arrays in enumerate(rows):
@@ -220,8 +191,7 @@ class PreviewStrip(QWidget):
         self.loaded.emit(result["name"])
 
     def _on_failed(self, job_id: int, message: str) -> None:
-        if self._jobs.pop(job_id, None) is not None:
-            main_thread_collection.release()
+        self._jobs.pop(job_id, None)
         if job_id != self._job_id:
             return
         for row in self.cells:

@@ -10,6 +10,10 @@ after the thread has ended.
 
 Pause, resume and stop are ``RunControl`` flags flipped directly from the GUI
 thread; a busy worker never has to receive a queued call.
+
+This is the one long-lived engine driver, with a QThread of its own for the run's whole life
+(pause, visuals on request, a checkpoint on stop); every shorter computation off the GUI
+thread (previews, projections, budget rates, evaluations) is a ``gui.jobs`` job.
 """
 
 from __future__ import annotations

@@ -14,15 +14,15 @@ which: on shapes DINO's map outlines the object from the background's side (AUC 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
 
-from ssl_studio.engine.events import Probe, Started, Visuals
-from ssl_studio.gui.panels.base import GrowArray, Panel, cache_axes, label_step_axis, legend_brush, name_control, watch_theme
+from ssl_studio.engine.events import Probe, Visuals
+from ssl_studio.gui.panels.base import GrowArray, VisualPanel, cache_axes, label_step_axis, legend_brush, name_control, watch_theme
 from ssl_studio.gui.panels.reconstruction_panel import (
     _fmt,
     array_to_pixmap,
@@ -43,7 +43,7 @@ AUC_COLOUR = "#FF7F0E"
 VISUALS_COLOUR = "#1F77B4"
 
 
-class AttentionPanel(Panel):
+class AttentionPanel(VisualPanel):
     title = "Attention"
     visual_kind = "attention"
 
@@ -123,34 +123,34 @@ class AttentionPanel(Panel):
         self.iou_label.setText("IoU –")
         self.status.setText("Waiting for attention maps…")
 
-    def handle_events(self, events: Sequence[Any]) -> None:
-        latest = None
-        curve = False
-        for ev in events:
-            if isinstance(ev, Started):
-                if ev.resumed_from_step == 0 and (len(self.probe_steps) or self.last is not None):
-                    self.clear()
-            elif isinstance(ev, Probe):
-                iou = getattr(ev, "attention_iou", None)
-                if iou is not None:
-                    if ev.step == 0 and self.initial_iou is None:
-                        self.initial_iou = float(iou)
-                    self.probe_steps.append(ev.step)
-                    self.probe_iou.append(float(iou))
-                    auc = getattr(ev, "attention_auc", None)
-                    self.probe_auc.append(float("nan") if auc is None else float(auc))
-                    curve = True
-            elif isinstance(ev, Visuals) and ev.kind == self.visual_kind:
-                iou = (ev.info or {}).get("iou")
-                if iou is not None:
-                    self.visual_steps.append(ev.step)
-                    self.visual_iou.append(float(iou))
-                    curve = True
-                latest = ev
-        if curve:
-            self._draw_curve()
-        if latest is not None:
-            self._draw(latest)
+    def has_content(self) -> bool:
+        return bool(len(self.probe_steps)) or self.last is not None
+
+    def on_event(self, ev: Any) -> bool:
+        iou = getattr(ev, "attention_iou", None) if isinstance(ev, Probe) else None
+        if iou is None:
+            return False
+        if ev.step == 0 and self.initial_iou is None:
+            self.initial_iou = float(iou)
+        self.probe_steps.append(ev.step)
+        self.probe_iou.append(float(iou))
+        auc = getattr(ev, "attention_auc", None)
+        self.probe_auc.append(float("nan") if auc is None else float(auc))
+        return True
+
+    def on_visuals(self, ev: Visuals) -> bool:
+        iou = (ev.info or {}).get("iou")
+        if iou is None:
+            return False
+        self.visual_steps.append(ev.step)
+        self.visual_iou.append(float(iou))
+        return True
+
+    def redraw_curves(self) -> None:
+        self._draw_curve()
+
+    def show_visuals(self, ev: Visuals) -> None:
+        self._draw(ev)
 
     def _draw_curve(self) -> None:
         self.probe_curve.setData(self.probe_steps.view, self.probe_iou.view)

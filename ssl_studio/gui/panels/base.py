@@ -18,6 +18,9 @@ import pyqtgraph as pg
 from PySide6.QtGui import QColor, QImage, QPixmap
 from PySide6.QtWidgets import QWidget
 
+from ssl_studio.engine.events import Started, Visuals
+from ssl_studio.engine.grow_array import GrowArray  # noqa: F401 - re-exported: the panels import their helpers from base
+from ssl_studio.gui.naming import name_control  # noqa: F401 - the panels' one naming helper, re-exported
 from ssl_studio.gui.panels import export
 
 # Okabe-Ito then Tableau: distinguishable for colour-blind readers first, then enough hues
@@ -96,15 +99,6 @@ def cache_axes(plot) -> None:
             axis.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
 
-def name_control(widget: QWidget, name: str, accessible: str | None = None, tip: str | None = None) -> QWidget:
-    """Every control gets an objectName (tests, style sheets) and an accessibleName (screen readers)."""
-    widget.setObjectName(name)
-    widget.setAccessibleName(accessible or name)
-    if tip:
-        widget.setToolTip(tip)
-    return widget
-
-
 def ema_filter(x: np.ndarray, weight: float, z0: float = 0.0) -> np.ndarray:
     """z_t = w z_{t-1} + (1 - w) x_t from z_0 = z0, vectorised (scipy.signal.lfilter would do,
     but importing scipy.signal costs seconds at start-up).
@@ -131,46 +125,6 @@ def ema_filter(x: np.ndarray, weight: float, z0: float = 0.0) -> np.ndarray:
         out[start:start + len(chunk)] = p * (z + acc)
         z = float(out[start + len(chunk) - 1])
     return out
-
-
-class GrowArray:
-    """A 1-D float64 array that appends in amortised O(1) by doubling its buffer.
-
-    ``view`` is a slice of the live buffer: cheap to hand to ``setData``, and still
-    valid after a later doubling (the old buffer lives on in the view).
-    """
-
-    __slots__ = ("_buf", "n")
-
-    def __init__(self, capacity: int = 1024, dtype=np.float64):
-        self._buf = np.empty(max(capacity, 16), dtype=dtype)
-        self.n = 0
-
-    def __len__(self) -> int:
-        return self.n
-
-    def extend(self, values) -> None:
-        values = np.asarray(values, dtype=self._buf.dtype).ravel()
-        m = len(values)
-        if self.n + m > len(self._buf):
-            cap = len(self._buf)
-            while cap < self.n + m:
-                cap *= 2
-            buf = np.empty(cap, dtype=self._buf.dtype)
-            buf[: self.n] = self._buf[: self.n]
-            self._buf = buf
-        self._buf[self.n : self.n + m] = values
-        self.n += m
-
-    def append(self, value: float) -> None:
-        self.extend((value,))
-
-    @property
-    def view(self) -> np.ndarray:
-        return self._buf[: self.n]
-
-    def clear(self) -> None:
-        self.n = 0
 
 
 class GrowRows:
@@ -263,3 +217,54 @@ class Panel(QWidget):
     def table(self) -> tuple[list[str], list[Sequence[Any]]]:
         """The panel's data as a header and rows, for CSV."""
         return [], []
+
+
+class VisualPanel(Panel):
+    """A panel of an objective's pictures, the kind of ``Visuals`` it declares in ``visual_kind``.
+
+    One dispatch for all of them: a fresh run (not a resume) clears what the last run left,
+    ``on_visuals`` takes each picture of this kind, ``on_event`` any other event the panel
+    reads (probes, steps, evaluations); the curves are redrawn once per batch when a hook
+    says they changed, and the newest picture is shown once.
+    """
+
+    visual_kind: str = ""
+
+    def has_content(self) -> bool:
+        """Whether anything of an earlier run is shown (a new run then clears it)."""
+        raise NotImplementedError
+
+    def on_started(self, ev: Started) -> None:
+        """A run started (after the panel was cleared when it needed to be)."""
+
+    def on_visuals(self, ev: Visuals) -> bool:
+        """One picture of this panel's kind; True when the curves changed."""
+        return False
+
+    def on_event(self, ev: Any) -> bool:
+        """Any other event; True when the curves changed."""
+        return False
+
+    def redraw_curves(self) -> None:
+        """Draw the curves from the panel's arrays."""
+
+    def show_visuals(self, ev: Visuals) -> None:
+        """Show the newest picture of the batch."""
+
+    def handle_events(self, events: Sequence[Any]) -> None:
+        latest, changed = None, False
+        for ev in events:
+            if isinstance(ev, Started):
+                if ev.resumed_from_step == 0 and self.has_content():
+                    self.clear()
+                self.on_started(ev)
+            elif isinstance(ev, Visuals):
+                if ev.kind == self.visual_kind:
+                    changed = self.on_visuals(ev) or changed
+                    latest = ev
+            else:
+                changed = self.on_event(ev) or changed
+        if changed:
+            self.redraw_curves()
+        if latest is not None:
+            self.show_visuals(latest)

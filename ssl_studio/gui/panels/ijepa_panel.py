@@ -11,15 +11,15 @@ the block is.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
 
-from ssl_studio.engine.events import Started, Step, Visuals
-from ssl_studio.gui.panels.base import GrowArray, Panel, cache_axes, label_step_axis, legend_brush, name_control, watch_theme
+from ssl_studio.engine.events import Step, Visuals
+from ssl_studio.gui.panels.base import GrowArray, VisualPanel, cache_axes, label_step_axis, legend_brush, name_control, watch_theme
 from ssl_studio.gui.panels.reconstruction_panel import (
     _fmt,
     array_to_pixmap,
@@ -37,7 +37,7 @@ TARGET_COLOURS = ((230, 60, 50), (250, 200, 30), (60, 200, 230), (230, 90, 220),
 CONTEXT_COLOUR = (40, 110, 255)
 
 
-class IJEPAPanel(Panel):
+class IJEPAPanel(VisualPanel):
     title = "I-JEPA"
     visual_kind = "ijepa"
 
@@ -108,31 +108,33 @@ class IJEPAPanel(Panel):
         self.cosine_label.setText("cosine –")
         self.status.setText("Waiting for I-JEPA blocks…")
 
-    def handle_events(self, events: Sequence[Any]) -> None:
-        latest = None
-        curve = False
-        for ev in events:
-            if isinstance(ev, Started):
-                if ev.resumed_from_step == 0 and (len(self.steps) or len(self.train_steps) or self.last is not None):
-                    self.clear()
-            elif isinstance(ev, Step):
-                value = (ev.metrics or {}).get("pred_cosine")
-                if value is not None:
-                    self.train_steps.append(ev.step)
-                    self.train_cosine.append(float(value))
-                    curve = True
-            elif isinstance(ev, Visuals) and ev.kind == self.visual_kind:
-                info = ev.info or {}
-                if info.get("mean_cosine") is not None:
-                    self.steps.append(ev.step)
-                    self.cosine.append(float(info["mean_cosine"]))
-                    self.shuffled.append(float(info.get("shuffled_cosine", np.nan)))
-                    curve = True
-                latest = ev
-        if curve:
-            self._draw_curve()
-        if latest is not None:
-            self._draw(latest)
+    def has_content(self) -> bool:
+        return bool(len(self.steps) or len(self.train_steps)) or self.last is not None
+
+    def on_event(self, ev: Any) -> bool:
+        if not isinstance(ev, Step):
+            return False
+        value = (ev.metrics or {}).get("pred_cosine")
+        if value is None:
+            return False
+        self.train_steps.append(ev.step)
+        self.train_cosine.append(float(value))
+        return True
+
+    def on_visuals(self, ev: Visuals) -> bool:
+        info = ev.info or {}
+        if info.get("mean_cosine") is None:
+            return False
+        self.steps.append(ev.step)
+        self.cosine.append(float(info["mean_cosine"]))
+        self.shuffled.append(float(info.get("shuffled_cosine", np.nan)))
+        return True
+
+    def redraw_curves(self) -> None:
+        self._draw_curve()
+
+    def show_visuals(self, ev: Visuals) -> None:
+        self._draw(ev)
 
     def _draw_curve(self) -> None:
         self.train_curve.setData(self.train_steps.view, self.train_cosine.view)

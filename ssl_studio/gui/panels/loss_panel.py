@@ -21,8 +21,7 @@ from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QVBoxLayo
 
 from ssl_studio.gui.fitting import WrappingLabel
 from ssl_studio.engine.events import Evaluated, Finished, Probe, Started, Step
-from ssl_studio.gui.panels.base import (GrowArray, Panel, cache_axes, ema_filter, label_step_axis, legend_brush, name_control,
-                                        symbol_style, watch_theme)
+from ssl_studio.gui.panels.base import GrowArray, Panel, cache_axes, ema_filter, label_step_axis, name_control, symbol_style
 
 LOSS_COLOUR = "#1F77B4"
 KNN_COLOUR = "#2CA02C"
@@ -153,10 +152,11 @@ class LossPanel(Panel):
         self.best_loss_text = pg.TextItem(color="#D62728", anchor=(0, 1))
         self.loss_plot.addItem(self.best_loss_text)
 
-        self.acc_legend = self.acc_plot.addLegend(offset=(8, 2),  # top left: accuracy is low early, the "best" label is right
-                                                  labelTextSize="8pt", brush=legend_brush())
-        self.acc_legend.setColumnCount(2)  # one row: a short accuracy plot still holds it
-        watch_theme([self.acc_legend])
+        # the key is the plot's title, outside the data: a legend inside a short accuracy plot covered its points
+        # and the "best" label of an early probe
+        self.acc_plot.setTitle(f'<span style="color:{KNN_COLOUR}">● online k-NN</span>&nbsp;&nbsp;&nbsp;'
+                               f'<span style="color:{LINEAR_COLOUR}">■ linear probe</span>', size="8pt")
+        self.acc_plot.titleLabel.setMaximumHeight(16)
         self.knn_curve = pg.PlotDataItem([], [], pen=pg.mkPen(KNN_COLOUR, width=2), symbol="o", symbolSize=5,
                                          name="online k-NN", **symbol_style(KNN_COLOUR))
         self.linear_curve = pg.PlotDataItem([], [], pen=pg.mkPen(LINEAR_COLOUR, width=2), symbol="s", symbolSize=5,
@@ -342,7 +342,9 @@ class LossPanel(Panel):
         if self.best_knn_index is not None:
             j = self.best_knn_index
             _set_text(self.best_knn_text, f"best {self.knn.view[j]:.1%}")
-            self.best_knn_text.setAnchor(self._anchor(self.probe_steps.view[j]))
+            side, _ = self._anchor(self.probe_steps.view[j])
+            # below a high marker, above a low one: the label stays inside the plot
+            self.best_knn_text.setAnchor((side, 0.0 if self.knn.view[j] > 0.5 else 1.0))
             self.best_knn_text.setPos(self.probe_steps.view[j], self.knn.view[j])
             self.best_knn_text.setVisible(True)
         else:

@@ -1,7 +1,7 @@
 """t-SNE and UMAP of the probe features, computed off the GUI thread.
 
 Both take seconds (t-SNE on a thousand points and two cores: several), so they
-run as a QRunnable in a private one-thread pool: the window stays responsive,
+run as a background job (``gui.jobs``) in a private one-thread pool: the window stays responsive,
 jobs never pile up behind each other on the global pool the other panels may
 use, and a result that arrives after the run was cleared is dropped by its
 generation number rather than cancelled (scikit-learn cannot be interrupted).
@@ -13,9 +13,9 @@ from __future__ import annotations
 import importlib.util
 
 import numpy as np
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QObject, Signal
 
-from ssl_studio.gui.main_thread_gc import main_thread_collection
+from ssl_studio.gui.jobs import private_pool, start_job
 
 UMAP_HINT = "UMAP needs the umap-learn package: pip install ssl-studio[umap]"
 METHODS = ("pca", "tsne", "umap")
@@ -54,26 +54,6 @@ def project(method: str, features: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
-class _JobSignals(QObject):
-    done = Signal(int, object)
-    failed = Signal(int, str)
-
-
-class _ProjectionJob(QRunnable):
-    def __init__(self, generation: int, method: str, features: np.ndarray, seed: int):
-        super().__init__()
-        self.generation, self.method, self.features, self.seed = generation, method, features, seed
-        self.signals = _JobSignals()  # created on the GUI thread: its signals reach GUI slots queued
-
-    def run(self) -> None:
-        try:
-            points = project(self.method, self.features, self.seed)
-        except Exception as exc:  # noqa: BLE001 - shown to the person as one sentence
-            self.signals.failed.emit(self.generation, f"{METHOD_TITLES.get(self.method, self.method)} failed: {exc}")
-            return
-        self.signals.done.emit(self.generation, points)
-
-
 class ProjectionRunner(QObject):
     """Starts one projection at a time and reports it back on the GUI thread."""
 
@@ -82,10 +62,9 @@ class ProjectionRunner(QObject):
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
-        self.pool = QThreadPool(self)
-        self.pool.setMaxThreadCount(1)
+        self.pool = private_pool(self)
         self.generation = 0
-        self._jobs: dict[int, tuple[_ProjectionJob, str, int]] = {}
+        self._jobs: dict[int, tuple[str, int]] = {}  # generation -> (method, probe step), until its result is in
 
     @property
     def busy(self) -> bool:
@@ -93,14 +72,12 @@ class ProjectionRunner(QObject):
 
     def start(self, method: str, features: np.ndarray, step: int, seed: int = 0) -> int:
         self.generation += 1
-        job = _ProjectionJob(self.generation, method, np.array(features, dtype=np.float32, copy=True), seed)
-        job.setAutoDelete(False)  # Python owns it (kept in _jobs until its result is in)
-        job.signals.done.connect(self._done)
-        job.signals.failed.connect(self._failed)
-        self._jobs[self.generation] = (job, method, step)
-        main_thread_collection.hold()  # released when the job's result or failure arrives
-        self.pool.start(job)
-        return self.generation
+        generation = self.generation
+        self._jobs[generation] = (method, step)
+        start_job(project, method, np.array(features, dtype=np.float32, copy=True), seed, pool=self.pool,
+                  on_returned=lambda points: self._done(generation, points),
+                  on_errored=lambda exc: self._failed(generation, f"{METHOD_TITLES.get(method, method)} failed: {exc}"))
+        return generation
 
     def cancel(self) -> None:
         """Forget running jobs: their results will be dropped when they arrive."""
@@ -111,14 +88,10 @@ class ProjectionRunner(QObject):
 
     def _done(self, generation: int, points) -> None:
         job = self._jobs.pop(generation, None)
-        if job is not None:
-            main_thread_collection.release()
         if job is not None and generation == self.generation:
-            self.finished.emit(job[1], points, job[2])
+            self.finished.emit(job[0], points, job[1])
 
     def _failed(self, generation: int, message: str) -> None:
         job = self._jobs.pop(generation, None)
-        if job is not None:
-            main_thread_collection.release()
         if job is not None and generation == self.generation:
             self.failed.emit(message)

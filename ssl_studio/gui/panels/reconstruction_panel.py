@@ -46,8 +46,8 @@ from ssl_studio.engine.attention import (
     to_hwc_uint8,
     upscale,
 )
-from ssl_studio.engine.events import Started, Visuals
-from ssl_studio.gui.panels.base import GrowArray, Panel, cache_axes, label_step_axis, name_control
+from ssl_studio.engine.events import Visuals
+from ssl_studio.gui.panels.base import GrowArray, VisualPanel, cache_axes, label_step_axis, name_control
 
 # ----------------------------------------------------------------------------- picture helpers (Qt)
 
@@ -113,7 +113,7 @@ MAX_IMAGES = 16
 IMAGES_PER_ROW = 2  # two (original | masked | reconstruction | pasted) groups side by side
 
 
-class ReconstructionPanel(Panel):
+class ReconstructionPanel(VisualPanel):
     """Live MAE reconstructions; asks for new masks through ``requestVisuals``."""
 
     title = "Reconstructions"
@@ -202,24 +202,22 @@ class ReconstructionPanel(Panel):
         self.image.clear()
         self.status.setText("Waiting for the first reconstructions…")
 
-    def handle_events(self, events: Sequence[Any]) -> None:
-        latest = None
-        for ev in events:
-            if isinstance(ev, Started):
-                if ev.resumed_from_step == 0 and (len(self.steps) or self.last is not None):
-                    self.clear()
-            elif isinstance(ev, Visuals) and ev.kind == self.visual_kind:
-                info = ev.info or {}
-                mse = info.get("masked_mse")
-                requested = bool(info.get("requested"))
-                self.history.append((int(ev.step), float(info.get("mask_ratio", float("nan"))), int(info.get("seed", 0)),
-                                     None if mse is None else float(mse), requested))
-                if mse is not None and not requested:  # the curve: the trained ratio on the fixed probe mask
-                    self.steps.append(ev.step)
-                    self.mse.append(float(mse))
-                latest = ev
-        if latest is not None:
-            self._draw(latest)
+    def has_content(self) -> bool:
+        return bool(len(self.steps)) or self.last is not None
+
+    def on_visuals(self, ev: Visuals) -> bool:
+        info = ev.info or {}
+        mse = info.get("masked_mse")
+        requested = bool(info.get("requested"))
+        self.history.append((int(ev.step), float(info.get("mask_ratio", float("nan"))), int(info.get("seed", 0)),
+                             None if mse is None else float(mse), requested))
+        if mse is not None and not requested:  # the curve: the trained ratio on the fixed probe mask
+            self.steps.append(ev.step)
+            self.mse.append(float(mse))
+        return False  # the curve is drawn with the picture
+
+    def show_visuals(self, ev: Visuals) -> None:
+        self._draw(ev)
 
     def _draw(self, ev: Visuals) -> None:
         a = ev.arrays

@@ -1,4 +1,4 @@
-"""Every run folder under the runs directory, live or finished, and side-by-side comparison.
+"""Every run folder under the runs directory, live or finished: the runs table and its actions.
 
 Run folders are the contract between the GUI and everything else (``ssl-studio
 train`` in a terminal, ``torchrun`` on another machine), so the browser reads
@@ -8,68 +8,43 @@ two seconds as a fallback (network drives and some platforms send no events).
 Polling is cheap: a folder is re-read only when its metrics.jsonl changed size or
 mtime, and then only from the byte offset it had reached, so a live run with a
 million steps costs what it appended since the last poll, not a re-parse of the
-whole file (``run_track.RunTrack``).  The summary rules are the ones ``engine.runs.summarize_run``
-uses: a damaged run is listed with one sentence in the Problem column, and a run whose
+whole file.  The rules that read a folder are the engine's (``engine.run_model.RunModel``, also
+behind ``summarize_run`` and the CLI), and this browser is a view of them: a damaged
+run is listed with one sentence in the Problem column, and a run whose
 process is gone shows as interrupted; Resume asks the window to go on training it.
 
-Evaluate… runs ``engine.evaluate.evaluate_run`` on the selected runs, one after
-another, in a background thread (``gui.evaluation.EvaluationJob``) with a progress
-bar and Cancel; the Results tab puts the protocols side by side (one column per
-protocol from ``engine.compare.compare_runs``, scores or ranks) with Kendall's tau
-between every pair of protocols, because protocols can rank the same runs
-differently.
+This file is the table and its actions (open, re-run, resume, delete, the context menu);
+the comparison tabs under it are ``runs_compare`` and Evaluate… is ``runs_evaluation``.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
-import re
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QFileSystemWatcher, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QColor, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox,
-                               QFileDialog, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QMenu, QMessageBox,
-                               QProgressBar, QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QDialog, QFileDialog, QHeaderView, QLabel, QMenu, QMessageBox,
+                               QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from ssl_studio.engine.compare import Comparison, compare_runs
-from ssl_studio.engine.evaluate import PROTOCOLS
-from ssl_studio.gui.fitting import ElidedLabel, FlowLayout, WrappingLabel
-from ssl_studio.gui.evaluation import DEFAULT_PROTOCOLS, EvaluationJob, protocol_title
-from ssl_studio.gui.panels import export
-from ssl_studio.gui.panels.base import (RUN_COLOURS, cache_axes, ema_filter, label_step_axis, legend_brush, name_control,
-                                        symbol_style, watch_theme)
-from ssl_studio.gui.panels.run_track import RESUMABLE, RunTrack, _is_number, differing_keys, flatten  # noqa: F401 - re-exported
+from ssl_studio.engine.compare import Comparison
+from ssl_studio.engine.run_model import RunModel
+from ssl_studio.gui.evaluation import protocol_title
+from ssl_studio.gui.fitting import ElidedLabel, FlowLayout
+from ssl_studio.gui.naming import name_control
+from ssl_studio.gui.panels.runs_compare import ComparisonViews
+from ssl_studio.gui.panels.runs_evaluation import ERROR_COLOUR, EvaluateDialog, RunEvaluation, _absolute
 
 POLL_MS = 2000
-OVERLAY_EMA = 0.9
+VISIBLE_ROWS = 8  # the runs table never shrinks below this many rows: a list of runs is what the tab is for
 COLUMNS = ("Run", "Objective", "Data", "Status", "Step", "k-NN", "Eff. rank", "Evaluated", "Started", "Problem")
 STATUS_COLOURS = {"completed": "#2E7D32", "running": "#1565C0", "stopped": "#757575", "unknown": "#757575",
                   "interrupted": "#E65100"}
 INTERRUPTED_TIP = "No process is training this run any more (it was killed, or its machine went down): Resume goes on from its last checkpoint."
-# compare_runs' protocol names -> column titles
-PROTOCOL_COLUMNS = {"knn": "k-NN@20", "linear": "linear", "finetune": "fine-tune", "linear@1%": "linear @1 %",
-                    "linear@10%": "linear @10 %", "finetune@1%": "fine-tune @1 %", "finetune@10%": "fine-tune @10 %",
-                    "zero-shot": "zero-shot"}
 # report.json sections -> the runs table's Evaluated column
 EVALUATED_SHORT = {"knn": "k-NN", "linear": "linear", "finetune": "fine-tune", "fractions": "fractions", "zeroshot": "zero-shot"}
-ERROR_COLOUR = "#C62828"
-
-
-def protocol_column(name: str) -> str:
-    return PROTOCOL_COLUMNS.get(name, name)
-
-
-def _absolute(path: str | Path) -> Path:
-    """One spelling per folder (the root's listing and Open folder… must name a run the same way)."""
-    return Path(path).expanduser().resolve()
 
 
 class _SortItem(QTableWidgetItem):
@@ -89,7 +64,10 @@ class _SortItem(QTableWidgetItem):
             return str(a) < str(b)
 
 
-class RunsBrowser(QWidget):
+class RunsBrowser(RunEvaluation, ComparisonViews, QWidget):
+    """The runs table (a view of ``engine.run_model.RunModel`` per folder) and its actions; the comparison views
+    (``runs_compare``) and evaluation (``runs_evaluation``) are its other two jobs, in files of their own."""
+
     openRun = Signal(str)
     rerunRequested = Signal(str)
     resumeRequested = Signal(str)  # a run folder to go on training from its last checkpoint
@@ -101,29 +79,19 @@ class RunsBrowser(QWidget):
         self.setObjectName("runsBrowser")
         self.setAccessibleName("Runs browser")
         self.runs_dir = _absolute(runs_dir)
-        self.tracks: dict[Path, RunTrack] = {}
+        self.tracks: dict[Path, RunModel] = {}
         self.extra: set[Path] = set()
         self.comparison_header: list[str] = []
         self.comparison_rows: list[list[Any]] = []
         self.diff_header: list[str] = []
         self.diff_rows: list[list[Any]] = []
         self._shown_selection: tuple | None = None
-        self._job: EvaluationJob | None = None
-        self._finished_job: EvaluationJob | None = None
-        self._job_path: Path | None = None
-        self._pending: list[tuple[Path, tuple[str, ...], str, float]] = []
-        self._job_index = 0  # position of the running job in the current batch (for "run 2 of 3")
-        self._job_total = 0
-        self._batch_notes: list[str] = []
-        self._batch_errors: list[str] = []
         self._watched_window: QWidget | None = None
         self._close_after_evaluation: QWidget | None = None
         self.comparison_result: Comparison | None = None
         self.protocol_header: list[str] = []
         self.protocol_rows: list[list[Any]] = []
         self.agreement_rows: list[list[Any]] = []
-        self._pools: dict[int, list[pg.PlotDataItem]] = {}
-        self._styles: dict[str, tuple] = {}
         self._build()
         self.watcher = QFileSystemWatcher(self)
         self.watcher.directoryChanged.connect(lambda _p: self._debounce.start())
@@ -139,6 +107,35 @@ class RunsBrowser(QWidget):
 
     # -- layout ------------------------------------------------------------------------
     def _build(self) -> None:
+        """The list of runs (buttons, evaluation bar, table) over the comparison views, then the wiring."""
+        bar = self._build_buttons()
+        self._build_evaluation_bar()
+        self._build_table()
+        top = QWidget()
+        tl = QVBoxLayout(top)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.addLayout(bar)
+        tl.addWidget(self.evaluation_bar)
+        tl.addWidget(self.table, 1)
+        tl.addWidget(self.empty_label)
+
+        self.tabs = self._build_comparison()
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(top)
+        self.splitter.addWidget(self.tabs)
+        # the comparison below takes what the list leaves: its plots and tables read at 110 px, a list of runs does not
+        self.splitter.setCollapsible(0, False)
+        self.tabs.setMinimumHeight(110)
+        self.splitter.setStretchFactor(0, 3)  # the list of runs first; the comparison below it
+        self.splitter.setStretchFactor(1, 2)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.splitter)
+
+        self._connect()
+
+    def _build_buttons(self) -> QVBoxLayout:
+        """The action buttons (flowing onto a second row when narrow) over the runs folder's name."""
         self.root_label = name_control(ElidedLabel(), "runsRoot", "Runs folder")
         self.root_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.open_button = name_control(QPushButton("Open"), "runsOpen", "Open run", "Show the selected run in the live panels.")
@@ -168,26 +165,9 @@ class RunsBrowser(QWidget):
         bar.addWidget(buttons)
         self.root_label.setContentsMargins(6, 0, 6, 0)
         bar.addWidget(self.root_label)
+        return bar
 
-        # evaluation: progress while one runs, then a one-line outcome
-        self.evaluation_progress = name_control(QProgressBar(), "evaluationProgress", "Evaluation progress")
-        self.evaluation_progress.setRange(0, 1000)
-        self.evaluation_progress.setTextVisible(True)
-        self.cancel_evaluation_button = name_control(QPushButton("Cancel"), "cancelEvaluationButton", "Cancel evaluation",
-                                                     "Stop the evaluation; protocols already finished stay in report.json.")
-        self.evaluation_message = name_control(WrappingLabel(), "evaluationMessage", "Evaluation message")
-        self.evaluation_message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.dismiss_evaluation_button = name_control(QPushButton("Dismiss"), "dismissEvaluationMessage",
-                                                      "Dismiss evaluation message")
-        self.evaluation_bar = name_control(QWidget(), "evaluationBar", "Evaluation")
-        eb = QHBoxLayout(self.evaluation_bar)
-        eb.setContentsMargins(4, 0, 4, 2)
-        eb.addWidget(self.evaluation_progress, 2)
-        eb.addWidget(self.cancel_evaluation_button)
-        eb.addWidget(self.evaluation_message, 3)
-        eb.addWidget(self.dismiss_evaluation_button)
-        self.evaluation_bar.hide()
-
+    def _build_table(self) -> None:
         self.table = name_control(QTableWidget(0, len(COLUMNS)), "runsTable", "Runs")
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -199,115 +179,13 @@ class RunsBrowser(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.table.setSortingEnabled(True)
         self.table.sortItems(COLUMNS.index("Started"), Qt.SortOrder.DescendingOrder)
+        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)  # compact rows
+        self.table.setMinimumHeight(self.table_height(VISIBLE_ROWS))
         self.empty_label = name_control(QLabel(), "runsEmpty", "No runs")
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty_label.setStyleSheet("color:#777;")
-        top = QWidget()
-        tl = QVBoxLayout(top)
-        tl.setContentsMargins(0, 0, 0, 0)
-        tl.addLayout(bar)
-        tl.addWidget(self.evaluation_bar)
-        tl.addWidget(self.table, 1)
-        tl.addWidget(self.empty_label)
 
-        # curves
-        self.curves = name_control(pg.GraphicsLayoutWidget(), "runsCurves", "Overlaid curves of the selected runs")
-        self.loss_plot = self.curves.addPlot(row=0, col=0, title=f"loss (EMA {OVERLAY_EMA:g})")
-        self.rank_plot = self.curves.addPlot(row=0, col=1, title="effective rank")
-        self.knn_plot = self.curves.addPlot(row=0, col=2, title="online k-NN")
-        for p in (self.loss_plot, self.rank_plot, self.knn_plot):
-            p.setDownsampling(auto=True, mode="peak")
-            p.setClipToView(True)
-            p.showGrid(x=True, y=True, alpha=0.15)
-            label_step_axis(p)
-            cache_axes(p)
-        self.legend = pg.LegendItem(offset=(-6, 6), labelTextSize="8pt", brush=legend_brush())
-        watch_theme([self.legend])
-        self.legend.setParentItem(self.loss_plot.getViewBox())
-
-        # results
-        self.comparison = name_control(QTableWidget(), "runsComparison", "Comparison of results")
-        self.comparison.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.export_csv_button = name_control(QPushButton("Export CSV…"), "runsExportCsv", "Export comparison as CSV")
-        self.export_md_button = name_control(QPushButton("Export Markdown…"), "runsExportMarkdown", "Export comparison as Markdown")
-        # protocols side by side: a column per protocol, scores or ranks, and how far the protocols agree
-        self.rank_view = name_control(QCheckBox("Ranks"), "rankViewCheck", "Show ranks instead of scores",
-                                      "Show each run's rank under each protocol (1 = best) instead of its score.")
-        self.protocol_table = name_control(QTableWidget(), "protocolComparison", "Protocol comparison",
-                                           "The headline accuracy of every protocol the selected runs were evaluated by.")
-        self.protocol_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.protocol_note = name_control(WrappingLabel(), "protocolNote", "Protocol comparison note")
-        self.agreement_table = name_control(QTableWidget(0, 3), "agreementTable", "Agreement between protocols",
-                                            "Kendall's tau between the rankings two protocols give the selected runs: "
-                                            "+1 the same order, -1 the reverse; – when fewer than two runs have both "
-                                            "(or one protocol scores them all the same).")
-        self.agreement_table.setHorizontalHeaderLabels(["protocols", "Kendall's τ", "runs"])
-        self.agreement_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.agreement_table.verticalHeader().hide()
-        self.agreement_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        protocols = QWidget()
-        pl = QVBoxLayout(protocols)
-        pl.setContentsMargins(0, 0, 0, 0)
-        ph = QHBoxLayout()
-        ph.addWidget(QLabel("Protocols"))
-        ph.addStretch(1)
-        ph.addWidget(self.rank_view)
-        pl.addLayout(ph)
-        psplit = QSplitter(Qt.Orientation.Horizontal)
-        psplit.addWidget(self.protocol_table)
-        psplit.addWidget(self.agreement_table)
-        psplit.setStretchFactor(0, 3)
-        psplit.setStretchFactor(1, 2)
-        pl.addWidget(psplit, 1)
-        pl.addWidget(self.protocol_note)
-
-        results = QWidget()
-        rl = QVBoxLayout(results)
-        rl.setContentsMargins(2, 2, 2, 2)
-        rb = QHBoxLayout()
-        rb.addStretch(1)
-        rb.addWidget(self.export_csv_button)
-        rb.addWidget(self.export_md_button)
-        self.results_splitter = QSplitter(Qt.Orientation.Vertical)
-        self.results_splitter.addWidget(protocols)
-        self.results_splitter.addWidget(self.comparison)
-        self.results_splitter.setStretchFactor(0, 2)
-        self.results_splitter.setStretchFactor(1, 3)
-        rl.addWidget(self.results_splitter, 1)
-        rl.addLayout(rb)
-
-        # config differences
-        self.diff_only = name_control(QCheckBox("Differences only"), "runsDiffOnly", "Show only configuration differences",
-                                      "Show only the settings whose values differ between the selected runs.")
-        self.diff_only.setChecked(True)
-        self.diff_table = name_control(QTableWidget(), "runsConfigDiff", "Configuration comparison")
-        self.diff_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.diff_note = name_control(WrappingLabel(), "runsDiffNote", "Configuration comparison note")
-        config = QWidget()
-        cl = QVBoxLayout(config)
-        cl.setContentsMargins(2, 2, 2, 2)
-        cl.addWidget(self.diff_only)
-        cl.addWidget(self.diff_table, 1)
-        cl.addWidget(self.diff_note)
-
-        self.tabs = name_control(QTabWidget(), "runsTabs", "Comparison views")
-        self.tabs.addTab(self.curves, "Curves")
-        self.tabs.addTab(results, "Results")
-        self.tabs.addTab(config, "Config")
-
-        self.splitter = QSplitter(Qt.Orientation.Vertical)
-        self.splitter.addWidget(top)
-        self.splitter.addWidget(self.tabs)
-        # a floor of its own, below what its tables and plots would ask: docked under the loss plots on a
-        # laptop screen, the browser must not take the height the loss dock needs (the splitter lends more)
-        top.setMinimumHeight(170)  # two rows of buttons, the folder and three runs
-        self.tabs.setMinimumHeight(110)
-        self.splitter.setStretchFactor(0, 3)  # the list of runs first; the comparison below it
-        self.splitter.setStretchFactor(1, 2)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.splitter)
-
+    def _connect(self) -> None:
         for key, slot, name in ((QKeySequence(Qt.Key.Key_Return), self.open_selected, "runsOpenShortcut"),
                                 (QKeySequence(QKeySequence.StandardKey.Delete), self.delete_selected, "runsDeleteShortcut")):
             shortcut = QShortcut(key, self.table, context=Qt.ShortcutContext.WidgetShortcut)
@@ -336,6 +214,12 @@ class RunsBrowser(QWidget):
         self.export_csv_button.clicked.connect(lambda: self._export_dialog("csv"))
         self.export_md_button.clicked.connect(lambda: self._export_dialog("md"))
         self._update_buttons()
+
+    def table_height(self, rows: int) -> int:
+        """The runs table's height showing ``rows`` rows under its header, with room for a horizontal scroll bar."""
+        header = self.table.horizontalHeader().sizeHint().height()
+        scroll = self.table.horizontalScrollBar().sizeHint().height()
+        return header + rows * self.table.verticalHeader().defaultSectionSize() + scroll + 2 * self.table.frameWidth()
 
     def _action(self, text: str, name: str, slot) -> QAction:
         action = QAction(text, self)
@@ -428,14 +312,14 @@ class RunsBrowser(QWidget):
         for path in folders:
             track = self.tracks.get(path)
             if track is None:
-                track = self.tracks[path] = RunTrack(path)
+                track = self.tracks[path] = RunModel(path)
             if track.update():
                 changed = True
         if changed or self.table.rowCount() != len(self.runs()):
             self._fill_table()
             self._selection_changed()  # redraws only if a selected run changed
 
-    def runs(self) -> list[RunTrack]:
+    def runs(self) -> list[RunModel]:
         """Listed runs, newest first."""
         return sorted((t for t in self.tracks.values() if t.valid), key=lambda t: (t.started or t.mtime or 0.0), reverse=True)
 
@@ -502,7 +386,7 @@ class RunsBrowser(QWidget):
                 out.append(Path(item.data(Qt.ItemDataRole.UserRole)))
         return out
 
-    def selected_tracks(self) -> list[RunTrack]:
+    def selected_tracks(self) -> list[RunModel]:
         return [self.tracks[p] for p in self.selected_paths() if p in self.tracks]
 
     def select_paths(self, paths) -> None:
@@ -550,175 +434,7 @@ class RunsBrowser(QWidget):
         self._update_diff()
 
     # -- comparison views --------------------------------------------------------------
-    def _curve(self, plot, k: int) -> pg.PlotDataItem:
-        """The k-th curve of a plot, created empty once and reused (removing clip-to-view items
-        from a plot trips pyqtgraph, and reuse allocates nothing per refresh)."""
-        pool = self._pools.setdefault(id(plot), [])
-        while len(pool) <= k:
-            curve = pg.PlotDataItem([], [], skipFiniteCheck=False)
-            plot.addItem(curve)
-            pool.append(curve)
-        return pool[k]
 
-    def _style(self, colour: str):
-        """One pen and one symbol style per run colour, reused (see base.symbol_style)."""
-        if colour not in self._styles:
-            self._styles[colour] = (pg.mkPen(colour, width=2), symbol_style(colour))
-        return self._styles[colour]
-
-    def _update_curves(self, tracks: list[RunTrack]) -> None:
-        self.legend.clear()
-        used = {id(p): 0 for p in (self.loss_plot, self.rank_plot, self.knn_plot)}
-
-        def draw(plot, x, y, colour, name=None, symbols=False):
-            curve = self._curve(plot, used[id(plot)])
-            used[id(plot)] += 1
-            sym = dict(symbol="o", symbolSize=4, **self._style(colour)[1]) if symbols else dict(symbol=None)
-            curve.setData(x, y, pen=self._style(colour)[0], name=name, **sym)
-            curve.show()
-            if name:
-                self.legend.addItem(curve, name)
-
-        for i, t in enumerate(tracks):
-            colour = RUN_COLOURS[i % len(RUN_COLOURS)]
-            if t.loss.n:
-                y = t.loss.view
-                z = ema_filter(y, OVERLAY_EMA, float(y[0]))
-                draw(self.loss_plot, t.steps.view, z, colour, t.name)
-            if t.probe_steps.n:
-                ok = np.isfinite(t.ranks.view)
-                if ok.any():
-                    draw(self.rank_plot, t.probe_steps.view[ok], t.ranks.view[ok], colour, symbols=True)
-                ok = np.isfinite(t.knns.view)
-                if ok.any():
-                    draw(self.knn_plot, t.probe_steps.view[ok], t.knns.view[ok], colour, symbols=True)
-        for plot in (self.loss_plot, self.rank_plot, self.knn_plot):
-            for curve in self._pools.get(id(plot), [])[used[id(plot)]:]:
-                curve.setData([], [])
-                curve.hide()
-        self._curves_used = used
-
-    def curve_counts(self) -> dict[str, int]:
-        """How many runs each overlay plot draws (tests, accessibility)."""
-        return {name: sum(c.isVisible() for c in self._pools.get(id(p), []))
-                for name, p in (("loss", self.loss_plot), ("rank", self.rank_plot), ("knn", self.knn_plot))}
-
-    def _update_comparison(self, tracks: list[RunTrack]) -> None:
-        rows_by_run = [t.results() for t in tracks]
-        keys: list[str] = []
-        for row in rows_by_run:
-            keys += [k for k in row if k not in keys]
-        self.comparison_header = ["metric"] + [t.name for t in tracks]
-        self.comparison_rows = [[k] + [row.get(k) for row in rows_by_run] for k in keys]
-        _fill(self.comparison, self.comparison_header, self.comparison_rows, highlight_best=True)
-        self._update_protocols(tracks)
-
-    def _update_protocols(self, tracks: list[RunTrack]) -> None:
-        """compare_runs on the selected runs: a column per protocol, ranks, and Kendall's tau per pair."""
-        self.comparison_result = None
-        if tracks:
-            try:
-                self.comparison_result = compare_runs([t.path for t in tracks], labels=[t.name for t in tracks])
-            except Exception:  # noqa: BLE001 - an unreadable report.json is a run without results, not a crash
-                self.comparison_result = None
-        self._fill_protocols()
-
-    def _fill_protocols(self) -> None:
-        cmp = self.comparison_result
-        protocols = cmp.protocols if cmp is not None else []
-        ranked = self.rank_view.isChecked()
-        self.protocol_header = ["run"] + [protocol_column(p) for p in protocols]
-        self.protocol_rows = []
-        if cmp is not None:
-            for i, run in enumerate(cmp.runs):
-                self.protocol_rows.append([run] + [(cmp.ranks[p][i] if ranked else cmp.scores[p][i]) for p in protocols])
-        table = self.protocol_table
-        table.clear()
-        table.setColumnCount(len(protocols))
-        table.setRowCount(len(self.protocol_rows))
-        table.setHorizontalHeaderLabels(self.protocol_header[1:])
-        table.setVerticalHeaderLabels([str(r[0]) for r in self.protocol_rows])
-        for c, p in enumerate(protocols):
-            scores = cmp.scores[p]
-            present = [v for v in scores if v is not None]
-            best = max(present) if len(set(present)) > 1 else None  # bold marks a winner, not a tie of all
-            for r, row in enumerate(self.protocol_rows):
-                score, rank = scores[r], cmp.ranks[p][r]
-                if score is None:
-                    text = "–"
-                elif ranked:
-                    text = str(rank)
-                else:
-                    text = f"{score:.3f}"
-                item = QTableWidgetItem(text)
-                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                if score is not None:
-                    item.setToolTip(f"{row[0]}, {protocol_column(p)}: {score:.4f} (rank {rank} of "
-                                    f"{sum(v is not None for v in scores)})")
-                    if score == best:
-                        font = item.font()
-                        font.setBold(True)
-                        item.setFont(font)
-                table.setItem(r, c, item)
-        table.resizeColumnsToContents()
-
-        # agreement: every pair of the protocols shown, "–" where tau is undefined
-        self.agreement_rows = []
-        for a, b in itertools.combinations(protocols, 2):
-            both = sum(x is not None and y is not None for x, y in zip(cmp.scores[a], cmp.scores[b]))
-            tau = cmp.agreement.get((a, b))
-            self.agreement_rows.append([f"{protocol_column(a)} vs {protocol_column(b)}",
-                                        None if tau is None or not math.isfinite(tau) else tau, both])
-        at = self.agreement_table
-        at.setRowCount(len(self.agreement_rows))
-        for r, (pair, tau, both) in enumerate(self.agreement_rows):
-            cells = [QTableWidgetItem(pair), QTableWidgetItem("–" if tau is None else f"{tau:+.2f}"), QTableWidgetItem(str(both))]
-            for item in cells[1:]:
-                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            if tau is None:
-                cells[1].setToolTip("Fewer than two runs were scored by both protocols." if both < 2 else
-                                    "Undefined: one of the protocols scores every one of these runs the same.")
-            for c, item in enumerate(cells):
-                at.setItem(r, c, item)
-        at.resizeColumnToContents(1)
-        at.resizeColumnToContents(2)
-
-        n_runs = len(cmp.runs) if cmp is not None else 0
-        if not protocols:
-            note = ("Select runs to compare them by protocol." if not n_runs else
-                    "No evaluation results for the selected runs yet: use Evaluate… (k-NN, linear probe, fine-tuning, …).")
-        elif n_runs < 2:
-            note = "Select two or more evaluated runs to see whether the protocols rank them alike."
-        else:
-            note = ("Kendall's τ: +1 when two protocols rank the selected runs in the same order, −1 when in the reverse order."
-                    + ("  Cells show ranks (1 = best)." if ranked else ""))
-        self.protocol_note.setText(note)
-
-    def _update_diff(self) -> None:
-        tracks = self.selected_tracks()
-        configs = [t.config_flat or {} for t in tracks]
-        if self.diff_only.isChecked():
-            keys = differing_keys(configs) if len(configs) > 1 else []
-        else:
-            keys = []
-            for c in configs:
-                keys += [k for k in c if k not in keys]
-        missing = "(not set)"
-        self.diff_header = ["setting"] + [t.name for t in tracks]
-        self.diff_rows = [[k] + [c.get(k, missing) for c in configs] for k in keys]
-        _fill(self.diff_table, self.diff_header, self.diff_rows)
-        if not tracks:
-            note = "Select runs to compare their configurations."
-        elif self.diff_only.isChecked() and len(tracks) < 2:
-            note = "Select two or more runs to see how their configurations differ (or untick Differences only)."
-        elif self.diff_only.isChecked() and not keys:
-            note = "The selected runs have identical configurations."
-        else:
-            note = f"{len(keys)} setting{'s' if len(keys) != 1 else ''}" + (" differ." if self.diff_only.isChecked() else ".")
-        unreadable = [t.name for t in tracks if t.config_flat is None]
-        if unreadable:
-            note += f"  No readable config.toml in: {', '.join(unreadable)}."
-        self.diff_note.setText(note)
 
     # -- actions -----------------------------------------------------------------------
     def open_selected(self) -> None:
@@ -758,7 +474,7 @@ class RunsBrowser(QWidget):
             candidates = [p for p in sorted(folder.iterdir()) if p.is_dir()]
         added = []
         for p in candidates:
-            track = self.tracks.get(p) or RunTrack(p)
+            track = self.tracks.get(p) or RunModel(p)
             track.update()
             if track.valid:
                 self.tracks[p] = track
@@ -773,7 +489,7 @@ class RunsBrowser(QWidget):
         self.select_paths(added)
         return True
 
-    def confirm_delete(self, tracks: list[RunTrack]) -> bool:
+    def confirm_delete(self, tracks: list[RunModel]) -> bool:
         names = "\n".join(f"  {t.name}" for t in tracks[:10]) + ("\n  …" if len(tracks) > 10 else "")
         live = [t.name for t in tracks if t.status == "running" and time.time() - t.mtime < 60]
         warning = f"\n\n{', '.join(live)} still seems to be running." if live else ""
@@ -815,13 +531,7 @@ class RunsBrowser(QWidget):
         return deleted
 
     # -- evaluation --------------------------------------------------------------------
-    @property
-    def evaluating(self) -> bool:
-        return self._job is not None and not self._job.done
 
-    @property
-    def evaluation_job(self) -> EvaluationJob | None:
-        return self._job
 
     def evaluate_selected(self) -> bool:
         """Ask which protocols (a small dialog), then evaluate the selected runs one after another."""
@@ -836,165 +546,8 @@ class RunsBrowser(QWidget):
         finally:
             dialog.deleteLater()
 
-    def start_evaluation(self, paths, protocols=DEFAULT_PROTOCOLS, device: str = "auto", finetune_epochs: float = 3.0) -> bool:
-        """Evaluate ``paths`` in turn in a background thread; False when one is already running."""
-        if self.evaluating:
-            return False
-        protocols = tuple(p for p in PROTOCOLS if p in protocols)  # the engine's order: zero-shot, which may refuse, last
-        self._pending = [(_absolute(p), protocols, device, float(finetune_epochs)) for p in paths]
-        if not self._pending or not protocols:
-            self._pending = []
-            return False
-        self._job_index, self._job_total = 0, len(self._pending)
-        self._batch_notes, self._batch_errors = [], []
-        self._close_after_evaluation = None
-        self._start_next()
-        return True
-
-    def cancel_evaluation(self) -> None:
-        """Cancel the running evaluation (and those queued after it); finished protocols stay in report.json."""
-        self._pending.clear()
-        if self.evaluating:
-            self._job.cancel()
-            self.cancel_evaluation_button.setEnabled(False)
-            self.evaluation_progress.setFormat(f"Cancelling the evaluation of {self._job_path.name}…")
-
-    def _start_next(self) -> None:
-        if not self._pending:
-            self._evaluation_done()
-            return
-        path, protocols, device, epochs = self._pending.pop(0)
-        self._job_index += 1
-        job = EvaluationJob(path, protocols, device=device, finetune_epochs=epochs)
-        job.progress.connect(self._on_job_progress)
-        job.finished.connect(self._on_job_finished)
-        job.failed.connect(self._on_job_failed)
-        job.cancelled.connect(self._on_job_cancelled)
-        self._job, self._job_path = job, path
-        self.evaluation_bar.show()
-        self.evaluation_progress.show()
-        self.cancel_evaluation_button.show()
-        self.cancel_evaluation_button.setEnabled(True)
-        self.evaluation_message.hide()
-        self.dismiss_evaluation_button.hide()
-        self.evaluation_progress.setValue(0)
-        self.evaluation_progress.setFormat(f"{self._run_heading()}: loading the checkpoint…")
-        self._update_buttons()
-        self._fill_table()
-        job.start()
-
-    def _run_heading(self) -> str:
-        name = self._job_path.name if self._job_path is not None else ""
-        return name + (f" ({self._job_index} of {self._job_total})" if self._job_total > 1 else "")
-
-    def _on_job_progress(self, protocol: str, fraction: float) -> None:
-        job = self._job
-        if job is None or job.cancel_requested:
-            return
-        which = f", protocol {job.protocols.index(protocol) + 1} of {len(job.protocols)}" if protocol in job.protocols and len(job.protocols) > 1 else ""
-        self.evaluation_progress.setValue(int(round(fraction * 1000)))
-        self.evaluation_progress.setFormat(f"{self._run_heading()}: {protocol_title(protocol)}{which} – %p%")
-
-    def _on_job_finished(self, results: dict) -> None:
-        headline = []
-        for name, (key, title) in (("knn", ("k20", "k-NN@20")), ("linear", ("top1", "linear")), ("finetune", ("top1", "fine-tune")),
-                                   ("zeroshot", ("top1", "zero-shot"))):
-            value = results.get(name, {}).get(key) if isinstance(results.get(name), dict) else None
-            if _is_number(value):
-                headline.append(f"{title} {value:.3f}")
-        if "fractions" in results:
-            headline.append("label fractions done")
-        self._batch_notes.append(f"Evaluated {self._job_path.name}: {', '.join(headline) or 'done'}.")
-        self._job_ended()
-
-    def _on_job_failed(self, message: str) -> None:
-        self._batch_errors.append(f"Could not evaluate {self._job_path.name}: {message}")
-        self._job_ended()
-
-    def _on_job_cancelled(self) -> None:
-        self._pending.clear()
-        self._batch_notes.append(f"Cancelled the evaluation of {self._job_path.name}; protocols finished before the cancel are kept.")
-        self._job_ended()
-
-    def _job_ended(self) -> None:
-        path = self._job_path
-        self._finished_job = self._job  # dropped at the next start, not inside its own signal
-        self._job, self._job_path = None, None
-        track = self.tracks.get(path) if path is not None else None
-        if track is not None:
-            track.update()  # report.json changed: the row, the comparison and the protocols follow
-        self._fill_table()
-        self._selection_changed(force=True)
-        self._start_next()
-
-    def _evaluation_done(self) -> None:
-        self.evaluation_progress.hide()
-        self.cancel_evaluation_button.hide()
-        lines = self._batch_errors + self._batch_notes
-        if lines:
-            self.evaluation_message.setText("\n".join(lines))
-            self.evaluation_message.setStyleSheet(f"color:{ERROR_COLOUR};" if self._batch_errors else "")
-            self.evaluation_message.show()
-            self.dismiss_evaluation_button.show()
-            self.evaluation_bar.show()
-        else:
-            self.evaluation_bar.hide()
-        self._update_buttons()
-        window, self._close_after_evaluation = self._close_after_evaluation, None
-        if window is not None:
-            QTimer.singleShot(0, window.close)
-
-    def _dismiss_message(self) -> None:
-        self.evaluation_message.clear()
-        if not self.evaluating:
-            self.evaluation_bar.hide()
 
     # -- export ------------------------------------------------------------------------
-    def _protocol_export_rows(self) -> list[list[Any]]:
-        """Score and rank rows per protocol, in the comparison's layout (a column per run)."""
-        cmp = self.comparison_result
-        rows: list[list[Any]] = []
-        if cmp is not None:
-            for p in cmp.protocols:
-                rows.append([protocol_column(p)] + list(cmp.scores[p]))
-                rows.append([f"{protocol_column(p)} rank"] + list(cmp.ranks[p]))
-        return rows
-
-    def export_comparison_csv(self, path: str | Path) -> None:
-        export.write_csv(path, self.comparison_header, self._protocol_export_rows() + self.comparison_rows)
-
-    def export_comparison_markdown(self, path: str | Path) -> None:
-        text = ""
-        cmp = self.comparison_result
-        if cmp is not None and cmp.protocols:
-            header = ["run"] + [protocol_column(p) for p in cmp.protocols]
-            rows = [[run] + ["–" if cmp.scores[p][i] is None else f"{cmp.scores[p][i]:.3f} (#{cmp.ranks[p][i]})" for p in cmp.protocols]
-                    for i, run in enumerate(cmp.runs)]
-            text += "## Protocols\n\n" + export.table_to_markdown(header, rows)
-            if self.agreement_rows:
-                agreement = [[pair, "–" if tau is None else f"{tau:+.2f}", both] for pair, tau, both in self.agreement_rows]
-                text += "\n## Agreement between protocols (Kendall's tau)\n\n" + export.table_to_markdown(["protocols", "tau", "runs"], agreement)
-            text += "\n"
-        text += "## Results\n\n" + export.table_to_markdown(self.comparison_header, self.comparison_rows)
-        if self.diff_rows:
-            title = "Configuration differences" if self.diff_only.isChecked() else "Configuration"
-            text += f"\n## {title}\n\n" + export.table_to_markdown(self.diff_header, self.diff_rows)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text, encoding="utf-8")
-
-    def export_curves_png(self, path: str | Path) -> None:
-        export.export_widget_png(self.curves, path)
-
-    def _export_dialog(self, kind: str) -> None:
-        filters = {"csv": "CSV (*.csv)", "md": "Markdown (*.md)"}
-        folder = self.runs_dir if self.runs_dir.is_dir() else Path.cwd()  # beside the runs, as panel exports go in the run folder
-        path, _ = QFileDialog.getSaveFileName(self, "Export comparison", str(folder / f"comparison.{kind}"), filters[kind])
-        if not path:
-            return
-        try:
-            (self.export_comparison_csv if kind == "csv" else self.export_comparison_markdown)(path)
-        except OSError as exc:
-            QMessageBox.warning(self, "Export failed", f"Could not write {path}: {exc.strerror or exc}.")
 
 
 def _has_text_tower(objective_name: str) -> bool:
@@ -1008,109 +561,3 @@ def _has_text_tower(objective_name: str) -> bool:
     return callable(getattr(cls, "encode_text", None)) and callable(getattr(cls, "encode_image", None))
 
 
-PROTOCOL_TIPS = {
-    "knn": "Weighted k-NN (k = 5 and 20, cosine) on frozen features; takes seconds.",
-    "linear": "Logistic regression on frozen, standardised features; weight decay chosen on 10 % of the training images.",
-    "finetune": "Trains a copy of the backbone with a new head (the run's own weights stay as they are); the slowest.",
-    "fractions": "Linear probe and fine-tuning with 1 %, 10 % and 100 % of the labels.",
-    "zeroshot": "Classifies by text prompts with the run's text tower; needs an image-text objective such as clip.",
-}
-
-
-class EvaluateDialog(QDialog):
-    """Which protocols, how long to fine-tune, on which device."""
-
-    def __init__(self, parent: QWidget | None, run_names: list[str], text_capable: bool = False,
-                 defaults=DEFAULT_PROTOCOLS, finetune_epochs: float = 3.0):
-        super().__init__(parent)
-        name_control(self, "evaluateDialog", "Evaluate runs")
-        self.setWindowTitle("Evaluate runs")
-        shown = ", ".join(run_names[:3]) + (f" and {len(run_names) - 3} more" if len(run_names) > 3 else "")
-        intro = name_control(QLabel(f"Evaluate {shown} from {'its' if len(run_names) == 1 else 'their'} last checkpoint. "
-                                    "Results are added to report.json; the run itself is not changed."),
-                             "evaluateIntro", "What will be evaluated")
-        intro.setWordWrap(True)
-        self.checks: dict[str, QCheckBox] = {}
-        box = QVBoxLayout()
-        for p in PROTOCOLS:
-            check = name_control(QCheckBox(protocol_title(p)), f"evaluateProtocol_{p}", f"Evaluate by {protocol_title(p)}",
-                                 PROTOCOL_TIPS.get(p))
-            check.setChecked(p in defaults and (p != "zeroshot" or text_capable))
-            if p == "zeroshot" and not text_capable:
-                check.setEnabled(False)
-                check.setToolTip(PROTOCOL_TIPS["zeroshot"] + " None of the selected runs has one.")
-            check.toggled.connect(lambda _on: self._update())
-            self.checks[p] = check
-            box.addWidget(check)
-        self.epochs = name_control(QDoubleSpinBox(), "evaluateFinetuneEpochs", "Fine-tuning epochs",
-                                   "Passes over the training images when fine-tuning (at least 40 steps are taken).")
-        self.epochs.setRange(0.1, 1000.0)
-        self.epochs.setDecimals(1)
-        self.epochs.setSingleStep(0.5)
-        self.epochs.setValue(finetune_epochs)
-        self.device_box = name_control(QComboBox(), "evaluateDevice", "Evaluation device",
-                                       "auto: the device the run was configured for.")
-        self.device_box.addItems(["auto", "cpu", "cuda", "mps"])
-        form = QFormLayout()
-        form.addRow("Fine-tuning epochs", self.epochs)
-        form.addRow("Device", self.device_box)
-        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        ok = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
-        ok.setText("Evaluate")
-        name_control(ok, "evaluateStart", "Start evaluation")
-        name_control(self.buttons.button(QDialogButtonBox.StandardButton.Cancel), "evaluateCancelDialog", "Cancel")
-        self.buttons.accepted.connect(self.accept)
-        self.buttons.rejected.connect(self.reject)
-        layout = QVBoxLayout(self)
-        layout.addWidget(intro)
-        layout.addLayout(box)
-        layout.addLayout(form)
-        layout.addWidget(self.buttons)
-        self._update()
-
-    def _update(self) -> None:
-        chosen = self.protocols()
-        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(bool(chosen))
-        self.epochs.setEnabled("finetune" in chosen or "fractions" in chosen)
-
-    def protocols(self) -> tuple[str, ...]:
-        return tuple(p for p, c in self.checks.items() if c.isChecked() and c.isEnabled())
-
-    def finetune_epochs(self) -> float:
-        return float(self.epochs.value())
-
-    def device(self) -> str:
-        return self.device_box.currentText()
-
-
-_ACCURACY_LEAF = re.compile(r"^(knn_)?(k\d+|top\d|acc|accuracy|knn_acc|linear_acc|zero_shot|finetune)$")
-
-
-def _is_accuracy(metric: str) -> bool:
-    """Rows where higher is better and the best deserves bold: accuracies, not counts or seconds."""
-    return metric == "probe k-NN" or bool(_ACCURACY_LEAF.match(metric.split(" ")[-1].split(".")[-1]))
-
-
-def _fill(table: QTableWidget, header: list[str], rows: list[list[Any]], highlight_best: bool = False) -> None:
-    """Rows as given (first column as the row header); bold the best number of a row of accuracies."""
-    table.clear()
-    table.setColumnCount(max(len(header) - 1, 0))
-    table.setRowCount(len(rows))
-    table.setHorizontalHeaderLabels(header[1:])
-    table.setVerticalHeaderLabels([str(r[0]) for r in rows])
-    for r, row in enumerate(rows):
-        values = row[1:]
-        best = None
-        if highlight_best and len(values) > 1 and _is_accuracy(str(row[0])):
-            nums = [v for v in values if _is_number(v) and math.isfinite(v)]
-            best = max(nums) if nums else None
-        for c, v in enumerate(values):
-            item = QTableWidgetItem(export.format_cell(v))
-            if _is_number(v):
-                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            if best is not None and v == best:
-                font = item.font()
-                font.setBold(True)
-                item.setFont(font)
-            table.setItem(r, c, item)
-    table.resizeColumnsToContents()

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QLabel, QLineEd
                                QVBoxLayout, QWidget)
 
 from ssl_studio.engine.events import Evaluated, Probe, Started, Visuals
-from ssl_studio.gui.panels.base import Panel, image_to_pixmap, name_control
+from ssl_studio.gui.panels.base import VisualPanel, image_to_pixmap, name_control
 from ssl_studio.gui.panels.zeroshot_confusion import CELL_IMAGES, CELL_SIZE, ConfusionPage, _Cell, cell_strip  # noqa: F401 - CELL_IMAGES re-exported
 
 GRID_COLUMNS = 4  # at most; fewer when the panel is narrow
@@ -65,7 +65,7 @@ def probabilities(image_emb: np.ndarray, class_emb: np.ndarray, logit_scale: flo
     return e / e.sum(axis=1, keepdims=True)
 
 
-class ZeroShotPanel(ConfusionPage, Panel):
+class ZeroShotPanel(ConfusionPage, VisualPanel):
     title = "Zero-shot"
     visual_kind = "zeroshot"
 
@@ -233,25 +233,25 @@ class ZeroShotPanel(ConfusionPage, Panel):
         if self.image_emb is not None:
             self.rescore()
 
-    def handle_events(self, events: Sequence[Any]) -> None:
-        visuals = None
-        for ev in events:
-            if isinstance(ev, Started):
-                if ev.resumed_from_step == 0 and self.image_emb is not None:
-                    self.clear()
-                if ev.class_names:
-                    self.class_names = list(ev.class_names)
-            elif isinstance(ev, Probe) and ev.indices is not None:
-                self.probe_indices = np.asarray(ev.indices).astype(np.int64)
-                if ev.features is not None and len(ev.features) == len(ev.indices):
-                    self.probe_features = np.asarray(ev.features, np.float32)
-                    self._projected = None
-            elif isinstance(ev, Visuals) and ev.kind == self.visual_kind:
-                visuals = ev
-            elif isinstance(ev, Evaluated) and isinstance(ev.results, dict) and "zeroshot" in ev.results:
-                self.set_report(ev.results["zeroshot"])
-        if visuals is not None:
-            self.set_visuals(visuals.arrays, visuals.info, visuals.step)
+    def has_content(self) -> bool:
+        return self.image_emb is not None
+
+    def on_started(self, ev: Started) -> None:
+        if ev.class_names:
+            self.class_names = list(ev.class_names)
+
+    def on_event(self, ev: Any) -> bool:
+        if isinstance(ev, Probe) and ev.indices is not None:
+            self.probe_indices = np.asarray(ev.indices).astype(np.int64)
+            if ev.features is not None and len(ev.features) == len(ev.indices):
+                self.probe_features = np.asarray(ev.features, np.float32)
+                self._projected = None
+        elif isinstance(ev, Evaluated) and isinstance(ev.results, dict) and "zeroshot" in ev.results:
+            self.set_report(ev.results["zeroshot"])
+        return False
+
+    def show_visuals(self, ev: Visuals) -> None:
+        self.set_visuals(ev.arrays, ev.info, ev.step)
 
     # -- live predictions --------------------------------------------------------------
     def set_visuals(self, arrays: dict[str, np.ndarray], info: dict[str, Any] | None = None, step: int = 0) -> None:

@@ -1,6 +1,7 @@
-"""One run folder as the runs browser sees it: read incrementally, with its status and what is wrong with it.
+"""The run model: what a run folder's events mean (curves, probes, status, summary, problems), written once.
 
-A folder is re-read only when its metrics.jsonl changed size or mtime, and then only
+The window's runs browser, ``ssl-studio compare`` / ``resume`` and the studies all read run folders
+through ``RunModel``, so the meaning of an event is edited in one place.  No Qt here.  A folder is re-read only when its metrics.jsonl changed size or mtime, and then only
 from the byte offset it had reached.  Damaged files never raise here: the track
 counts unreadable lines, checks the other files when they change
 (``engine.run_health``), and ``problem`` says what is wrong in one sentence.  A run
@@ -10,8 +11,8 @@ is shown as interrupted, and can be resumed.
 
 from __future__ import annotations
 
-import json
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,8 @@ from ssl_studio.config import config_to_mapping, load_config
 from ssl_studio.engine import run_health
 from ssl_studio.engine.evaluate import PROTOCOLS
 from ssl_studio.engine.run_lock import run_is_live
-from ssl_studio.engine.runs import scan_metrics
-from ssl_studio.gui.panels.base import GrowArray
+from ssl_studio.engine.grow_array import GrowArray
+from ssl_studio.engine.runs import RunFolder, scan_metrics
 
 RESUMABLE = ("interrupted", "stopped", "failed")
 
@@ -52,12 +53,21 @@ def differing_keys(configs: list[dict[str, Any]]) -> list[str]:
     return [k for k in keys if len({repr(c.get(k, missing)) for c in configs}) > 1]
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """A JSON number that is not a bool (metrics.jsonl is read from any writer)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-class RunTrack:
-    """One run folder, read incrementally: its summary row, its curves, and what is wrong with it."""
+_is_number = is_number
+
+
+class RunModel:
+    """One run folder, read incrementally: its summary row, its curves, and what is wrong with it.
+
+    ``update()`` reads what was appended since the last call.  Curves: ``steps``/``loss``, the probes'
+    ``probe_steps``/``ranks``/``knns``, and ``metric_curves`` (an objective's step metrics, key ->
+    (steps, values)).  ``last_end`` is the last started/finished/failed record (whether a run is complete).
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -85,6 +95,9 @@ class RunTrack:
         self.evaluated: dict[str, Any] = {}
         self.steps, self.loss = GrowArray(), GrowArray()
         self.probe_steps, self.ranks, self.knns = GrowArray(64), GrowArray(64), GrowArray(64)
+        self.metric_curves: dict[str, tuple[GrowArray, GrowArray]] = {}
+        self.last_end: dict[str, Any] | None = None
+        self.steps_per_epoch: int | None = None
         self.mtime = 0.0
 
     @property
@@ -195,6 +208,7 @@ class RunTrack:
         self.bad_snapshots = []
         self.recorded_status, self.step, self.knn, self.rank, self.started = "unknown", 0, None, None, None
         self.summary, self.evaluated = {}, {}
+        self.metric_curves, self.last_end, self.steps_per_epoch = {}, None, None
         for arr in (self.steps, self.loss, self.probe_steps, self.ranks, self.knns):
             arr.clear()
 
@@ -215,6 +229,7 @@ class RunTrack:
                     if _is_number(loss):
                         steps.append(s)
                         losses.append(loss)
+                    self._add_metrics(s, r.get("metrics"))
             elif ev == "probe":
                 knn, rank = r.get("knn_acc"), r.get("effective_rank")
                 self.knn = knn if _is_number(knn) else self.knn
@@ -224,6 +239,9 @@ class RunTrack:
                     self.ranks.append(rank if _is_number(rank) else np.nan)
                     self.knns.append(knn if _is_number(knn) else np.nan)
             elif ev == "started":
+                self.last_end = r
+                per_epoch = r.get("steps_per_epoch")
+                self.steps_per_epoch = per_epoch if isinstance(per_epoch, int) and not isinstance(per_epoch, bool) else None
                 self.objective, self.data = str(r.get("objective", "?")), str(r.get("data", "?"))
                 self.started, self.recorded_status = r.get("time") if _is_number(r.get("time")) else self.started, "running"
                 resumed = r.get("resumed_from_step")
@@ -233,10 +251,12 @@ class RunTrack:
                     steps, losses = [], []
                     self._rewind(resumed)
             elif ev == "finished":
+                self.last_end = r
                 self.recorded_status = str(r.get("status", "completed"))
                 if isinstance(r.get("summary"), dict):
                     self.summary = r["summary"]
             elif ev == "failed":
+                self.last_end = r
                 self.recorded_status = str(r.get("status", "failed"))
             elif ev == "evaluated" and isinstance(r.get("results"), dict):
                 self.evaluated.update(r["results"])
@@ -246,9 +266,21 @@ class RunTrack:
         if snapshots:
             self.bad_snapshots += run_health.snapshot_problems(self.path, snapshots)
 
+    def _add_metrics(self, step: float, metrics: Any) -> None:
+        """An objective's step metrics (``Step.metrics``): one curve per numeric key."""
+        if not isinstance(metrics, dict):
+            return
+        for key, value in metrics.items():
+            if isinstance(key, str) and _is_number(value):
+                xs, ys = self.metric_curves.setdefault(key, (GrowArray(256), GrowArray(256)))
+                xs.append(step)
+                ys.append(value)
+
     def _rewind(self, step: float) -> None:
         """Forget the curves past ``step``: a resumed run trains those steps again from its checkpoint."""
-        for xs, ys in ((self.steps, (self.loss,)), (self.probe_steps, (self.ranks, self.knns))):
+        pairs = [(self.steps, (self.loss,)), (self.probe_steps, (self.ranks, self.knns))]
+        pairs += [(xs, (ys,)) for xs, ys in self.metric_curves.values()]
+        for xs, ys in pairs:
             keep = int(np.searchsorted(xs.view, step, side="right")) if np.all(np.diff(xs.view) >= 0) else xs.n
             for arr in (xs, *ys):
                 arr.n = min(arr.n, keep)
@@ -268,11 +300,7 @@ class RunTrack:
             self.report_key = key
             self._report = {}
             if key is not None:
-                try:
-                    data = json.loads((self.path / "report.json").read_text(encoding="utf-8"))
-                    self._report = data if isinstance(data, dict) else {}
-                except (OSError, ValueError):
-                    self._report = {}
+                self._report = RunFolder(self.path, create=False).read_report()
         return self._report
 
     def evaluated_protocols(self) -> list[str]:
@@ -293,3 +321,40 @@ class RunTrack:
         return row
 
 
+
+
+@dataclass
+class RunSummary:
+    """What the runs browser lists for one folder."""
+
+    path: Path
+    objective: str
+    data: str
+    status: str  # running | interrupted | completed | stopped | failed | diverged at step N | unknown
+    step: int
+    knn_acc: float | None
+    effective_rank: float | None
+    started: float | None
+    problem: str | None = None  # one sentence when a file of the folder is damaged or missing
+    skipped_lines: int = 0
+
+
+def summarize_run(path: str | Path) -> RunSummary | None:
+    """The browser's row for one folder (None when it holds neither metrics.jsonl nor config.toml); ``status``
+    is "interrupted" when the run says it is running but no process holds its lock (killed, or the machine went
+    down)."""
+    path = Path(path)
+    if not (path / "metrics.jsonl").exists() and not (path / "config.toml").exists():
+        return None
+    model = RunModel(path)
+    model.update()
+    return RunSummary(path, model.objective, model.data, model.status, model.step, model.knn, model.rank, model.started,
+                      model.problem, model.skipped_lines)
+
+
+def list_runs(root: str | Path) -> list[RunSummary]:
+    """A summary per run folder directly under ``root``, by name."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return [s for p in sorted(root.iterdir()) if p.is_dir() and (s := summarize_run(p)) is not None]
