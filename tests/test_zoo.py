@@ -61,7 +61,8 @@ def test_declarations(name):
     assert cls.family in FAMILIES
     assert cls.description.count("\n") == 1
     assert cls.honours <= set(ABLATIONS)
-    assert {"no_augmentation", "tiny_batch"} <= cls.honours
+    assert not cls.honours & base.ENGINE_ABLATIONS  # the engine's own switches are added by it, not declared
+    assert {"no_augmentation", "tiny_batch"} <= cls.ablation_switches()
     doc = cls.Params.__doc__ or ""
     assert cls.__doc__ and ("published" in doc.lower() or "paper" in doc.lower())  # cites the source values
     assert cls.recipe.optimizer in ("sgd", "lars", "adamw")

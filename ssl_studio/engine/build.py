@@ -11,9 +11,11 @@ from ssl_studio.config import TINY_BATCH, RunConfig
 from ssl_studio.data import ImageSet, load_imageset
 from ssl_studio.data.imageset import printable
 from ssl_studio.data.views import ViewMaker
+from ssl_studio.engine.prompts import default_templates
 from ssl_studio.engine.runs import RunFolder
 from ssl_studio.models import DEFAULT_DEPTH, DEFAULT_WIDTH, build_backbone
 from ssl_studio.objectives import Objective, ObjectiveContext, get_objective
+from ssl_studio.objectives.clip import class_captions
 from ssl_studio.params import ConfigError
 
 
@@ -47,8 +49,7 @@ def load_data(cfg: RunConfig, progress=None) -> ImageSet:
             raise ConfigError("data.source", f"{cfg.data.source!r} has neither captions nor class labels, and {objective_cls.title} "
                               "needs one of them; add captions.csv (columns file,caption) or a .txt caption beside each image, "
                               "or sort the images into class sub-folders (their names become captions)")
-        from ssl_studio.objectives.clip import class_captions  # classes but no captions: "a photo of a <class>", ...
-
+        # classes but no captions: "a photo of a <class>", ...
         imageset.captions = class_captions(imageset.labels.tolist(), imageset.class_names, seed=cfg.seed)
     if objective_cls.needs_captions:
         _check_captions(cfg, imageset, objective_cls.title)
@@ -176,6 +177,7 @@ def build_objective(cfg: RunConfig, imageset: ImageSet, start_weights: bool = Tr
         batch_size=effective_batch_size(cfg, len(imageset.train_index)),
         mean=tuple(imageset.mean) if imageset.mean is not None else None,
         std=tuple(imageset.std) if imageset.std is not None else None,
+        prompt_templates=default_templates(imageset.class_names),
     )
     return objective_cls(backbone, params, context)
 

@@ -544,7 +544,7 @@ class ExperimentPanel(QWidget):
                 w.deleteLater()
         self.ablation_checks = {}
         for name, effect in ABLATIONS.items():
-            if name not in cls.honours:
+            if name not in cls.ablation_switches():
                 continue
             box = _name(QCheckBox(pretty_name(name)), f"ablation_{name}", pretty_name(name), effect)
             box.setAccessibleDescription(effect)

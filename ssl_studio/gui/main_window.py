@@ -346,7 +346,7 @@ class MainWindow(QMainWindow):
         """
         trainer = getattr(getattr(self.session, "worker", None), "trainer", None)
         objective = getattr(trainer, "objective", None)
-        if objective is None or not hasattr(objective, "text_snapshot"):
+        if objective is None or not objective.has_text_tower:
             return
         if getattr(panel.scorer, "objective", None) is objective:
             return
