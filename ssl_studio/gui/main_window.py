@@ -802,8 +802,8 @@ class MainWindow(QMainWindow):
         self.show_banner(f"{head}: {ev.message}", "error")
         self.status_eta.setText(status)
         self.progress.setFormat(f"{status} at %p%")
-        field = ev.message.split(" ", 1)[0] if ev.message else ""
-        if re.fullmatch(r"[a-z_]+(\.[a-z_]+)*", field or "") and self.experiment.widget_for_field(field) is not None:
+        field = ev.field or ""
+        if field and self.experiment.widget_for_field(field) is not None:
             self.experiment.mark_external(field, ev.message)
         if live:
             self._set_state("idle")
