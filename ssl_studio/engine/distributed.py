@@ -1,7 +1,8 @@
 """Scale-out under ``torchrun``: the process group, who this rank is, and the collectives every objective uses.
 
 One process is the special case of N: every function here is the identity (or a no-op) when no process
-group is running, so objectives and the trainer call them unconditionally.
+group is running, so objectives and the trainer call them unconditionally.  The collectives live with the
+objectives that call them (``ssl_studio.objectives.collectives``, below the engine) and are re-exported here.
 
 The rule that makes N processes compute the gradient of the global-batch loss:
 
