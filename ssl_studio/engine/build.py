@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from ssl_studio.config import TINY_BATCH, RunConfig
-from ssl_studio.data import ImageSet, load_imageset
+from ssl_studio.config import TINY_BATCH, AugmentConfig, RunConfig
+from ssl_studio.data import ImageSet, augment_defaults, load_imageset
 from ssl_studio.data.imageset import printable
 from ssl_studio.data.views import ViewMaker
 from ssl_studio.engine.prompts import default_templates
@@ -207,9 +207,6 @@ def augment_adjustments(augment, source: str, objective: str) -> dict[str, tuple
     win over the data set's where both set a field (CLIP's near-whole crops keep its captions
     true; the data's advice is about object size).
     """
-    from ssl_studio.config import AugmentConfig
-    from ssl_studio.data import augment_defaults
-
     wanted = {k: (v, f"the {source} data") for k, v in augment_defaults(source).items()}
     wanted.update({k: (v, f"{objective}'s paper") for k, v in get_objective(objective).augment_defaults.items()})
     lab_default = AugmentConfig()

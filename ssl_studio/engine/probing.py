@@ -21,6 +21,7 @@ from ssl_studio.engine import attention, diagnostics
 from ssl_studio.engine.device import autocast
 from ssl_studio.engine.evaluate import attribute_knn, embed_images, fit_linear, knn_accuracy, knn_protocol, linear_protocol, standardise
 from ssl_studio.engine.events import Probe, Visuals
+from ssl_studio.engine.zeroshot import zeroshot_protocol
 
 
 class Prober:
@@ -146,8 +147,6 @@ class Prober:
                 summary["attribute_knn"] = {name: r["k20"] for name, r in encoded["attributes"].items()}
         # An image-text model: zero-shot with labels, retrieval with captions alone (an unlabelled captioned folder).
         if self.objective.has_text_tower and (data.labels is not None or data.captions is not None):
-            from ssl_studio.engine.zeroshot import zeroshot_protocol
-
             results["zeroshot"] = zeroshot_protocol(self.objective, data, self.views, self.device, held_out=self.cfg.data.held_out,
                                                     autocast_dtype=self.autocast_dtype)
             summary["zeroshot_top1"] = results["zeroshot"]["top1"]

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ssl_studio.data.shapes import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, held_out_mask
 from ssl_studio.engine.prompts import default_templates
 from ssl_studio.engine.trained import load_trained
 from ssl_studio.objectives.clip import (class_prompts, class_text_embeddings, fill_template,
@@ -97,8 +98,6 @@ def retrieval_metrics(image_emb: torch.Tensor, text_emb: torch.Tensor, captions:
 
 def shapes_attribute_prompts() -> dict[str, tuple[list[str], list[str], list[str]]]:
     """For each caption attribute of the shapes set: (values, their words in a prompt, templates ensembled over the shapes)."""
-    from ssl_studio.data.shapes import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES
-
     return {
         "colour": (list(COLOURS), list(COLOURS), [f"a {{}} {s}" for s in SHAPES]),
         "size": (list(SIZES), list(SIZES), [f"a {{}} {s}" for s in SHAPES]),
@@ -149,8 +148,6 @@ def zeroshot_protocol(objective, imageset, views, device="cpu", templates: Seque
 
     unseen_index = None
     if held_out and data.attributes is not None and "colour" in data.attributes:
-        from ssl_studio.data.shapes import held_out_mask
-
         banned = held_out_mask(data.attributes, list(held_out))
         in_train = torch.zeros(len(data), dtype=torch.bool)
         in_train[data.train_index] = True

@@ -51,7 +51,7 @@ from torch import nn
 from ssl_studio.objectives import collectives as distributed
 from ssl_studio.models import MLPHead
 from ssl_studio.models.text import TextEncoder
-from ssl_studio.models.tokenizer import WordTokenizer
+from ssl_studio.models.tokenizer import EOT_ID, PAD_ID, SOT_ID, WordTokenizer
 from ssl_studio.objectives.base import Batch, MetricSpec, Objective, OptimRecipe, StepOutput
 from ssl_studio.objectives.losses import (CLIP_INIT_LOG_SCALE, CLIP_MAX_LOG_SCALE, SIGLIP_INIT_BIAS, SIGLIP_INIT_LOG_SCALE,
                                           clip_loss, siglip_loss)
@@ -371,8 +371,6 @@ def drop_words(tokens: torch.Tensor, p: float, generator: torch.Generator | None
     (a subset of what the caption said), and prompts as short as "a triangle" stop being
     out of the text tower's distribution.
     """
-    from ssl_studio.models.tokenizer import EOT_ID, PAD_ID, SOT_ID
-
     words = (tokens != PAD_ID) & (tokens != SOT_ID) & (tokens != EOT_ID)
     u = noise if noise is not None else torch.rand(tokens.shape, device=tokens.device, generator=generator)
     keep_word = words & (u >= p)
