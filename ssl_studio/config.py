@@ -18,16 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ssl_studio.models import BACKBONES
+from ssl_studio.objectives import all_objectives, get_objective
+from ssl_studio.objectives.base import ENGINE_ABLATIONS
 from ssl_studio.params import ConfigError, from_mapping, param, short_repr, to_mapping, validate
 
-BACKBONES = ("convnet", "resnet18", "vit")
 OPTIMIZERS = ("sgd", "lars", "adamw")
 SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "float32", "bf16")
 
 # Every ablation switch the lab knows, with what breaking it is expected to do.
-# Objectives declare the subset they honour; the engine refuses the others.
+# Objectives declare the subset they implement (``honours``); the engine implements ENGINE_ABLATIONS for
+# every objective and refuses the others.
 ABLATIONS: dict[str, str] = {
     "no_augmentation": "Both views are the same un-augmented image: the invariance task becomes trivial and features stop carrying semantics.",
     "no_projector": "Embeddings are taken straight from the backbone: the loss shapes the representation itself and evaluation accuracy usually drops.",
@@ -166,8 +169,6 @@ class RunConfig:
 
 def validate_config(cfg: RunConfig) -> None:
     """Check ranges, cross-field rules, the objective's parameters and the ablations."""
-    from ssl_studio.objectives import get_objective  # late: objectives import config
-
     validate(cfg)
     b = cfg.budget
     set_budgets = [n for n in ("minutes", "epochs", "steps") if getattr(b, n) is not None]
@@ -195,8 +196,8 @@ def validate_config(cfg: RunConfig) -> None:
     for ab in cfg.ablations:
         if ab not in ABLATIONS:
             raise ConfigError("ablations", f"has unknown switch {ab!r} (known: {', '.join(ABLATIONS)})")
-        if ab not in objective_cls.honours:
-            allowed = ", ".join(sorted(objective_cls.honours)) or "none"
+        if ab not in objective_cls.ablation_switches():
+            allowed = ", ".join(sorted(objective_cls.ablation_switches()))
             raise ConfigError("ablations", f"switch {ab!r} does not apply to {objective_cls.name} (it honours: {allowed})")
 
 
@@ -215,6 +216,7 @@ def config_from_mapping(data: dict[str, Any]) -> RunConfig:
     name = objective_table.pop("name", ObjectiveConfig().name)
     if not isinstance(name, str):
         raise ConfigError("objective.name", f"must be a string such as \"simclr\", got {short_repr(name)}")
+    _pick_backbone_for(name, data)
     cfg = from_mapping(RunConfig, data, "")
     cfg.objective = ObjectiveConfig(name=name, params=objective_table)
     validate_config(cfg)
@@ -222,10 +224,22 @@ def config_from_mapping(data: dict[str, Any]) -> RunConfig:
     return cfg
 
 
+def _pick_backbone_for(objective: str, data: dict[str, Any]) -> None:
+    """An objective that runs on some backbones only gets the first of them when the mapping names none.
+
+    Only where the person did not choose: a ``model.backbone`` they set that does not fit is refused by
+    ``build_objective`` in one sentence, as before.
+    """
+    cls = all_objectives().get(objective)
+    model = data.get("model", {})
+    if cls is None or cls.backbones is None or not isinstance(model, Mapping) or "backbone" in model:
+        return
+    if ModelConfig().backbone not in cls.backbones:
+        data["model"] = {**model, "backbone": cls.backbones[0]}
+
+
 def _typed_params(cfg: RunConfig) -> dict[str, Any]:
     """The given objective settings as their declared types (a "0.5" from --set is written back as 0.5)."""
-    from ssl_studio.objectives import get_objective
-
     parsed = get_objective(cfg.objective.name).params_for(cfg.objective.params, cfg.model.backbone)
     return {k: (list(v) if isinstance(v := getattr(parsed, k), tuple) else v) for k in cfg.objective.params}
 
@@ -401,6 +415,7 @@ def replace(cfg: RunConfig, **changes: Any) -> RunConfig:
 
 __all__ = [
     "ABLATIONS",
+    "ENGINE_ABLATIONS",
     "AugmentConfig",
     "BudgetConfig",
     "ConfigError",

@@ -174,6 +174,7 @@ class _HandBuilt(torch.nn.Module):
     """Images embed as their mean colour; a text embeds as the colour it names ("blue" deliberately as green, "plain ..." as grey)."""
 
     VECTORS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 1.0, 0.0)}
+    has_text_tower = True  # the objective contract's text tower: encode_image, encode_text, zeroshot_scoring, unknown_words
 
     def __init__(self):
         super().__init__()
@@ -188,6 +189,12 @@ class _HandBuilt(torch.nn.Module):
 
     def scale(self):
         return torch.tensor(10.0)
+
+    def zeroshot_scoring(self):
+        return "clip", float(self.scale()), None
+
+    def unknown_words(self, text):
+        return []
 
 
 def _colour_imageset():

@@ -70,7 +70,7 @@ def test_param_form_is_generated_from_params(panel, name):
             assert spec.unit in w.suffix()
         if spec.choices and isinstance(w, QComboBox):
             assert [w.itemData(i) for i in range(w.count()) if w.itemData(i) is not None] == list(spec.choices)
-    honoured = [a for a in ABLATIONS if a in cls.honours]
+    honoured = [a for a in ABLATIONS if a in cls.ablation_switches()]
     boxes = [panel.findChild(QCheckBox, f"ablation_{a}") for a in honoured]
     assert all(b is not None for b in boxes)
     assert [b.toolTip() for b in boxes] == [ABLATIONS[a] for a in honoured]

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ssl_studio.cli_args import build_parser, config_from_args
+
 WARMUP_STEPS = 2
 
 
@@ -98,7 +100,6 @@ def _worker(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from ssl_studio.cli import build_parser, config_from_args
     from ssl_studio.engine import distributed
     from ssl_studio.engine.trainer import Trainer
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from ssl_studio.cli_args import build_parser, config_from_args
+
 WARMUP_STEPS = 3
 
 
@@ -42,7 +44,6 @@ class _TwoViews(torch.utils.data.Dataset):
 
 
 def _trainer(backbone: str, batch_size: int, device: str, out: str, width: int | None = None):
-    from ssl_studio.cli import build_parser, config_from_args
     from ssl_studio.engine.trainer import Trainer
 
     flags = ["train", "--preset", "simclr", "--data", "shapes", "--backbone", backbone, "--device", device, "--quiet",

@@ -32,11 +32,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ssl_studio.models.base import Backbone
 from ssl_studio.objectives.mae import to_display
 
 
 def has_attention(backbone: Any) -> bool:
-    return callable(getattr(backbone, "attention_maps", None)) and hasattr(backbone, "grid_size")
+    """Whether ``backbone`` has [CLS] attention over patches to show and measure (``Backbone.has_attention``)."""
+    return isinstance(backbone, Backbone) and backbone.has_attention
 
 
 @torch.no_grad()
@@ -188,7 +190,7 @@ def attention_visuals(backbone, images: torch.Tensor, object_masks: torch.Tensor
         "iou": None,
         "keep_mass": keep_mass,
         "grid": int(g),
-        "layer": int(getattr(backbone, "depth", 0)) - 1,
+        "layer": int(backbone.depth) - 1,
     }
     if object_masks is not None:
         obj = object_masks_on_grid(object_masks.to(mask.device), g)

@@ -7,13 +7,15 @@ from typing import Any
 
 import torch
 
-from ssl_studio.config import TINY_BATCH, RunConfig
-from ssl_studio.data import ImageSet, load_imageset
+from ssl_studio.config import TINY_BATCH, AugmentConfig, RunConfig
+from ssl_studio.data import ImageSet, augment_defaults, load_imageset
 from ssl_studio.data.imageset import printable
 from ssl_studio.data.views import ViewMaker
+from ssl_studio.engine.prompts import default_templates
 from ssl_studio.engine.runs import RunFolder
 from ssl_studio.models import DEFAULT_DEPTH, DEFAULT_WIDTH, build_backbone
 from ssl_studio.objectives import Objective, ObjectiveContext, get_objective
+from ssl_studio.objectives.clip import class_captions
 from ssl_studio.params import ConfigError
 
 
@@ -47,8 +49,7 @@ def load_data(cfg: RunConfig, progress=None) -> ImageSet:
             raise ConfigError("data.source", f"{cfg.data.source!r} has neither captions nor class labels, and {objective_cls.title} "
                               "needs one of them; add captions.csv (columns file,caption) or a .txt caption beside each image, "
                               "or sort the images into class sub-folders (their names become captions)")
-        from ssl_studio.objectives.clip import class_captions  # classes but no captions: "a photo of a <class>", ...
-
+        # classes but no captions: "a photo of a <class>", ...
         imageset.captions = class_captions(imageset.labels.tolist(), imageset.class_names, seed=cfg.seed)
     if objective_cls.needs_captions:
         _check_captions(cfg, imageset, objective_cls.title)
@@ -176,6 +177,7 @@ def build_objective(cfg: RunConfig, imageset: ImageSet, start_weights: bool = Tr
         batch_size=effective_batch_size(cfg, len(imageset.train_index)),
         mean=tuple(imageset.mean) if imageset.mean is not None else None,
         std=tuple(imageset.std) if imageset.std is not None else None,
+        prompt_templates=default_templates(imageset.class_names),
     )
     return objective_cls(backbone, params, context)
 
@@ -205,9 +207,6 @@ def augment_adjustments(augment, source: str, objective: str) -> dict[str, tuple
     win over the data set's where both set a field (CLIP's near-whole crops keep its captions
     true; the data's advice is about object size).
     """
-    from ssl_studio.config import AugmentConfig
-    from ssl_studio.data import augment_defaults
-
     wanted = {k: (v, f"the {source} data") for k, v in augment_defaults(source).items()}
     wanted.update({k: (v, f"{objective}'s paper") for k, v in get_objective(objective).augment_defaults.items()})
     lab_default = AugmentConfig()

@@ -17,6 +17,15 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from ssl_studio.config import AugmentConfig
+from ssl_studio.data.views import ViewMaker
+from ssl_studio.engine.build import initial_objective
+from ssl_studio.engine.device import pick_precision
+from ssl_studio.engine.runs import RunFolder
+from ssl_studio.engine.trained import load_trained
+from ssl_studio.engine.zeroshot import zeroshot_protocol
+from ssl_studio.params import ConfigError
+
 KNN_TEMPERATURE = 0.1  # the weighting used by the reference numbers in shared/data/README.md
 
 
@@ -188,8 +197,6 @@ def finetune_protocol(backbone: torch.nn.Module, views, images: torch.Tensor, la
     (scale 0.5-1, flips) unless the run itself kept more of each image: a data set whose
     signal is the whole object (shapes asks for 0.85) is fine-tuned on crops that keep it.
     """
-    from ssl_studio.config import AugmentConfig
-    from ssl_studio.data.views import ViewMaker
 
     t0 = time.perf_counter()
     device = torch.device(device)
@@ -244,38 +251,6 @@ PROTOCOLS = ("knn", "linear", "finetune", "fractions", "zeroshot", "baselines")
 LABEL_FRACTIONS = (0.01, 0.1, 1.0)
 
 
-def load_trained(run_dir, device: str = "auto"):
-    """(config, imageset, objective in eval mode, view maker) rebuilt from a run folder's last checkpoint."""
-    from ssl_studio.config import changed_settings, checkpoint_mismatch
-    from ssl_studio.engine.build import build_objective, build_views, load_data
-    from ssl_studio.engine.device import pick_device
-    from ssl_studio.engine.runs import RunFolder
-    from ssl_studio.params import ConfigError
-
-    folder = RunFolder(run_dir, create=False)
-    if not folder.config_path.exists():
-        raise ConfigError("", f"{folder.path} is not a run folder (it has no config.toml); pass a folder under runs/.")
-    cfg = folder.read_config()
-    ckpt = folder.load_checkpoint()
-    mismatch = checkpoint_mismatch(ckpt.get("config"), cfg, folder.path)  # say what changed, before any data is loaded
-    if mismatch is not None:
-        raise mismatch
-    imageset = load_data(cfg)
-    torch.manual_seed(cfg.seed)
-    objective = build_objective(cfg, imageset, start_weights=False)  # the run's own checkpoint follows
-    try:
-        objective.load_state_dict(ckpt["objective"])
-        objective.load_extra_state(ckpt.get("objective_extra", {}))
-    except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # a setting that shapes the network changed
-        changed = changed_settings(ckpt.get("config"), cfg)
-        since = f" (changed since it was saved: {'; '.join(changed[:4])})" if changed else ""
-        raise ConfigError("", f"The checkpoint of {folder.path} does not fit the run its config.toml describes{since}; "
-                              "restore config.toml or start a new run.") from exc
-    dev = pick_device(device if device != "auto" else cfg.device)
-    objective.to(dev).eval()
-    return cfg, imageset, objective, build_views(cfg, imageset), dev, folder, ckpt["step"]
-
-
 def evaluate_run(run_dir, protocols=("knn",), device: str = "auto", progress: Callable[[str, float], None] | None = None,
                  should_stop: Callable[[], bool] | None = None, finetune_epochs: float = 3.0) -> dict:
     """Evaluate a run's last checkpoint by each protocol and merge the results into its report.json.
@@ -283,9 +258,6 @@ def evaluate_run(run_dir, protocols=("knn",), device: str = "auto", progress: Ca
     ``progress(protocol, fraction)`` reports as it goes; ``should_stop()`` returning True cancels
     (raises ``Cancelled``) without writing a partial protocol.
     """
-    from ssl_studio.engine.device import pick_precision
-    from ssl_studio.params import ConfigError
-
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         raise ConfigError("protocols", f"has unknown protocol {unknown[0]!r} (known: {', '.join(PROTOCOLS)})")
@@ -349,9 +321,7 @@ def evaluate_run(run_dir, protocols=("knn",), device: str = "auto", progress: Ca
         elif name == "baselines":
             results[name] = baselines_protocol(cfg, data, views, dev, autocast_dtype)
         elif name == "zeroshot":
-            from ssl_studio.engine.zeroshot import has_text_tower, zeroshot_protocol
-
-            if not has_text_tower(objective):
+            if not objective.has_text_tower:
                 raise ConfigError("protocols", f"zeroshot needs an image-text objective (clip), but this run trained {cfg.objective.name}")
             results[name] = zeroshot_protocol(objective, data, views, dev, held_out=cfg.data.held_out, autocast_dtype=autocast_dtype)
         if progress:
@@ -370,8 +340,6 @@ def baselines_protocol(cfg, data, views, device, autocast_dtype=None) -> dict:
     flattened images.  k-NN (k = 5, 20) and the linear probe,
     with the same settings as the trained run's.
     """
-    from ssl_studio.engine.build import initial_objective
-
     t0 = time.perf_counter()
     initial = initial_objective(cfg, data).to(device).eval()
     y_train, y_val = data.labels[data.train_index], data.labels[data.val_index]
@@ -391,8 +359,6 @@ def baselines_protocol(cfg, data, views, device, autocast_dtype=None) -> dict:
 
 def report_markdown(run_dir) -> str:
     """report.json as a Markdown table: one row per protocol with its accuracy, settings and cost."""
-    from ssl_studio.engine.runs import RunFolder
-
     report = RunFolder(run_dir, create=False).read_report()
     lines = ["| protocol | accuracy | settings | seconds |", "|---|---:|---|---:|"]
     if "knn" in report:

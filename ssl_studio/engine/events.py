@@ -125,6 +125,7 @@ class Failed(Event):
     status: str  # "diverged at step N", "failed"
     message: str  # one sentence: what happened and what to change
     run_dir: str | None = None
+    field: str | None = None  # the setting a configuration or data mistake names (ConfigError.field), for the form to mark
 
 
 Callback = Callable[[Event], None]

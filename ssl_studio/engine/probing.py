@@ -21,6 +21,7 @@ from ssl_studio.engine import attention, diagnostics
 from ssl_studio.engine.device import autocast
 from ssl_studio.engine.evaluate import attribute_knn, embed_images, fit_linear, knn_accuracy, knn_protocol, linear_protocol, standardise
 from ssl_studio.engine.events import Probe, Visuals
+from ssl_studio.engine.zeroshot import zeroshot_protocol
 
 
 class Prober:
@@ -69,17 +70,16 @@ class Prober:
             with torch.no_grad():
                 linear = float((head(probe_std).argmax(1) == labels).float().mean())
         projector_rank = None
-        if hasattr(self.objective, "projector_embed"):
-            self.objective.eval()
-            x = self.views.plain(data.images[self.probe_index[:512]].to(self.device))
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(self.device, self.autocast_dtype):
-                z = self.objective.projector_embed(x)
-            if z is not None:
-                projector_rank = diagnostics.effective_rank(torch.nan_to_num(z.float().cpu()))
+        self.objective.eval()
+        x = self.views.plain(data.images[self.probe_index[:512]].to(self.device))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.autocast_dtype):
+            z = self.objective.projector_embed(x)
+        if z is not None:
+            projector_rank = diagnostics.effective_rank(torch.nan_to_num(z.float().cpu()))
         overlap = None
-        backbone = getattr(self.objective, "attention_backbone", self.objective.backbone)
+        backbone = self.objective.attention_backbone
         if data.masks is not None and attention.has_attention(backbone):
             first = self.probe_index[:64]
             x = self.views.plain(data.images[first].to(self.device))
@@ -113,7 +113,7 @@ class Prober:
             out = dict(self.objective.visual_request(images, request) or {})
         else:
             out = dict(self.objective.visuals(images) or {})
-        backbone = getattr(self.objective, "attention_backbone", self.objective.backbone)
+        backbone = self.objective.attention_backbone
         if request is None and attention.has_attention(backbone):  # every ViT objective: [CLS] attention, its 60 %-mass mask, IoU
             masks = self.imageset.masks[self.probe_index[:16]] if self.imageset.masks is not None else None
             generic = attention.attention_visuals(backbone, images, masks, mean=self.imageset.mean, std=self.imageset.std)
@@ -146,9 +146,7 @@ class Prober:
                 results["attributes"] = encoded
                 summary["attribute_knn"] = {name: r["k20"] for name, r in encoded["attributes"].items()}
         # An image-text model: zero-shot with labels, retrieval with captions alone (an unlabelled captioned folder).
-        if hasattr(self.objective, "encode_text") and (data.labels is not None or data.captions is not None):
-            from ssl_studio.engine.zeroshot import zeroshot_protocol
-
+        if self.objective.has_text_tower and (data.labels is not None or data.captions is not None):
             results["zeroshot"] = zeroshot_protocol(self.objective, data, self.views, self.device, held_out=self.cfg.data.held_out,
                                                     autocast_dtype=self.autocast_dtype)
             summary["zeroshot_top1"] = results["zeroshot"]["top1"]

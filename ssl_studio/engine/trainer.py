@@ -118,7 +118,7 @@ class Trainer:
             return self._fail("failed", exc.message)
         except ConfigError as exc:  # a configuration or data mistake (DataError too): the run never started
             self._drop_unstarted_folder()
-            return dataclasses.replace(self._fail("failed", str(exc)), refused=True)
+            return dataclasses.replace(self._fail("failed", str(exc), field=exc.field or None), refused=True)
         except Exception as exc:  # noqa: BLE001 - reported as one sentence, traceback in the folder
             where = f"; the details are in error.txt in {self.folder.path}" if self.folder is not None else ""
             return self._fail("failed", f"Could not set up the run ({type(exc).__name__}: {exc}){where}.", exc)
@@ -135,7 +135,7 @@ class Trainer:
             return self._fail("failed", f"Training stopped at step {self.step} by an internal error ({type(exc).__name__}: {exc}); "
                               "the details are in error.txt in the run folder.", exc)
 
-    def _fail(self, status: str, message: str, exc: BaseException | None = None) -> RunResult:
+    def _fail(self, status: str, message: str, exc: BaseException | None = None, field: str | None = None) -> RunResult:
         """Record and report a failure; never raises, even when the disk that failed the run fails these writes too."""
         if self.world.world_size > 1:
             lost_peer = exc is not None and distributed.is_peer_loss(exc)
@@ -148,7 +148,7 @@ class Trainer:
         if exc is not None and self.folder is not None:
             self.folder.write_error_text("".join(traceback.format_exception(exc)))
         run_dir = str(self.folder.path) if self.folder else None
-        event = Failed(step=self.step, status=status, message=message, run_dir=run_dir)
+        event = Failed(step=self.step, status=status, message=message, run_dir=run_dir, field=field)
         if self.folder is not None:
             try:
                 self.folder(event)

@@ -30,16 +30,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ssl_studio.objectives.clip import (class_prompts, class_text_embeddings, default_templates, fill_template,
+from ssl_studio.data.shapes import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, held_out_mask
+from ssl_studio.engine.prompts import default_templates
+from ssl_studio.engine.trained import load_trained
+from ssl_studio.objectives.clip import (class_prompts, class_text_embeddings, fill_template,
                                         zeroshot_probabilities)
 
 RECALL_KS = (1, 5)
 MAX_RETRIEVAL = 5000  # retrieval is quadratic in the pairs: the first 5,000 held-out pairs are used
 MAX_PREDICTIONS = 20000  # per-image predictions kept in the report (for click-a-cell in the panel)
-
-
-def has_text_tower(objective: Any) -> bool:
-    return callable(getattr(objective, "encode_text", None)) and callable(getattr(objective, "encode_image", None))
 
 
 @torch.no_grad()
@@ -99,8 +98,6 @@ def retrieval_metrics(image_emb: torch.Tensor, text_emb: torch.Tensor, captions:
 
 def shapes_attribute_prompts() -> dict[str, tuple[list[str], list[str], list[str]]]:
     """For each caption attribute of the shapes set: (values, their words in a prompt, templates ensembled over the shapes)."""
-    from ssl_studio.data.shapes import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES
-
     return {
         "colour": (list(COLOURS), list(COLOURS), [f"a {{}} {s}" for s in SHAPES]),
         "size": (list(SIZES), list(SIZES), [f"a {{}} {s}" for s in SHAPES]),
@@ -138,24 +135,19 @@ def zeroshot_protocol(objective, imageset, views, device="cpu", templates: Seque
                       class_names: Sequence[str] | None = None, held_out: Sequence[str] | None = None,
                       autocast_dtype=None, max_retrieval: int = MAX_RETRIEVAL) -> dict[str, Any]:
     """Zero-shot classification, retrieval and (with held-out pairs) seen/unseen accuracy; see the module doc."""
-    if not has_text_tower(objective):
+    if not objective.has_text_tower:
         raise ValueError("zero-shot evaluation needs an objective with a text tower (CLIP/SigLIP)")
     t0 = time.perf_counter()
     data = imageset
     val = data.val_index
     names = list(class_names or data.class_names or [])
     templates = list(templates or default_templates(names))
-    kind = getattr(getattr(objective, "params", None), "loss", "clip")
-    scale = float(objective.scale().detach().cpu()) if hasattr(objective, "scale") else 100.0
-    bias = getattr(objective, "logit_bias", None)
-    bias = None if bias is None else float(bias.detach().cpu())
+    kind, scale, bias = objective.zeroshot_scoring()
     result: dict[str, Any] = {"top1": None, "templates": templates, "class_names": names, "kind": kind,
                               "logit_scale": scale, "logit_bias": bias, "val_images": len(val)}
 
     unseen_index = None
     if held_out and data.attributes is not None and "colour" in data.attributes:
-        from ssl_studio.data.shapes import held_out_mask
-
         banned = held_out_mask(data.attributes, list(held_out))
         in_train = torch.zeros(len(data), dtype=torch.bool)
         in_train[data.train_index] = True
@@ -171,8 +163,7 @@ def zeroshot_protocol(objective, imageset, views, device="cpu", templates: Seque
     val_emb = rows(val)
     if names and data.labels is not None:
         cls = class_text_embeddings(lambda t: embed_texts(objective, t, autocast_dtype), names, templates)
-        unknown = sorted({w for row in class_prompts(names, templates) for p in row for w in objective.tokenizer.unknown_words(p)}) \
-            if hasattr(objective, "tokenizer") else []
+        unknown = sorted({w for row in class_prompts(names, templates) for p in row for w in objective.unknown_words(p)})
 
         def predict(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             probs = zeroshot_probabilities(rows(index), cls, scale, bias, kind)
@@ -237,15 +228,13 @@ class TextScorer:
     """
 
     def __init__(self, objective):
-        if not hasattr(objective, "text_snapshot"):
+        if not objective.has_text_tower:
             raise ValueError(f"{type(objective).__name__} has no text tower to score prompts with")
         self._objective = objective
 
     @classmethod
     def from_run(cls, run_dir, device: str = "cpu") -> "TextScorer":
         """A scorer for a finished run folder (its last checkpoint)."""
-        from ssl_studio.engine.evaluate import load_trained
-
         objective = load_trained(run_dir, device)[2]
         return cls(objective)
 
@@ -302,5 +291,5 @@ class TextScorer:
 
 
 __all__ = ["TextScorer", "attribute_accuracies", "class_prompts", "class_text_embeddings", "confusion_matrix", "default_templates", "embed_joint",
-           "embed_texts", "fill_template", "has_text_tower", "recall_at_k", "retrieval_metrics", "shapes_attribute_prompts", "zeroshot_probabilities",
+           "embed_texts", "fill_template", "recall_at_k", "retrieval_metrics", "shapes_attribute_prompts", "zeroshot_probabilities",
            "zeroshot_protocol"]

@@ -238,7 +238,7 @@ class ObjectiveSection:
                 w.deleteLater()
         self.ablation_checks = {}
         for name, effect in ABLATIONS.items():
-            if name not in cls.honours:
+            if name not in cls.ablation_switches():
                 continue
             box = name_control(QCheckBox(pretty_name(name)), f"ablation_{name}", pretty_name(name), effect)
             box.setAccessibleDescription(effect)

@@ -182,7 +182,7 @@ class MainWindow(WindowChrome, RunControl, RunFolders, QMainWindow):
         """
         trainer = getattr(getattr(self.session, "worker", None), "trainer", None)
         objective = getattr(trainer, "objective", None)
-        if objective is None or not hasattr(objective, "text_snapshot"):
+        if objective is None or not objective.has_text_tower:
             return
         if getattr(panel.scorer, "objective", None) is objective:
             return
@@ -316,8 +316,8 @@ class MainWindow(WindowChrome, RunControl, RunFolders, QMainWindow):
         self.show_banner(f"{head}: {ev.message}", "error")
         self.status_eta.setText(status)
         self.progress.setFormat(f"{status} at %p%")
-        field = ev.message.split(" ", 1)[0] if ev.message else ""
-        if re.fullmatch(r"[a-z_]+(\.[a-z_]+)*", field or "") and self.experiment.widget_for_field(field) is not None:
+        field = ev.field or ""
+        if field and self.experiment.widget_for_field(field) is not None:
             self.experiment.mark_external(field, ev.message)
         if live:
             self._set_state("idle")

@@ -12,7 +12,6 @@ features ``B x feature_dim`` and can report its forward FLOPs per image.
 
 from __future__ import annotations
 
-from ssl_studio.config import BACKBONES, ModelConfig
 from ssl_studio.models.base import Backbone
 from ssl_studio.models.convnet import ConvNet
 from ssl_studio.models.heads import MLPHead
@@ -20,14 +19,16 @@ from ssl_studio.models.resnet import ResNet18
 from ssl_studio.models.vit import DEFAULT_DEPTH, ViT
 
 
+BACKBONES = ("convnet", "resnet18", "vit")  # the names ``model.backbone`` takes (config.ModelConfig's choices)
+
 # What ``model.width = 0`` means for each backbone: the ConvNet's measured best
 # per CPU-minute (docs/studies/convnet-design.md), the standard ResNet-18, half ViT-Tiny's width (96 dims,
 # 2.4x the training speed of 192 on a CPU core; docs/studies/vit-on-shapes.md).
 DEFAULT_WIDTH = {"convnet": 32, "resnet18": 64, "vit": 32}
 
 
-def build_backbone(cfg: ModelConfig, image_size: int, in_channels: int = 3) -> Backbone:
-    """Make the backbone ``cfg.backbone`` at width ``cfg.width`` for ``image_size`` inputs."""
+def build_backbone(cfg, image_size: int, in_channels: int = 3) -> Backbone:
+    """Make the backbone ``cfg.backbone`` at width ``cfg.width`` for ``image_size`` inputs (``cfg``: a ``config.ModelConfig``)."""
     name = cfg.backbone
     width = cfg.width or DEFAULT_WIDTH.get(name, 64)
     if name == "convnet":
@@ -39,4 +40,4 @@ def build_backbone(cfg: ModelConfig, image_size: int, in_channels: int = 3) -> B
     raise ValueError(f"model.backbone must be one of {', '.join(BACKBONES)}, got {name!r}")
 
 
-__all__ = ["Backbone", "ConvNet", "MLPHead", "ResNet18", "ViT", "build_backbone", "DEFAULT_DEPTH", "DEFAULT_WIDTH"]
+__all__ = ["BACKBONES", "Backbone", "ConvNet", "MLPHead", "ResNet18", "ViT", "build_backbone", "DEFAULT_DEPTH", "DEFAULT_WIDTH"]

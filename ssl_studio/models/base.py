@@ -9,6 +9,8 @@ deliberately small.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 
@@ -19,6 +21,9 @@ class Backbone(nn.Module):
     feature_dim: int
     image_size: int
     in_channels: int
+    # A Transformer over patch tokens (the ViT): ``forward_tokens``, ``attention_maps``, ``grid_size`` and
+    # ``depth`` exist, so the attention panels and diagnostics and the masked objectives can use it.
+    has_attention: ClassVar[bool] = False
 
     def __init__(self, image_size: int, in_channels: int = 3) -> None:
         super().__init__()
@@ -28,6 +33,10 @@ class Backbone(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def accepts(self, size: int) -> bool:
+        """Whether ``size`` x ``size`` inputs go through as they are (globally pooled ConvNets take any size)."""
+        return True
 
     def flops_per_image(self) -> int:
         """Forward FLOPs (2 x MACs) for one image at the built size, counted once and cached.

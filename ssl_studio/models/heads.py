@@ -61,4 +61,15 @@ class MLPHead(nn.Module):
         return self.net(x)
 
 
-__all__ = ["MLPHead"]
+def build_projector(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, *, batch_norm: bool = True,
+                    last_batch_norm: bool = False, last_bias: bool = True) -> MLPHead:
+    """A projection head after a backbone of width ``in_dim``, with the head options of ``MLPHead``.
+
+    The one place the objectives' projectors are made (``Objective.build_projector``, which also honours
+    the ``no_projector`` ablation), so that they differ only in the numbers and options they pass.
+    """
+    return MLPHead(in_dim, hidden_dim, out_dim, num_layers=num_layers, batch_norm=batch_norm,
+                   last_batch_norm=last_batch_norm, last_bias=last_bias)
+
+
+__all__ = ["MLPHead", "build_projector"]

@@ -149,6 +149,8 @@ class ViT(Backbone):
             output (Darcet et al. 2024); 0 = none.  See the module docstring.
     """
 
+    has_attention = True
+
     def __init__(
         self,
         image_size: int = 32,

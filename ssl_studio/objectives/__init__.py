@@ -7,6 +7,7 @@ from ssl_studio.params import ConfigError
 
 _MODULES = (
     "simclr",
+    "align_uniform",
     "moco",
     "byol",
     "simsiam",

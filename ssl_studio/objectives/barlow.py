@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ssl_studio.objectives.base import Batch, ProjectedObjective, OptimRecipe, StepOutput
+from ssl_studio.objectives.base import Batch, MetricSpec, ProjectedObjective, OptimRecipe, StepOutput
 from ssl_studio.objectives.losses import barlow_twins_loss
 from ssl_studio.params import param
 
@@ -35,12 +35,14 @@ class BarlowTwins(ProjectedObjective):
     description = ("The cross-correlation between the embeddings of two views is pushed to the identity.\n"
                    "The diagonal makes views agree, the off-diagonal makes dimensions carry different information.")
     Params = BarlowParams
-    honours = frozenset({"no_augmentation", "no_projector", "no_covariance", "tiny_batch"})
+    honours = frozenset({"no_projector", "no_covariance"})
     recipe = OptimRecipe(optimizer="lars", lr=0.3, weight_decay=1e-4)  # solo-learn CIFAR (paper: LARS 0.2, wd 1.5e-6 at B=2048)
     # Under torchrun: the standardisation and the cross-correlation over the global batch (all-reduced
     # with gradient, the official code's all_reduce(c)); BN synchronised, as the official code.
     batch_exchange = "global statistics"
     sync_batchnorm = True
+    metric_specs = {"on_diag": MetricSpec("Invariance (diagonal)", "", "terms"),
+                    "off_diag": MetricSpec("Redundancy (off-diagonal)", "", "terms")}
 
     def __init__(self, backbone, params: BarlowParams, context):
         super().__init__(backbone, params, context)

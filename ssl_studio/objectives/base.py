@@ -15,11 +15,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from ssl_studio.models.heads import build_projector
+from ssl_studio.objectives import collectives as distributed
 from ssl_studio.params import from_mapping
 
 # Learned tokens are positions in the sequence, not weights: decaying them pulls them to zero
@@ -33,6 +35,10 @@ EXCHANGES = {
     "global statistics": "statistics over the global batch, all-reduced (with gradient where it flows)",
     "global queue": "a queue filled with the keys of every rank",
 }
+
+# Ablation switches the engine implements for every objective (the views and the batch size are the trainer's):
+# an objective never lists them in ``honours``; ``Objective.ablation_switches`` adds them.
+ENGINE_ABLATIONS = frozenset({"no_augmentation", "tiny_batch"})
 
 FAMILIES = {
     "contrastive": "Contrastive",
@@ -75,6 +81,7 @@ class ObjectiveContext:
     batch_size: int = 256
     mean: tuple[float, ...] | None = None  # the data's per-channel normalisation, to show images in [0, 1]
     std: tuple[float, ...] | None = None
+    prompt_templates: tuple[str, ...] | None = None  # how the data's captions are phrased, for class prompts (CLIP)
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,12 @@ class MetricSpec:
     group: str = "terms"
 
 
+# The step metric every momentum objective that reports its schedule shares (``MomentumObjective.momentum``).
+MOMENTUM_METRIC = {"momentum": MetricSpec("Target momentum", "", "momentum")}
+# How often a query's nearest key is its own positive (``losses.contrastive_accuracy``): SimCLR, MoCo.
+CONTRASTIVE_ACCURACY = MetricSpec("Positive found first", "", "accuracy")
+
+
 class Objective(nn.Module):
     """Base class: subclasses set the class attributes and implement ``training_step``."""
 
@@ -119,7 +132,7 @@ class Objective(nn.Module):
     family: ClassVar[str]
     description: ClassVar[str]  # two lines for the UI
     Params: ClassVar[type]
-    honours: ClassVar[frozenset[str]] = frozenset()
+    honours: ClassVar[frozenset[str]] = frozenset()  # the switches the objective itself implements (see ablation_switches)
     needs_labels: ClassVar[bool] = False
     needs_captions: ClassVar[bool] = False
     backbones: ClassVar[tuple[str, ...] | None] = None  # None: every backbone
@@ -137,7 +150,7 @@ class Objective(nn.Module):
     augment_defaults: ClassVar[dict[str, Any]] = {}
     # -- scale-out (torchrun): how the batch-level quantities cross processes ------------------
     # One of EXCHANGES: what the objective's loss needs from the other ranks' samples so that N
-    # processes compute the loss of the global batch (the collectives are ssl_studio.engine.distributed).
+    # processes compute the loss of the global batch (the collectives are ssl_studio.objectives.collectives).
     batch_exchange: ClassVar[str] = "none"
     # Whether the method's published recipe synchronises BatchNorm over all devices; the trainer
     # then turns every BatchNorm into one over the global batch (``distributed.GlobalBatchNorm``).
@@ -145,6 +158,13 @@ class Objective(nn.Module):
     # Step metrics the objective reports beside its loss (key of StepOutput.metrics -> how to plot it);
     # the window's step-metrics panel is built from these, never from a key looked up by name.
     metric_specs: ClassVar[dict[str, MetricSpec]] = {}
+    # -- capabilities the engine and the window read (never probed with hasattr) -----------------
+    # Whether the loss sees a projection head (``build_projector``): ``projector_embed`` then returns what it
+    # sees, even under ``no_projector`` (the backbone's features), for the projector-rank diagnostic.
+    has_projector: ClassVar[bool] = False
+    # An image-text model: ``encode_image``, ``encode_text``, ``zeroshot_scoring``, ``unknown_words`` and a
+    # ``text_snapshot`` are implemented (CLIP); zero-shot evaluation and the zero-shot panel need one.
+    has_text_tower: ClassVar[bool] = False
 
     def __init__(self, backbone: nn.Module, params: Any, context: ObjectiveContext):
         super().__init__()
@@ -155,6 +175,7 @@ class Objective(nn.Module):
         # seeded the same on every rank, and ``draw_global`` draws for the global batch and keeps this
         # rank's rows, so N processes draw what one process draws (None: the global generator).
         self.draw_generator: torch.Generator | None = None
+        self.projector: nn.Module | None = None  # set by ``build_projector``
 
     # -- declaration helpers -------------------------------------------------------------
 
@@ -186,6 +207,11 @@ class Objective(nn.Module):
             return mapping
         return from_mapping(cls.Params, dict(mapping or {}), "objective")
 
+    @classmethod
+    def ablation_switches(cls) -> frozenset[str]:
+        """Every ablation switch a run of this objective accepts: its own ``honours`` and the engine's."""
+        return cls.honours | ENGINE_ABLATIONS
+
     def ablated(self, switch: str) -> bool:
         return switch in self.context.ablations
 
@@ -202,8 +228,6 @@ class Objective(nn.Module):
 
         ``draw`` returns a tensor (rows first) or anything with a ``rows(slice)`` method.
         """
-        from ssl_studio.engine import distributed
-
         out = draw(distributed.global_rows(local_rows), self.draw_generator)
         if distributed.world_size() == 1:
             return out
@@ -226,7 +250,48 @@ class Objective(nn.Module):
 
     def projector_embed(self, images: torch.Tensor) -> torch.Tensor | None:
         """The embedding the loss sees (after the projector), for spectrum diagnostics; None if same as embed."""
-        return None
+        return self.project(images) if self.has_projector else None
+
+    @property
+    def attention_backbone(self) -> nn.Module:
+        """The network whose attention the panels show and the attention diagnostics measure (I-JEPA: its target encoder)."""
+        return self.backbone
+
+    # -- the projection head -------------------------------------------------------------
+
+    def build_projector(self, hidden_dim: int, out_dim: int, num_layers: int = 2, **head_options: Any) -> int:
+        """``self.projector`` (an ``MLPHead`` with ``head_options``), or None under ``no_projector``; returns
+        the width of what the loss sees (``out_dim``, or the backbone's ``feature_dim`` without a projector)."""
+        if self.ablated("no_projector"):
+            self.projector = None
+            return self.backbone.feature_dim
+        self.projector = build_projector(self.backbone.feature_dim, hidden_dim, out_dim, num_layers, **head_options)
+        return out_dim
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone, then the projector when there is one."""
+        h = self.backbone(x)
+        return h if self.projector is None else self.projector(h)
+
+    # -- image-text objectives (``has_text_tower``) ----------------------------------------
+
+    text_snapshot: Any = None  # a CPU copy of the text tower that the window's prompt scorer reads
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised joint-space image embeddings."""
+        raise NotImplementedError(f"{self.title} has no text tower")
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """L2-normalised joint-space text embeddings."""
+        raise NotImplementedError(f"{self.title} has no text tower")
+
+    def zeroshot_scoring(self) -> tuple[str, float, float | None]:
+        """(loss kind, logit scale, logit bias) that turn image-text similarities into zero-shot probabilities."""
+        raise NotImplementedError(f"{self.title} has no text tower")
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` the text tower has no token for."""
+        raise NotImplementedError(f"{self.title} has no text tower")
 
     @torch.no_grad()
     def after_step(self, progress: float) -> None:
@@ -276,18 +341,53 @@ class ProjectedObjective(Objective):
     Under the ``no_projector`` ablation the loss sees the backbone's features directly.
     """
 
-    def build_projector(self, hidden_dim: int, out_dim: int, num_layers: int = 2) -> None:
-        from ssl_studio.models import MLPHead
+    has_projector = True
 
-        self.projector = None if self.ablated("no_projector") else MLPHead(self.backbone.feature_dim, hidden_dim, out_dim,
-                                                                            num_layers=num_layers)
 
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.backbone(x)
-        return h if self.projector is None else self.projector(h)
+class MomentumObjective(Objective):
+    """An objective with momentum (EMA) copies of some of its networks: BYOL, MoCo, DINO, I-JEPA.
 
-    def projector_embed(self, images: torch.Tensor) -> torch.Tensor:
-        return self.project(images)
+    ``momentum_targets`` names each (online network, its target copy) pair by attribute; the target names are
+    the state dict's (checkpoints), so each method keeps its paper's word (target, key, teacher).  The base
+    builds the frozen copies (``build_momentum_targets``, after the online networks), keeps the momentum of
+    the current step in ``self.momentum`` on the schedule of ``momentum_schedule`` (BYOL's cosine from
+    ``params.base_momentum`` to ``params.final_momentum`` unless overridden) and updates every target
+    after the optimiser step (``after_step``), as solo-learn's ``BaseMomentumMethod.momentum_pairs``.
+    """
+
+    momentum_targets: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    def build_momentum_targets(self, enabled: bool = True) -> None:
+        """A frozen copy of each online network of ``momentum_targets`` (None where the network is None), or
+        no copies at all when not ``enabled`` (``no_ema``: the online network serves as its own target)."""
+        for online, target in self.momentum_targets:
+            module = getattr(self, online)
+            setattr(self, target, ema_copy(module) if enabled and module is not None else None)
+        self.uses_momentum_target = enabled
+        self.momentum = self.momentum_schedule()[0] if enabled else 0.0
+
+    def momentum_schedule(self) -> tuple[float, float]:
+        """(momentum at the start, at the end of the budget); a cosine schedule joins them."""
+        return self.params.base_momentum, self.params.final_momentum
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(online, target) for every target that exists."""
+        pairs = [(getattr(self, online), getattr(self, target)) for online, target in self.momentum_targets]
+        return [(o, t) for o, t in pairs if t is not None]
+
+    @torch.no_grad()
+    def update_targets(self, progress: float) -> None:
+        """Move every target towards its online network by the momentum the schedule gives at ``progress``."""
+        if not self.uses_momentum_target:
+            return
+        base, final = self.momentum_schedule()
+        self.momentum = cosine_momentum(base, progress, final)
+        for online, target in self.momentum_pairs():
+            ema_update(target, online, self.momentum)
+
+    @torch.no_grad()
+    def after_step(self, progress: float) -> None:
+        self.update_targets(progress)
 
 
 def ema_copy(module: nn.Module) -> nn.Module:

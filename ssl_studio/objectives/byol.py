@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ssl_studio.models import MLPHead
-from ssl_studio.objectives.base import Batch, Objective, OptimRecipe, StepOutput, cosine_momentum, ema_copy, ema_update
+from ssl_studio.objectives.base import MOMENTUM_METRIC, Batch, MomentumObjective, OptimRecipe, StepOutput
 from ssl_studio.objectives.losses import byol_regression
 from ssl_studio.params import param
 
@@ -40,7 +40,7 @@ class BYOLParams:
     final_momentum: float = param(1.0, help="Target momentum at the end of the budget.", min=0.0, max=1.0)
 
 
-class BYOL(Objective):
+class BYOL(MomentumObjective):
     """Online = backbone + projector + predictor; target = EMA(backbone + projector), no gradient.
 
     Ablations, each changing exactly one thing:
@@ -64,36 +64,23 @@ class BYOL(Objective):
     description = ("An online network predicts the projection a slow moving average of itself gives the other view.\n"
                    "No negatives: the predictor and the stop-gradient on the target keep it from collapsing.")
     Params = BYOLParams
-    honours = frozenset({"no_augmentation", "no_projector", "no_predictor", "no_stop_gradient", "no_ema", "tiny_batch"})
+    honours = frozenset({"no_projector", "no_predictor", "no_stop_gradient", "no_ema"})
     recipe = OptimRecipe(optimizer="lars", lr=1.0, weight_decay=1e-5)  # solo-learn CIFAR (paper: LARS 0.2 x B/256, wd 1.5e-6)
     # Under torchrun: a per-sample loss (DDP's averaging suffices); BN over all devices, as the
     # paper's cross-replica batch norm.  The target is an EMA of identical students: identical on every rank.
     batch_exchange = "none"
     sync_batchnorm = True
+    has_projector = True
+    momentum_targets = (("backbone", "target_backbone"), ("projector", "target_projector"))
+    metric_specs = dict(MOMENTUM_METRIC)
 
     def __init__(self, backbone, params: BYOLParams, context):
         super().__init__(backbone, params, context)
-        if self.ablated("no_projector"):
-            self.projector = None
-            out_dim = backbone.feature_dim
-        else:
-            self.projector = MLPHead(backbone.feature_dim, params.proj_hidden, params.proj_dim, num_layers=2)
-            out_dim = params.proj_dim
+        out_dim = self.build_projector(params.proj_hidden, params.proj_dim, num_layers=2)
         self.predictor = None if self.ablated("no_predictor") else MLPHead(out_dim, params.pred_hidden, out_dim, num_layers=2)
-        self.uses_momentum_target = not (self.ablated("no_ema") or self.ablated("no_stop_gradient"))
-        if self.uses_momentum_target:
-            self.target_backbone = ema_copy(backbone)
-            self.target_projector = ema_copy(self.projector) if self.projector is not None else None
-        else:
-            self.target_backbone = None
-            self.target_projector = None
-        self.momentum = params.base_momentum if self.uses_momentum_target else 0.0
+        self.build_momentum_targets(enabled=not (self.ablated("no_ema") or self.ablated("no_stop_gradient")))
 
     # -- branches ----------------------------------------------------------------------
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.backbone(x)
-        return h if self.projector is None else self.projector(h)
-
     def predict(self, z: torch.Tensor) -> torch.Tensor:
         return z if self.predictor is None else self.predictor(z)
 
@@ -107,9 +94,6 @@ class BYOL(Objective):
             h = self.target_backbone(x)
             return h if self.target_projector is None else self.target_projector(h)
 
-    def projector_embed(self, images):
-        return self.project(images)
-
     # -- the contract ------------------------------------------------------------------
     def training_step(self, batch: Batch, progress: float) -> StepOutput:
         v = torch.cat([batch.views[0], batch.views[1]])
@@ -122,12 +106,3 @@ class BYOL(Objective):
         t1, t2 = t.chunk(2)
         loss = byol_regression(p1, t2) + byol_regression(p2, t1)  # symmetrised, as in the paper (eq. 2)
         return StepOutput(loss, {"momentum": self.momentum})
-
-    @torch.no_grad()
-    def after_step(self, progress: float) -> None:
-        if not self.uses_momentum_target:
-            return
-        self.momentum = cosine_momentum(self.params.base_momentum, progress, self.params.final_momentum)
-        ema_update(self.target_backbone, self.backbone, self.momentum)
-        if self.target_projector is not None:
-            ema_update(self.target_projector, self.projector, self.momentum)

@@ -31,11 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_studio.engine import distributed
+from ssl_studio.objectives import collectives as distributed
 from ssl_studio.models import MLPHead
 from ssl_studio.models.text import TextEncoder
-from ssl_studio.models.tokenizer import WordTokenizer
-from ssl_studio.objectives.base import Batch, Objective, OptimRecipe, StepOutput
+from ssl_studio.models.tokenizer import EOT_ID, PAD_ID, SOT_ID, WordTokenizer
+from ssl_studio.objectives.base import Batch, MetricSpec, Objective, OptimRecipe, StepOutput
 from ssl_studio.objectives.losses import (CLIP_INIT_LOG_SCALE, CLIP_MAX_LOG_SCALE, SIGLIP_INIT_BIAS, SIGLIP_INIT_LOG_SCALE,
                                           clip_loss, siglip_loss)
 from ssl_studio.params import ConfigError, param
@@ -51,21 +51,6 @@ GENERIC_TEMPLATES = ("a photo of a {}", "a {}", "a picture of a {}", "an image o
 SHAPES_TEMPLATES = ("a {}", "a picture of a {}", "a {} on a plain background", "a small {}", "a large {}",
                     "a {} in the centre")
 DIGITS_TEMPLATES = ("the digit {}", "a handwritten {}", "a {}, written by hand", "a handwritten digit {}")
-
-
-def default_templates(class_names: Sequence[str] | None) -> tuple[str, ...]:
-    """Prompt templates for these classes: the shapes and digits sets get their own phrasing."""
-    names = list(class_names or [])
-    if names == [str(i) for i in range(10)]:
-        return DIGITS_TEMPLATES
-    try:
-        from ssl_studio.data.shapes import SHAPES
-
-        if names and set(names) <= set(SHAPES):
-            return SHAPES_TEMPLATES
-    except ImportError:  # pragma: no cover - the data package is always there
-        pass
-    return GENERIC_TEMPLATES
 
 
 def fill_template(template: str, name: str) -> str:
@@ -166,7 +151,7 @@ class CLIP(Objective):
     description = ("An image tower and a text tower learn to put each image next to its own caption.\n"
                    "Classes then become sentences: zero-shot classification with no classifier trained.")
     Params = CLIPParams
-    honours = frozenset({"no_augmentation", "no_temperature", "tiny_batch"})
+    honours = frozenset({"no_temperature"})
     needs_captions = True
     num_global_views = 1
     recipe = OptimRecipe(optimizer="adamw", lr=1e-3, weight_decay=0.1)  # CLIP: AdamW, wd 0.2, lr 5e-4 at B=32k; shorter runs want more lr
@@ -174,6 +159,11 @@ class CLIP(Objective):
     # gather_with_grad; SigLIP gathers the captions), duplicate captions are found in the global batch, the
     # per-sample draws (templates, word drops) are made for the global batch; BN per rank, as open_clip.
     batch_exchange = "gathered negatives"
+    has_text_tower = True
+    metric_specs = {"i2t_acc": MetricSpec("Image finds its caption", "", "accuracy"),
+                    "t2i_acc": MetricSpec("Caption finds its image", "", "accuracy"),
+                    "logit_scale": MetricSpec("Logit scale", "", "scale"),
+                    "logit_bias": MetricSpec("Logit bias (SigLIP)", "", "scale")}
     augment_defaults = {
         "crop_scale_min": 0.8, "crop_ratio_min": 0.9, "crop_ratio_max": 1.1, "flip_p": 0.0,
         "jitter_p": 0.5, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.0, "grayscale_p": 0.0,
@@ -229,6 +219,13 @@ class CLIP(Objective):
             tokens = self.tokenize(texts[start:start + batch_size]).to(device)
             out.append(F.normalize(self.text(tokens).float(), dim=1))
         return torch.cat(out) if out else torch.zeros(0, self.params.embed_dim, device=device)
+
+    def zeroshot_scoring(self) -> tuple[str, float, float | None]:
+        bias = None if self.logit_bias is None else float(self.logit_bias.detach().cpu())
+        return self.params.loss, float(self.scale().detach().cpu()), bias
+
+    def unknown_words(self, text: str) -> list[str]:
+        return self.tokenizer.unknown_words(text)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)
@@ -310,7 +307,7 @@ class CLIP(Objective):
                                    "logit_bias": None if self.logit_bias is None else float(self.logit_bias.cpu())}
         names = self.context.class_names
         if names:
-            templates = list(default_templates(names))
+            templates = list(self.context.prompt_templates or GENERIC_TEMPLATES)
             cls = class_text_embeddings(lambda t: self.encode_text(t).cpu(), names, templates)
             probs = zeroshot_probabilities(img, cls, payload["logit_scale"], payload["logit_bias"], self.params.loss)
             k = min(3, len(names))
@@ -357,8 +354,6 @@ def drop_words(tokens: torch.Tensor, p: float, generator: torch.Generator | None
     (a subset of what the caption said), and prompts as short as "a triangle" stop being
     out of the text tower's distribution.
     """
-    from ssl_studio.models.tokenizer import EOT_ID, PAD_ID, SOT_ID
-
     words = (tokens != PAD_ID) & (tokens != SOT_ID) & (tokens != EOT_ID)
     u = noise if noise is not None else torch.rand(tokens.shape, device=tokens.device, generator=generator)
     keep_word = words & (u >= p)
@@ -384,4 +379,4 @@ def zeroshot_probabilities(image_emb: torch.Tensor, class_emb: torch.Tensor, log
 
 
 __all__ = ["CLIP", "CLIPParams", "DIGITS_TEMPLATES", "GENERIC_TEMPLATES", "LOSSES", "SHAPES_TEMPLATES", "class_captions",
-           "class_prompts", "class_text_embeddings", "default_templates", "drop_words", "fill_template", "zeroshot_probabilities"]
+           "class_prompts", "class_text_embeddings", "drop_words", "fill_template", "zeroshot_probabilities"]

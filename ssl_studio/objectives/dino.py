@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_studio.engine import distributed
-from ssl_studio.objectives.base import BackboneRecipe, Batch, Objective, OptimRecipe, StepOutput, cosine_momentum, ema_copy, ema_update
+from ssl_studio.objectives import collectives as distributed
+from ssl_studio.objectives.base import MOMENTUM_METRIC, BackboneRecipe, Batch, MetricSpec, MomentumObjective, OptimRecipe, StepOutput
 from ssl_studio.objectives.losses import dino_center_update, dino_cross_entropy, dino_loss, dino_sinkhorn_targets, ibot_patch_loss, koleo_loss
 from ssl_studio.objectives.masking import blockwise_patch_mask
 from ssl_studio.objectives.multicrop import forward_crops
@@ -113,7 +113,7 @@ class DINOParams:
                                      "(DINOv2, Oquab et al. 2023: 0.1); 0 = off.", min=0.0, max=10.0)
 
 
-class DINO(Objective):
+class DINO(MomentumObjective):
     """Student = backbone + DINO head; teacher = EMA of both, fed the global crops only.
 
     Ablations: ``no_centering`` neither subtracts nor updates the centre;
@@ -127,7 +127,7 @@ class DINO(Objective):
     description = ("A student network matches the output distribution of a moving-average teacher across crops.\n"
                    "Centring stops one output dominating, sharpening stops them going uniform.")
     Params = DINOParams
-    honours = frozenset({"no_augmentation", "no_centering", "no_sharpening", "no_ema", "tiny_batch"})
+    honours = frozenset({"no_centering", "no_sharpening", "no_ema"})
     recipe = OptimRecipe(optimizer="adamw", lr=5e-4, weight_decay=0.04)  # paper ViT recipe (its wd rises 0.04 -> 0.4; kept at 0.04)
     # docs/studies/masked-shapes-5min.md: 123-137 steps on the ViT leave the attention no better than at
     # initialisation on one seed of two; masked-shapes-20min.md: 640-780 steps move it on both.
@@ -138,6 +138,24 @@ class DINO(Objective):
     # and BatchNorm (the head's, the ConvNet's) is synchronised, as main_dino.py converts student and teacher.
     batch_exchange = "global statistics"
     sync_batchnorm = True
+    momentum_targets = (("backbone", "teacher_backbone"), ("head", "teacher_head"))
+    metric_specs = {
+        **MOMENTUM_METRIC,
+        "teacher_temp": MetricSpec("Teacher temperature", "", "temperature"),
+        "teacher_entropy": MetricSpec("Teacher entropy", "nats", "entropy"),
+        "student_entropy": MetricSpec("Student entropy", "nats", "entropy"),
+        "teacher_info": MetricSpec("Teacher information (H(mean) - mean H)", "nats", "entropy"),
+        "center_norm": MetricSpec("Centre norm", "", "teacher"),
+        "common_mode": MetricSpec("Common mode of the teacher", "", "teacher"),
+        "img_std": MetricSpec("Teacher output spread between images", "", "teacher"),
+        "teacher_view_agree": MetricSpec("Global crops with the same teacher argmax", "", "teacher"),
+        "protos_used": MetricSpec("Outputs some image picks", "outputs", "outputs"),
+        "cls_loss": MetricSpec("[CLS] loss", "", "terms"),
+        "patch_loss": MetricSpec("iBOT patch loss", "", "terms"),
+        "masked_patches": MetricSpec("Hidden patches per crop", "", "masking"),
+        "distillation_loss": MetricSpec("Distillation loss", "", "terms"),
+        "koleo_loss": MetricSpec("KoLeo term", "", "terms"),
+    }
     backbone_recipes = {
         backbone: BackboneRecipe(
             params={"use_bn_in_head": True, "out_dim": 128, "local_crops": 0, "base_momentum": 0.9},
@@ -152,17 +170,12 @@ class DINO(Objective):
         super().__init__(backbone, params, context)
         self.head = DINOHead(backbone.feature_dim, params.hidden_dim, params.bottleneck_dim, params.out_dim,
                              norm_last_layer=params.norm_last_layer, use_bn=params.use_bn_in_head)
-        if self.ablated("no_ema"):
-            self.teacher_backbone = self.teacher_head = None
-        else:
-            self.teacher_backbone = ema_copy(backbone)
-            self.teacher_head = ema_copy(self.head)
+        self.build_momentum_targets(enabled=not self.ablated("no_ema"))
         self.register_buffer("center", torch.zeros(1, params.out_dim))
-        self.momentum = 0.0 if self.ablated("no_ema") else params.base_momentum
         self._pending: list[torch.Tensor] | None = None
         self._pending_patches: torch.Tensor | None = None
         self._any_hidden = False  # whether any crop of the global batch hid a patch this step
-        self.check_params(params, "vit" if hasattr(backbone, "forward_tokens") else type(backbone).__name__.lower())
+        self.check_params(params, "vit" if backbone.has_attention else type(backbone).__name__.lower())
         if params.ibot_loss_weight > 0:
             # What a hidden patch enters as (zeros at the start, as iBOT's masked_embed); learned, no decay.
             self.mask_token = nn.Parameter(torch.zeros(backbone.embed_dim))
@@ -346,19 +359,14 @@ class DINO(Objective):
                 self.patch_center.copy_(dino_center_update(self.patch_center, [self._pending_patches], self.params.center_momentum,
                                                            across_ranks=True))
         self._pending = self._pending_patches = None
-        if self.teacher_backbone is None:
-            return
-        self.momentum = cosine_momentum(self.params.base_momentum, progress, self.params.final_momentum)
-        ema_update(self.teacher_backbone, self.backbone, self.momentum)
-        ema_update(self.teacher_head, self.head, self.momentum)
+        self.update_targets(progress)
 
     @torch.no_grad()
     def visuals(self, images: torch.Tensor) -> dict[str, Any] | None:
         """The last layer's [CLS] attention over the patches, per head, when the backbone is a ViT."""
-        fn = getattr(self.backbone, "attention_maps", None)
-        if fn is None:
+        if not self.backbone.has_attention:
             return None
-        maps = fn(images)
+        maps = self.backbone.attention_maps(images)
         if not maps:
             return None
         last = maps[-1].float()  # B x H x (1+N) x (1+N)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_studio.models.vit import Block, sincos_pos_embed
-from ssl_studio.objectives.base import Batch, Objective, OptimRecipe, StepOutput, cosine_momentum, ema_copy, ema_update
+from ssl_studio.objectives.base import MOMENTUM_METRIC, Batch, MetricSpec, MomentumObjective, OptimRecipe, StepOutput
 from ssl_studio.objectives.losses import ijepa_loss
 from ssl_studio.objectives.mae import to_display
 from ssl_studio.objectives.masking import MultiBlockMasks, MultiBlockSampler
@@ -92,7 +92,7 @@ class IJEPAPredictor(nn.Module):
         return out.reshape(b, t, m, -1)
 
 
-class IJEPA(Objective):
+class IJEPA(MomentumObjective):
     """Context encoder = the lab's ViT fed the context patches; target encoder = its EMA over the full image.
 
     Ablation ``no_ema``: the target encoder is the context encoder itself (detached),
@@ -105,7 +105,7 @@ class IJEPA(Objective):
     description = ("From one large block of an image, a predictor guesses the embeddings of four hidden blocks.\n"
                    "Prediction in feature space, not pixels; a moving-average target encoder gives the targets.")
     Params = IJEPAParams
-    honours = frozenset({"no_augmentation", "no_ema", "tiny_batch"})
+    honours = frozenset({"no_ema"})
     backbones = ("vit",)
     num_global_views = 1
     # Paper: AdamW, lr 1e-4 -> 1e-3 warm-up then cosine at batch 2048 (1.25e-4 per 256), wd 0.04 -> 0.4, for
@@ -116,13 +116,16 @@ class IJEPA(Objective):
     # Under torchrun: a per-sample loss on a BN-free ViT; block sizes and positions are drawn for the
     # global batch (``draw_global``: the same sizes, the same truncated context, as one process).
     batch_exchange = "none"
+    momentum_targets = (("backbone", "target_encoder"),)
+    metric_specs = {**MOMENTUM_METRIC, "pred_cosine": MetricSpec("Predicted vs target embedding (cosine)", "", "prediction"),
+                    "context_patches": MetricSpec("Context patches", "patches", "masking")}
     # Official configs: random resized crop (scale 0.3-1), no flip, no colour distortion, no blur.
     augment_defaults = {"crop_scale_min": 0.3, "crop_scale_max": 1.0, "flip_p": 0.0, "jitter_p": 0.0, "grayscale_p": 0.0,
                         "blur_p": [0.0, 0.0], "solarize_p": [0.0, 0.0]}
 
     def __init__(self, backbone, params: IJEPAParams, context):
         super().__init__(backbone, params, context)
-        if not hasattr(backbone, "forward_tokens"):
+        if not backbone.has_attention:
             raise ValueError("I-JEPA needs a ViT backbone (model.backbone = \"vit\")")
         p = self.parse_params(params)
         self.sampler = MultiBlockSampler(
@@ -131,8 +134,7 @@ class IJEPA(Objective):
             context_aspect=(1.0, 1.0), min_keep=p.min_context)
         dim = p.predictor_dim or backbone.embed_dim // 2
         self.predictor = IJEPAPredictor(backbone.embed_dim, backbone.grid_size, dim, p.predictor_depth, backbone.num_heads)
-        self.target_encoder = None if self.ablated("no_ema") else ema_copy(backbone)
-        self.momentum = 0.0 if self.ablated("no_ema") else p.base_momentum
+        self.build_momentum_targets(enabled=not self.ablated("no_ema"))
 
     @classmethod
     def parse_params(cls, mapping):
@@ -172,13 +174,6 @@ class IJEPA(Objective):
         with torch.no_grad():
             cos = F.cosine_similarity(pred.float(), target.float(), dim=-1).mean()
         return StepOutput(loss, {"pred_cosine": cos, "context_patches": float(masks.context.shape[1]), "momentum": self.momentum})
-
-    @torch.no_grad()
-    def after_step(self, progress: float) -> None:
-        if self.target_encoder is None:
-            return
-        self.momentum = cosine_momentum(self.params.base_momentum, progress, self.params.final_momentum)
-        ema_update(self.target_encoder, self.backbone, self.momentum)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Average-pooled patch embeddings of the target encoder (the paper's evaluation feature)."""

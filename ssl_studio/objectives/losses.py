@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ssl_studio.engine import distributed as dist
+from ssl_studio.objectives import collectives as dist
 
 # ``across_ranks=True`` (what the objectives pass) makes a loss that of the global batch under torchrun: each
 # rank's value is its share, the mean over ranks is the global loss, and the collectives' backward sums the
-# gradient over ranks (see ssl_studio.engine.distributed).  In one process it changes nothing.
+# gradient over ranks (see ssl_studio.objectives.collectives).  In one process it changes nothing.
 
 
 def _check_pair(name: str, a: torch.Tensor, b: torch.Tensor) -> None:

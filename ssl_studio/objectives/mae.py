@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ssl_studio.models.vit import Block, sincos_pos_embed
-from ssl_studio.objectives.base import Batch, Objective, OptimRecipe, StepOutput
+from ssl_studio.objectives.base import Batch, MetricSpec, Objective, OptimRecipe, StepOutput
 from ssl_studio.objectives.losses import mae_loss, patch_normalise
 from ssl_studio.objectives.masking import PatchMask, random_patch_mask
 from ssl_studio.params import param
@@ -101,7 +101,6 @@ class MAE(Objective):
     description = ("Three quarters of the patches are hidden; the encoder sees the rest and a light decoder paints the hidden ones back.\n"
                    "No negatives, no second view: the pixels themselves are the target.")
     Params = MAEParams
-    honours = frozenset({"no_augmentation", "tiny_batch"})
     backbones = ("vit",)
     num_global_views = 1
     # Paper (and reference code): AdamW, base lr 1.5e-4 per 256 images, wd 0.05, betas (0.9, 0.95), for
@@ -117,13 +116,15 @@ class MAE(Objective):
     # Under torchrun: a per-sample loss on a BN-free ViT; the masks are drawn for the global batch
     # (``draw_global``), so N processes hide the patches one process hides.
     batch_exchange = "none"
+    metric_specs = {"mask_ratio": MetricSpec("Share of patches hidden", "", "masking"),
+                    "visible_patches": MetricSpec("Visible patches", "patches", "masking")}
     # Paper: RandomResizedCrop(scale 0.2-1) + horizontal flip only; masking is the augmentation.
     augment_defaults = {"crop_scale_min": 0.2, "crop_scale_max": 1.0, "flip_p": 0.5, "jitter_p": 0.0, "grayscale_p": 0.0,
                         "blur_p": [0.0, 0.0], "solarize_p": [0.0, 0.0]}
 
     def __init__(self, backbone, params: MAEParams, context):
         super().__init__(backbone, params, context)
-        if not hasattr(backbone, "forward_tokens"):
+        if not backbone.has_attention:
             raise ValueError("MAE needs a ViT backbone (model.backbone = \"vit\")")
         p = backbone.patch_size
         self.decoder = MAEDecoder(backbone.embed_dim, backbone.grid_size, p * p * backbone.in_channels,
@@ -229,29 +230,4 @@ class MAE(Objective):
         return {"reconstruction": payload}
 
 
-def reconstruction_from_run(run_dir, mask_ratio: float | None, seed: int, num_images: int = 16, device: str = "cpu"):
-    """A ``Visuals(kind="reconstruction")`` event for a *finished* run folder: its last checkpoint,
-    its first ``num_images`` probe images, under a mask of ``mask_ratio`` drawn from ``seed``.
-
-    What the window calls when the reconstruction panel asks for a new mask and no trainer is
-    live (a run opened from disk); a live run answers the same request with ``MAE.reconstruct``.
-    """
-    from ssl_studio.engine.evaluate import load_trained
-    from ssl_studio.engine.events import Visuals
-
-    cfg, data, objective, views, dev, _folder, step = load_trained(run_dir, device)
-    if not isinstance(objective, MAE):
-        raise ValueError(f"{run_dir} is a {cfg.objective.name} run; only MAE runs have reconstructions")
-    pool = data.val_index if len(data.val_index) else data.train_index
-    index = pool[: min(cfg.probe.size, len(pool))][:num_images]
-    images = views.plain(data.images[index].to(dev))
-    payload = objective.reconstruct(images, mask_ratio, seed)
-    import numpy as np
-
-    arrays = {k: v for k, v in payload.items() if isinstance(v, np.ndarray)}
-    info = {k: v for k, v in payload.items() if not isinstance(v, np.ndarray)}
-    info["requested"] = True
-    return Visuals(step=int(step), kind="reconstruction", arrays=arrays, info=info)
-
-
-__all__ = ["MAE", "MAEDecoder", "MAEParams", "reconstruction_from_run", "to_display"]
+__all__ = ["MAE", "MAEDecoder", "MAEParams", "to_display"]

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ssl_studio.engine import distributed
+from ssl_studio.objectives import collectives as distributed
 from ssl_studio.models import MLPHead
-from ssl_studio.objectives.base import Batch, Objective, OptimRecipe, StepOutput, cosine_momentum, ema_copy, ema_update
+from ssl_studio.objectives.base import CONTRASTIVE_ACCURACY, MOMENTUM_METRIC, Batch, MomentumObjective, OptimRecipe, StepOutput
 from ssl_studio.objectives.losses import contrastive_accuracy, infonce_with_queue, mocov3_loss
 from ssl_studio.params import param
 
@@ -38,7 +38,7 @@ class MoCoV2Params:
     proj_dim: int = param(128, help="Output width of the MLP head (paper: 128).", min=2, max=4096)
 
 
-class MoCoV2(Objective):
+class MoCoV2(MomentumObjective):
     """Query = backbone + head; key = EMA copy of both, no gradient; negatives from a queue.
 
     The loss is symmetrised (each view serves once as query and once as key), as in
@@ -61,31 +61,24 @@ class MoCoV2(Objective):
     description = ("A query must find the key a slow momentum copy of the encoder makes of the other view.\n"
                    "Negatives come from a queue of earlier batches, so many are seen even with small batches.")
     Params = MoCoV2Params
-    honours = frozenset({"no_augmentation", "no_projector", "no_temperature", "no_ema", "tiny_batch"})
+    honours = frozenset({"no_projector", "no_temperature", "no_ema"})
     recipe = OptimRecipe(optimizer="sgd", lr=0.3, weight_decay=1e-4)  # solo-learn CIFAR (paper: SGD 0.03 at B=256, 800 epochs)
     batch_exchange = "global queue"
+    has_projector = True
+    momentum_targets = (("backbone", "key_backbone"), ("projector", "key_projector"))
+    metric_specs = {"contrastive_acc": CONTRASTIVE_ACCURACY}
 
     def __init__(self, backbone, params: MoCoV2Params, context):
         super().__init__(backbone, params, context)
-        if self.ablated("no_projector"):
-            self.projector = None
-            dim = backbone.feature_dim
-        else:
-            self.projector = MLPHead(backbone.feature_dim, params.proj_hidden, params.proj_dim, num_layers=2, batch_norm=False)
-            dim = params.proj_dim
-        if self.ablated("no_ema"):
-            self.key_backbone = self.key_projector = None
-        else:
-            self.key_backbone = ema_copy(backbone)
-            self.key_projector = ema_copy(self.projector) if self.projector is not None else None
+        dim = self.build_projector(params.proj_hidden, params.proj_dim, num_layers=2, batch_norm=False)
+        self.build_momentum_targets(enabled=not self.ablated("no_ema"))
         g = torch.Generator().manual_seed(0)
         self.register_buffer("queue", F.normalize(torch.randn(params.queue_size, dim, generator=g), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self._pending: torch.Tensor | None = None
 
-    def project(self, x):
-        h = self.backbone(x)
-        return h if self.projector is None else self.projector(h)
+    def momentum_schedule(self) -> tuple[float, float]:
+        return self.params.momentum, self.params.momentum  # MoCo v2 keeps one momentum throughout
 
     @torch.no_grad()
     def key(self, x):
@@ -93,9 +86,6 @@ class MoCoV2(Objective):
             return self.project(x)
         h = self.key_backbone(x)
         return h if self.key_projector is None else self.key_projector(h)
-
-    def projector_embed(self, images):
-        return self.project(images)
 
     def training_step(self, batch: Batch, progress: float) -> StepOutput:
         v = torch.cat([batch.views[0], batch.views[1]])
@@ -121,10 +111,7 @@ class MoCoV2(Objective):
 
     @torch.no_grad()
     def after_step(self, progress: float) -> None:
-        if self.key_backbone is not None:
-            ema_update(self.key_backbone, self.backbone, self.params.momentum)
-            if self.key_projector is not None:
-                ema_update(self.key_projector, self.projector, self.params.momentum)
+        self.update_targets(progress)
         if self._pending is not None:
             self.enqueue(self._pending)
             self._pending = None
@@ -149,7 +136,7 @@ class MoCoV3Params:
     pred_hidden: int = param(1024, help="Hidden width of the predictor (paper: 4096).", min=8, max=8192)
 
 
-class MoCoV3(Objective):
+class MoCoV3(MomentumObjective):
     """Query = backbone + projector + predictor; key = EMA(backbone + projector); in-batch negatives.
 
     Loss: ctr(q1, k2) + ctr(q2, k1), each InfoNCE scaled by 2τ as in the paper's
@@ -164,30 +151,19 @@ class MoCoV3(Objective):
     description = ("A predicted query must find the momentum encoder's key of the other view among the batch.\n"
                    "No queue: the other images of the batch are the negatives; built to train ViTs stably.")
     Params = MoCoV3Params
-    honours = frozenset({"no_augmentation", "no_projector", "no_predictor", "no_temperature", "no_ema", "tiny_batch"})
+    honours = frozenset({"no_projector", "no_predictor", "no_temperature", "no_ema"})
     recipe = OptimRecipe(optimizer="lars", lr=0.3, weight_decay=1e-5)  # solo-learn CIFAR (paper ResNet: LARS 0.3 x B/256, wd 1.5e-6)
     batch_exchange = "gathered negatives"
     sync_batchnorm = True
+    has_projector = True
+    momentum_targets = (("backbone", "key_backbone"), ("projector", "key_projector"))
+    metric_specs = {"contrastive_acc": CONTRASTIVE_ACCURACY, **MOMENTUM_METRIC}
 
     def __init__(self, backbone, params: MoCoV3Params, context):
         super().__init__(backbone, params, context)
-        if self.ablated("no_projector"):
-            self.projector = None
-            dim = backbone.feature_dim
-        else:
-            self.projector = MLPHead(backbone.feature_dim, params.proj_hidden, params.proj_dim, num_layers=3, last_batch_norm=True)
-            dim = params.proj_dim
+        dim = self.build_projector(params.proj_hidden, params.proj_dim, num_layers=3, last_batch_norm=True)
         self.predictor = None if self.ablated("no_predictor") else MLPHead(dim, params.pred_hidden, dim, num_layers=2, last_batch_norm=True)
-        if self.ablated("no_ema"):
-            self.key_backbone = self.key_projector = None
-        else:
-            self.key_backbone = ema_copy(backbone)
-            self.key_projector = ema_copy(self.projector) if self.projector is not None else None
-        self.momentum = 0.0 if self.ablated("no_ema") else params.base_momentum
-
-    def project(self, x):
-        h = self.backbone(x)
-        return h if self.projector is None else self.projector(h)
+        self.build_momentum_targets(enabled=not self.ablated("no_ema"))
 
     @torch.no_grad()
     def key(self, x):
@@ -195,9 +171,6 @@ class MoCoV3(Objective):
             return self.project(x)
         h = self.key_backbone(x)
         return h if self.key_projector is None else self.key_projector(h)
-
-    def projector_embed(self, images):
-        return self.project(images)
 
     def training_step(self, batch: Batch, progress: float) -> StepOutput:
         v = torch.cat([batch.views[0], batch.views[1]])
@@ -208,12 +181,3 @@ class MoCoV3(Objective):
         t = 1.0 if self.ablated("no_temperature") else self.params.temperature
         loss = mocov3_loss(q1, q2, k1, k2, t, across_ranks=True)
         return StepOutput(loss, {"contrastive_acc": contrastive_accuracy(q1, k2), "momentum": self.momentum})
-
-    @torch.no_grad()
-    def after_step(self, progress: float) -> None:
-        if self.key_backbone is None:
-            return
-        self.momentum = cosine_momentum(self.params.base_momentum, progress, self.params.final_momentum)
-        ema_update(self.key_backbone, self.backbone, self.momentum)
-        if self.key_projector is not None:
-            ema_update(self.key_projector, self.projector, self.momentum)

@@ -9,8 +9,8 @@ ViT takes any whole number of patches (a 16 px local crop is a 4x4 grid, a
 quarter of the tokens of a 32 px image, with the position table spread over it
 as DINO's ``interpolate_pos_encoding`` does); a crop a backbone refuses is
 resized to ``image_size`` before the pass, which keeps its content at the cost
-of the compute a full-size crop needs.  Backbones without ``accepts`` (the
-ConvNets, globally pooled) take every size.
+of the compute a full-size crop needs.  The ConvNets, globally pooled, take
+every size (``Backbone.accepts``'s default).
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from torch import nn
 
 def fits(backbone: nn.Module, size: int) -> bool:
     """Whether ``backbone`` accepts ``size`` x ``size`` inputs as they are."""
-    accepts = getattr(backbone, "accepts", None)
-    return True if accepts is None else bool(accepts(size))
+    return bool(backbone.accepts(size))
 
 
 def forward_crops(fn: Callable[[torch.Tensor], Any], views: list[torch.Tensor], backbone: nn.Module) -> list[Any]:

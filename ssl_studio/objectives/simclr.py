@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ssl_studio.objectives.base import Batch, ProjectedObjective, OptimRecipe, StepOutput
+from ssl_studio.objectives.base import CONTRASTIVE_ACCURACY, Batch, ProjectedObjective, OptimRecipe, StepOutput
 from ssl_studio.objectives.losses import contrastive_accuracy, nt_xent
 from ssl_studio.params import param
 
@@ -33,12 +33,13 @@ class SimCLR(ProjectedObjective):
     description = ("Two augmented views of each image must find each other among all others in the batch.\n"
                    "Negatives keep the embedding spread out; temperature sets how hard negatives count.")
     Params = SimCLRParams
-    honours = frozenset({"no_augmentation", "no_projector", "no_temperature", "tiny_batch"})
+    honours = frozenset({"no_projector", "no_temperature"})
     recipe = OptimRecipe(optimizer="lars", lr=0.4, weight_decay=1e-5)  # solo-learn CIFAR recipe (LARS, 0.4 at batch 256)
     # Under torchrun: every rank's embeddings are negatives (gathered with gradient), and BN is global
     # (the paper's "global BN", §B.9: statistics over all devices).
     batch_exchange = "gathered negatives"
     sync_batchnorm = True
+    metric_specs = {"contrastive_acc": CONTRASTIVE_ACCURACY}
 
     def __init__(self, backbone, params: SimCLRParams, context):
         super().__init__(backbone, params, context)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ssl_studio.models import MLPHead
-from ssl_studio.objectives.base import Batch, Objective, OptimRecipe, StepOutput
+from ssl_studio.objectives.base import Batch, MetricSpec, Objective, OptimRecipe, StepOutput
 from ssl_studio.objectives.losses import negative_cosine
 from ssl_studio.params import param
 
@@ -42,7 +42,7 @@ class SimSiam(Objective):
     description = ("Two views through one shared encoder: a predictor maps one to the other, whose output is held fixed.\n"
                    "No negatives, no momentum encoder: the stop-gradient alone keeps it from collapsing.")
     Params = SimSiamParams
-    honours = frozenset({"no_augmentation", "no_predictor", "no_stop_gradient", "tiny_batch"})
+    honours = frozenset({"no_predictor", "no_stop_gradient"})
     # Paper: SGD, lr 0.05 x B/256 (0.03 on CIFAR), wd 1e-4 (5e-4 on CIFAR), 800 epochs.  A run of a
     # few hundred steps needs solo-learn's CIFAR rate (0.5 per 256, wd 1e-5): measured on shapes at
     # batch 128 over 50 steps, 0.1 left the no-stop-gradient twin's loss at -0.3 with no collapse
@@ -51,18 +51,13 @@ class SimSiam(Objective):
     # Under torchrun: a per-sample loss; BN synchronised, as the official code (SyncBN).
     batch_exchange = "none"
     sync_batchnorm = True
+    has_projector = True
+    metric_specs = {"z_std": MetricSpec("Spread of the normalised projection", "", "collapse")}
 
     def __init__(self, backbone, params: SimSiamParams, context):
         super().__init__(backbone, params, context)
-        self.projector = MLPHead(backbone.feature_dim, params.proj_hidden, params.proj_dim, num_layers=params.proj_layers,
-                                 last_batch_norm=True)
+        self.build_projector(params.proj_hidden, params.proj_dim, num_layers=params.proj_layers, last_batch_norm=True)
         self.predictor = None if self.ablated("no_predictor") else MLPHead(params.proj_dim, params.pred_hidden, params.proj_dim, num_layers=2)
-
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        return self.projector(self.backbone(x))
-
-    def projector_embed(self, images):
-        return self.project(images)
 
     def training_step(self, batch: Batch, progress: float) -> StepOutput:
         z = self.project(torch.cat([batch.views[0], batch.views[1]]))

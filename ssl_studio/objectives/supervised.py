@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_studio.objectives.base import Batch, Objective, OptimRecipe, StepOutput
+from ssl_studio.objectives.base import Batch, MetricSpec, Objective, OptimRecipe, StepOutput
 from ssl_studio.params import param
 
 
@@ -25,10 +25,10 @@ class Supervised(Objective):
     description = ("Cross-entropy on the class labels with the same backbone and augmentations.\n"
                    "The reference every self-supervised method is compared against.")
     Params = SupervisedParams
-    honours = frozenset({"no_augmentation", "tiny_batch"})
     needs_labels = True
     num_global_views = 1
     recipe = OptimRecipe(optimizer="sgd", lr=0.1, weight_decay=5e-4)
+    metric_specs = {"train_acc": MetricSpec("Training accuracy", "", "accuracy")}
     batch_exchange = "none"  # per-sample cross-entropy; BN per rank, as torchvision's reference DDP recipe by default
 
     def __init__(self, backbone, params: SupervisedParams, context):

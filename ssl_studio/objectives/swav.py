@@ -8,9 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_studio.engine import distributed
-from ssl_studio.models import MLPHead
-from ssl_studio.objectives.base import Batch, Objective, OptimRecipe, StepOutput
+from ssl_studio.objectives import collectives as distributed
+from ssl_studio.objectives.base import Batch, MetricSpec, Objective, OptimRecipe, StepOutput
 from ssl_studio.objectives.losses import sinkhorn_knopp, swav_swapped_loss
 from ssl_studio.objectives.multicrop import forward_crops
 from ssl_studio.params import param
@@ -57,19 +56,16 @@ class SwAV(Objective):
     description = ("Each crop predicts which prototype another crop of the same image was assigned to.\n"
                    "Sinkhorn-Knopp balances the assignments over the prototypes, so they cannot all be the same.")
     Params = SwAVParams
-    honours = frozenset({"no_augmentation", "no_projector", "tiny_batch"})
+    honours = frozenset({"no_projector"})
     recipe = OptimRecipe(optimizer="lars", lr=0.6, weight_decay=1e-6)  # solo-learn CIFAR (paper: LARS 4.8 at B=4096, wd 1e-6)
     batch_exchange = "global statistics"
     sync_batchnorm = True
+    has_projector = True
+    metric_specs = {"prototypes_used": MetricSpec("Prototypes some code picks", "prototypes", "codes")}
 
     def __init__(self, backbone, params: SwAVParams, context):
         super().__init__(backbone, params, context)
-        if self.ablated("no_projector"):
-            self.projector = None
-            dim = backbone.feature_dim
-        else:
-            self.projector = MLPHead(backbone.feature_dim, params.proj_hidden, params.proj_dim, num_layers=2)
-            dim = params.proj_dim
+        dim = self.build_projector(params.proj_hidden, params.proj_dim, num_layers=2)
         self.prototypes = nn.Linear(dim, params.num_prototypes, bias=False)
         self.normalize_prototypes()
         self.register_buffer("queue", torch.zeros(self.num_global_views, params.queue_size, dim))
@@ -85,12 +81,7 @@ class SwAV(Objective):
         self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
 
     def project(self, x):
-        h = self.backbone(x)
-        z = h if self.projector is None else self.projector(h)
-        return F.normalize(z, dim=1)
-
-    def projector_embed(self, images):
-        return self.project(images)
+        return F.normalize(super().project(x), dim=1)
 
     def prototypes_frozen(self, progress: float) -> bool:
         return progress < self.params.freeze_prototypes

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ssl_studio.objectives.base import Batch, ProjectedObjective, OptimRecipe, StepOutput
+from ssl_studio.objectives.base import Batch, MetricSpec, ProjectedObjective, OptimRecipe, StepOutput
 from ssl_studio.objectives.losses import vicreg_loss
 from ssl_studio.params import param
 
@@ -37,12 +37,14 @@ class VICReg(ProjectedObjective):
     description = ("Views must agree (invariance) while every dimension keeps its spread (variance)\n"
                    "and dimensions stay uncorrelated (covariance): collapse is prevented explicitly.")
     Params = VICRegParams
-    honours = frozenset({"no_augmentation", "no_projector", "no_variance", "no_covariance", "tiny_batch"})
+    honours = frozenset({"no_projector", "no_variance", "no_covariance"})
     recipe = OptimRecipe(optimizer="lars", lr=0.3, weight_decay=1e-4)  # solo-learn CIFAR (paper: LARS 0.2 x B/256, wd 1e-6)
     # Under torchrun: variance and covariance over the global batch (embeddings gathered with gradient,
     # the official FullGatherLayer); BN synchronised, as the official code.
     batch_exchange = "global statistics"
     sync_batchnorm = True
+    metric_specs = {"invariance": MetricSpec("Invariance", "", "terms"), "variance": MetricSpec("Variance", "", "terms"),
+                    "covariance": MetricSpec("Covariance", "", "terms")}
 
     def __init__(self, backbone, params: VICRegParams, context):
         super().__init__(backbone, params, context)

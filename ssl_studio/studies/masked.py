@@ -188,7 +188,8 @@ def draw_reconstructions(run_dir: str | Path, path: Path, title: str = "MAE reco
     knows nothing of shape."""
     from PIL import Image, ImageDraw
 
-    from ssl_studio.objectives.mae import PROBE_MASK_SEED, reconstruction_from_run
+    from ssl_studio.engine.trained import reconstruction_from_run
+    from ssl_studio.objectives.mae import PROBE_MASK_SEED
 
     event = reconstruction_from_run(run_dir, mask_ratio=None, seed=PROBE_MASK_SEED, num_images=num_images)
     labels = ("original", "masked input", "reconstruction", "visible pasted back")

@@ -15,7 +15,7 @@ The request contract::
 
 A live run answers it with ``objective.reconstruct(probe_images, mask_ratio, seed)``
 between two steps; a finished run with
-``ssl_studio.objectives.mae.reconstruction_from_run(run_dir, mask_ratio, seed)``.
+``ssl_studio.engine.trained.reconstruction_from_run(run_dir, mask_ratio, seed)``.
 
 The module also holds the small Qt picture helpers the attention and I-JEPA
 panels share (pixmaps with column titles, scroll areas); the numpy ones (tiles,

@@ -558,6 +558,6 @@ def _has_text_tower(objective_name: str) -> bool:
         cls = get_objective(objective_name)
     except Exception:  # noqa: BLE001 - an unknown objective: let evaluate_run say what is wrong
         return False
-    return callable(getattr(cls, "encode_text", None)) and callable(getattr(cls, "encode_image", None))
+    return cls.has_text_tower
 
 
