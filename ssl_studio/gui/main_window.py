@@ -15,7 +15,6 @@ chrome (menus, toolbar, status bar, settings) is ``window_chrome``, training con
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
