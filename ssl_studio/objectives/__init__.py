@@ -18,6 +18,7 @@ _MODULES = (
     "ijepa",
     "clip",
     "supervised",
+    "text_lm",
 )
 
 
