@@ -466,10 +466,11 @@ def cmd_bench(args) -> int:
 
 def _add_study_parser(sub) -> None:
     p = sub.add_parser("study", help="several runs at matched budgets, summarised as a table and a figure")
-    p.add_argument("kind", choices=["collapse", "protocols", "mae-vs-ijepa", "clip"],
+    p.add_argument("kind", choices=["collapse", "protocols", "mae-vs-ijepa", "clip", "text"],
                    help="collapse: every healthy/broken preset pair; protocols: every method evaluated by every protocol; "
-                        "mae-vs-ijepa: MAE, I-JEPA and DINO on one ViT; clip: CLIP and SigLIP with held-out compositions")
-    p.add_argument("--data", default="shapes", help="shapes, digits, folder:PATH, cifar:PATH or text:PATH (text:builtin)")
+                        "mae-vs-ijepa: MAE, I-JEPA and DINO on one ViT; clip: CLIP and SigLIP with held-out compositions; "
+                        "text: causal LM vs masked LM from the same weights (--data text:builtin by default)")
+    p.add_argument("--data", default=None, help="shapes, digits, folder:PATH, cifar:PATH or text:PATH (default shapes; the text study: text:builtin)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--minutes-per-run", type=float, default=3.0, help="wall-clock budget of each run (default 3)")
     budget.add_argument("--steps", type=int, help="an equal number of optimiser steps per run instead of minutes")
@@ -490,7 +491,8 @@ def cmd_study(args) -> int:
     from ssl_studio.engine.control import RunControl
 
     overrides = dict(split_setting(item) for item in args.set)
-    common = dict(data=args.data, minutes_per_run=args.minutes_per_run, out=args.out, steps=args.steps, overrides=overrides,
+    data = args.data or ("text:builtin" if args.kind == "text" else "shapes")
+    common = dict(data=data, minutes_per_run=args.minutes_per_run, out=args.out, steps=args.steps, overrides=overrides,
                   control=RunControl(), log=lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush()))
     if args.kind == "protocols":
         from ssl_studio.studies.protocols import run_protocols_study as run_study
@@ -498,6 +500,8 @@ def cmd_study(args) -> int:
         common.update(methods=_split(args.methods), protocols=tuple(_split(args.protocols) or ()), finetune_epochs=args.finetune_epochs)
     elif args.kind == "mae-vs-ijepa":
         from ssl_studio.studies.masked import run_masked_study as run_study
+    elif args.kind == "text":
+        from ssl_studio.studies.text import run_text_study as run_study
     elif args.kind == "clip":
         from ssl_studio.studies.clip import run_clip_study as run_study
 
