@@ -39,6 +39,7 @@ ABLATIONS: dict[str, str] = {
     "no_sharpening": "Teacher temperature equals the student's: targets become uniform and the representation collapses to the uniform distribution.",
     "no_variance": "The variance term is dropped: nothing keeps embeddings spread out and they shrink to a point.",
     "no_covariance": "The decorrelation (off-diagonal) term is dropped: dimensions become copies of each other (dimensional collapse).",
+    "no_noise": "The denoising autoencoder's input is not corrupted: it can learn to copy its input instead of features.",
     "tiny_batch": "The batch is cut to 16 images: fewer negatives or noisier statistics per step.",
 }
 TINY_BATCH = 16

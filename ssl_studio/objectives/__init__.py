@@ -19,6 +19,7 @@ _MODULES = (
     "clip",
     "supervised",
     "text_lm",
+    "dae",
 )
 
 
