@@ -38,15 +38,31 @@ class DAEParams:
     decoder_hidden: int = param(512, help="Hidden width of the MLP decoder.", min=16, max=8192)
 
 
-def corrupt(x: torch.Tensor, noise: str, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``x`` (normalised B×C×S×S) corrupted: masking noise sets a ``strength`` share of pixel
-    locations to 0 (the data mean), Gaussian noise adds N(0, strength²) to every value."""
+def noise_draw(noise: str, rows: int, shape: tuple[int, int, int], generator: torch.Generator | None = None) -> torch.Tensor:
+    """The random numbers of one corruption of ``rows`` images of ``shape`` (C, S, S): uniforms per pixel
+    location (masking) or standard normals per value (Gaussian)."""
+    c, h, w = shape
+    if noise == "masking":
+        return torch.rand(rows, 1, h, w, generator=generator)
+    return torch.randn(rows, c, h, w, generator=generator)
+
+
+def apply_noise(x: torch.Tensor, noise: str, strength: float, draw: torch.Tensor) -> torch.Tensor:
+    """``x`` (normalised B×C×S×S) corrupted with ``draw`` (from ``noise_draw``): masking noise sets a ``strength``
+    share of pixel locations to 0 (the data mean) in every channel, Gaussian noise adds N(0, strength²) to every value."""
     if strength <= 0:
         return x
+    draw = draw.to(device=x.device, dtype=x.dtype)
     if noise == "masking":
-        keep = torch.rand(x.shape[0], 1, *x.shape[2:], generator=generator).to(x.device) >= strength
-        return x * keep.to(x.dtype)
-    return x + strength * torch.randn(x.shape, generator=generator).to(device=x.device, dtype=x.dtype)
+        return x * (draw >= strength).to(x.dtype)
+    return x + strength * draw
+
+
+def corrupt(x: torch.Tensor, noise: str, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``x`` corrupted by a fresh draw (see ``apply_noise``)."""
+    if strength <= 0:
+        return x
+    return apply_noise(x, noise, strength, noise_draw(noise, x.shape[0], tuple(x.shape[1:]), generator))
 
 
 class DenoisingAE(Objective):
@@ -79,8 +95,9 @@ class DenoisingAE(Objective):
 
     def training_step(self, batch: Batch, progress: float) -> StepOutput:
         clean = batch.views[0]
-        g = self.draw_generator
-        noisy = corrupt(clean, self.params.noise, self.strength, g)
+        kind, shape = self.params.noise, tuple(clean.shape[1:])
+        draw = self.draw_global(clean.shape[0], lambda rows, g: noise_draw(kind, rows, shape, g))  # the same on 1 or N processes
+        noisy = apply_noise(clean, kind, self.strength, draw)
         recon = self.reconstruct_from(noisy).float()
         loss = F.mse_loss(recon, clean.float())
         return StepOutput(loss, {"noisy_mse": F.mse_loss(noisy.float(), clean.float()).detach()})
@@ -108,4 +125,4 @@ class DenoisingAE(Objective):
             self.train(was_training)
 
 
-__all__ = ["DAEParams", "DenoisingAE", "corrupt"]
+__all__ = ["DAEParams", "DenoisingAE", "apply_noise", "corrupt", "noise_draw"]

@@ -87,8 +87,8 @@ class MaskedLM(LanguageModel):
         from ssl_studio.params import ConfigError
 
         if params.mask_share + params.random_share > 1.0 + 1e-9:
-            raise ConfigError("objective.random_share", f"mask_share + random_share must be at most 1, got "
-                                                        f"{params.mask_share} + {params.random_share}; lower one of them")
+            raise ConfigError("objective.mask_share", f"plus objective.random_share must be at most 1 (they are shares of the chosen "
+                                                      f"tokens), got {params.mask_share} + {params.random_share}; lower one of them")
 
     def corrupt(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """BERT's corruption of this rank's windows, drawn for the global batch (the same on 1 or N processes)."""
