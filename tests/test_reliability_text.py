@@ -82,3 +82,11 @@ def test_mismatched_or_malformed_text_settings_are_one_sentence_and_exit_2(tmp_p
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())  # a refused start leaves nothing behind
+
+
+def test_text_chars_tokenises_by_character_and_a_single_file_has_no_labels(tmp_path):
+    path = tmp_path / "one.txt"
+    path.write_text(ENGLISH)
+    data = load_textset(f"text-chars:{path}", 16, 0.2, seed=0)
+    assert data.tokenizer.kind == "chars" and data.labels is None
+    assert data.tokenizer.decode(data.images[0].tolist()) in ENGLISH.strip()

@@ -129,10 +129,7 @@ def _windows(passages: list[str], labels: list[int], index: torch.Tensor, tokeni
     """Consecutive L-token windows of each label's passages (in ``index`` order) and their labels."""
     rows, row_labels = [], []
     for group in range(num_groups):
-        stream: list[int] = []
-        for i in index.tolist():
-            if labels[i] == group:
-                stream.extend(tokenizer.encode(passages[i] + "\n"))
+        stream = tokenizer.encode(" ".join(passages[i] for i in index.tolist() if labels[i] == group))  # a space between passages
         for start in range(0, len(stream) - length + 1, length):
             rows.append(stream[start:start + length])
             row_labels.append(group)
