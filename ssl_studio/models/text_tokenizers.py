@@ -59,7 +59,7 @@ class CharTokenizer:
         return [self.stoi.get(c, UNK_ID) for c in normalise(text)]
 
     def decode(self, ids: Iterable[int]) -> str:
-        return "".join(self.itos[i] if len(TEXT_SPECIALS) <= i < len(self.itos) else ("_" if i == MASK_ID else "") for i in map(int, ids))
+        return "".join(self.itos[i] if len(TEXT_SPECIALS) <= i < len(self.itos) else (" [MASK]" if i == MASK_ID else "") for i in map(int, ids))
 
     def to_json(self) -> str:
         return json.dumps({"format": 1, "kind": self.kind, "vocab": self.itos[len(TEXT_SPECIALS):]}, indent=0)

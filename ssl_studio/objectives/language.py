@@ -6,13 +6,17 @@ registry (which lists every objective class a registered module defines).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from ssl_studio.models.text_tokenizers import MASK_ID, TEXT_SPECIALS
 from ssl_studio.objectives.base import MetricSpec, Objective, OptimRecipe
+
+
+TEXT_VISUAL_ROWS = 6  # held-out windows the Text panel shows
+VISUAL_SEED = 0  # the same sampling and the same masked positions at every visuals step
 
 
 def bert_corruption(tokens: torch.Tensor, uniforms: torch.Tensor, vocab_size: int, rate: float = 0.15,
@@ -61,6 +65,23 @@ class LanguageModel(Objective):
     def heldout_scores(self, tokens: torch.Tensor, prompt: int) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         """Score name -> per-token NLL ``B×(L - prompt)`` of each window's continuation (see the module docstring)."""
         raise NotImplementedError
+
+    def _decode(self, ids) -> str:
+        tokenizer = self.backbone.tokenizer
+        return tokenizer.decode(ids) if tokenizer is not None else " ".join(str(int(i)) for i in ids)
+
+    def text_answers(self, tokens: torch.Tensor) -> dict[str, Any]:  # pragma: no cover - abstract
+        """What the Text panel shows for held-out windows ``tokens``: {"mode", "rows": [{"input", "output", "truth"}]}."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def visuals(self, tokens: torch.Tensor) -> dict[str, Any] | None:
+        was_training = self.training
+        self.eval()
+        try:
+            return {"text": self.text_answers(tokens[:TEXT_VISUAL_ROWS])}
+        finally:
+            self.train(was_training)
 
     def _nll_at(self, inputs: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """NLL of ``targets`` at ``positions`` (one per row) of a bidirectional pass over ``inputs``."""

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from ssl_studio.models.text_tokenizers import MASK_ID
 from ssl_studio.objectives.base import Batch, MetricSpec, StepOutput
-from ssl_studio.objectives.language import LanguageModel, bert_corruption
+from ssl_studio.objectives.language import VISUAL_SEED, LanguageModel, bert_corruption
 from ssl_studio.params import param
 
 
@@ -61,6 +61,21 @@ class CausalLM(LanguageModel):
         logits = self.backbone.logits(self.backbone.states(tokens[:, :-1], causal=True)).float()
         nll = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")  # B×(L-1): position t predicts t+1
         return {"next-token": nll[:, prompt - 1:]}
+
+
+    def text_answers(self, tokens: torch.Tensor) -> dict:
+        """Each window's first half as the prompt and a sampled continuation (temperature 0.8, a fixed seed) of the rest."""
+        prompt = tokens.shape[1] // 2
+        g = torch.Generator().manual_seed(VISUAL_SEED)
+        out = tokens[:, :prompt]
+        while out.shape[1] < tokens.shape[1]:
+            logits = self.backbone.logits(self.backbone.states(out, causal=True)[:, -1]).float() / 0.8
+            logits[:, MASK_ID] = -float("inf")
+            nxt = torch.multinomial(torch.softmax(logits, -1).cpu(), 1, generator=g).to(out.device)
+            out = torch.cat([out, nxt], dim=1)
+        rows = [{"input": self._decode(t[:prompt].tolist()), "output": self._decode(o[prompt:].tolist()),
+                 "truth": self._decode(t[prompt:].tolist())} for t, o in zip(tokens, out)]
+        return {"mode": "continuation", "rows": rows}
 
 
 @dataclass
@@ -106,6 +121,23 @@ class MaskedLM(LanguageModel):
         loss = F.cross_entropy(logits, targets)
         acc = (logits.argmax(-1) == targets).float().mean()
         return StepOutput(loss, {"token_acc": acc})
+
+    def text_answers(self, tokens: torch.Tensor, top_k: int = 3) -> dict:
+        """Each window with three positions masked (a fixed seed) and the top-k fills of each with their probabilities."""
+        b, n = tokens.shape
+        g = torch.Generator().manual_seed(VISUAL_SEED)
+        positions = torch.stack([torch.randperm(n - 2, generator=g)[:3] + 1 for _ in range(b)]).sort(1).values.to(tokens.device)
+        inputs = tokens.scatter(1, positions, MASK_ID)
+        probs = torch.softmax(self.backbone.logits(self.backbone.states(inputs, causal=False)).float(), -1)
+        rows = []
+        for i in range(b):
+            fills = []
+            for pos in positions[i].tolist():
+                p, ids = probs[i, pos].topk(top_k)
+                fills.append(", ".join(f"{self._decode([t])!r} {q:.2f}" for t, q in zip(ids.tolist(), p.tolist())))
+            rows.append({"input": self._decode(inputs[i].tolist()),
+                         "output": " | ".join(fills), "truth": " | ".join(repr(self._decode([int(tokens[i, pos])])) for pos in positions[i].tolist())})
+        return {"mode": "fill", "rows": rows}
 
     @torch.no_grad()
     def heldout_scores(self, tokens: torch.Tensor, prompt: int) -> dict[str, torch.Tensor]:
