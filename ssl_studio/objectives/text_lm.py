@@ -46,6 +46,7 @@ class CausalLM(LanguageModel):
     description = ("Predict every next token from the ones before it (causal attention), as GPT does.\n"
                    "The generation side of exercise E2: compare with the masked LM on the same network.")
     Params = CausalLMParams
+    family = "predictive"  # it predicts what comes next; the masked LM fills in what was hidden
     causal = True
 
     def training_step(self, batch: Batch, progress: float) -> StepOutput:
