@@ -257,6 +257,11 @@ def cmd_resume(args) -> int:
 def cmd_eval(args) -> int:
     from ssl_studio.engine.evaluate import evaluate_run, report_markdown
 
+    if args.protocols is None:
+        from ssl_studio.engine.runs import RunFolder
+
+        text_run = RunFolder(_check_run_folder(args.run), create=False).read_config().data.source.startswith(("text:", "text-chars:"))
+        args.protocols = "perplexity,knn,linear" if text_run else "knn,linear,finetune"
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     if not protocols:
         raise ConfigError("--protocols", f"names no protocol (got {args.protocols!r}); pass e.g. knn,linear")
@@ -307,7 +312,8 @@ def cmd_study(args) -> int:
     from ssl_studio.engine.control import RunControl
 
     overrides = dict(split_setting(item) for item in args.set)
-    common = dict(data=args.data, minutes_per_run=args.minutes_per_run, out=args.out, steps=args.steps, overrides=overrides,
+    data = args.data or ("text:builtin" if args.kind == "text" else "shapes")
+    common = dict(data=data, minutes_per_run=args.minutes_per_run, out=args.out, steps=args.steps, overrides=overrides,
                   control=RunControl(), log=lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush()))
     if args.kind == "protocols":
         from ssl_studio.studies.protocols import run_protocols_study as run_study
@@ -315,6 +321,8 @@ def cmd_study(args) -> int:
         common.update(methods=_split(args.methods), protocols=tuple(_split(args.protocols) or ()), finetune_epochs=args.finetune_epochs)
     elif args.kind == "mae-vs-ijepa":
         from ssl_studio.studies.masked import run_masked_study as run_study
+    elif args.kind == "text":
+        from ssl_studio.studies.text import run_text_study as run_study
     elif args.kind == "clip":
         from ssl_studio.studies.clip import run_clip_study as run_study
 

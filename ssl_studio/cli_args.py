@@ -46,7 +46,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a TOML run configuration or preset (flags override it)")
     p.add_argument("--preset", help="a preset name from resources/presets (e.g. simclr)")
     p.add_argument("--objective", help="simclr, supervised, ...")
-    p.add_argument("--data", help="shapes, digits, folder:PATH or cifar:PATH")
+    p.add_argument("--data", help="shapes, digits, folder:PATH, cifar:PATH or text:PATH (text:builtin)")
     p.add_argument("--backbone", help="convnet, resnet18 or vit")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="wall-clock training budget")
@@ -79,9 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_resume.add_argument("--quiet", action="store_true")
     p_eval = sub.add_parser("eval", help="evaluate a run's checkpoint")
     p_eval.add_argument("run", help="the run folder")
-    p_eval.add_argument("--protocols", default="knn,linear,finetune",
+    p_eval.add_argument("--protocols", default=None,
                         help="comma-separated protocols: knn, linear, finetune, fractions (1%%, 10%%, 100%% of the labels), "
-                             "zeroshot (CLIP runs), baselines (the backbone at initialisation and raw pixels)")
+                             "zeroshot (CLIP runs), baselines (the backbone at initialisation and raw pixels), perplexity "
+                             "(text runs); default knn,linear,finetune (text runs: perplexity,knn,linear)")
     p_eval.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="where to evaluate (default auto)")
     p_eval.add_argument("--finetune-epochs", type=positive_number, default=3.0, help="fine-tuning epochs (default 3)")
     p_compare = sub.add_parser("compare", help="compare evaluated runs: a table per protocol, ranks, agreement")
@@ -172,10 +173,11 @@ def config_from_args(args: argparse.Namespace):
 
 def _add_study_parser(sub) -> None:
     p = sub.add_parser("study", help="several runs at matched budgets, summarised as a table and a figure")
-    p.add_argument("kind", choices=["collapse", "protocols", "mae-vs-ijepa", "clip"],
+    p.add_argument("kind", choices=["collapse", "protocols", "mae-vs-ijepa", "clip", "text"],
                    help="collapse: every healthy/broken preset pair; protocols: every method evaluated by every protocol; "
-                        "mae-vs-ijepa: MAE, I-JEPA and DINO on one ViT; clip: CLIP and SigLIP with held-out compositions")
-    p.add_argument("--data", default="shapes", help="shapes, digits, folder:PATH or cifar:PATH")
+                        "mae-vs-ijepa: MAE, I-JEPA and DINO on one ViT; clip: CLIP and SigLIP with held-out compositions; "
+                        "text: causal LM vs masked LM from the same weights (--data text:builtin by default)")
+    p.add_argument("--data", default=None, help="shapes, digits, folder:PATH, cifar:PATH or text:PATH (default shapes; the text study: text:builtin)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--minutes-per-run", type=float, default=3.0, help="wall-clock budget of each run (default 3)")
     budget.add_argument("--steps", type=int, help="an equal number of optimiser steps per run instead of minutes")

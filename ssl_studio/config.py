@@ -42,6 +42,7 @@ ABLATIONS: dict[str, str] = {
     "no_sharpening": "Teacher temperature equals the student's: targets become uniform and the representation collapses to the uniform distribution.",
     "no_variance": "The variance term is dropped: nothing keeps embeddings spread out and they shrink to a point.",
     "no_covariance": "The decorrelation (off-diagonal) term is dropped: dimensions become copies of each other (dimensional collapse).",
+    "no_noise": "The denoising autoencoder's input is not corrupted: it can learn to copy its input instead of features.",
     "tiny_batch": "The batch is cut to 16 images: fewer negatives or noisier statistics per step.",
 }
 TINY_BATCH = 16
@@ -49,7 +50,8 @@ TINY_BATCH = 16
 
 @dataclass
 class DataConfig:
-    source: str = param("shapes", help="Where images come from: shapes, digits, folder:PATH or cifar:PATH.")
+    source: str = param("shapes", help="Where images come from: shapes, digits, folder:PATH or cifar:PATH; "
+                        "text:builtin or text:PATH for the text lab.")
     resolution: int = param(32, help="Images are resized to this square size when loaded.", min=8, max=512, unit="px")
     val_fraction: float = param(0.1, help="Share of images held out for evaluation (seeded, stratified by class).", min=0.0, max=0.9)
     num_images: int = param(12000, help="How many images the procedural shapes source draws.", min=16, max=1_000_000)
@@ -185,11 +187,12 @@ def validate_config(cfg: RunConfig) -> None:
         if len(getattr(a, name)) != 2:
             raise ConfigError(f"augment.{name}", f"must list two probabilities (view 1, view 2), got {getattr(a, name)!r}")
     src = cfg.data.source
-    if not (src in ("shapes", "digits") or src.startswith("folder:") or src.startswith("cifar:")):
-        raise ConfigError("data.source", f"must be shapes, digits, folder:PATH or cifar:PATH, got {src!r}")
+    text = src.startswith(("text:", "text-chars:"))  # token windows: model.width and model.depth size the text Transformer
+    if not (src in ("shapes", "digits") or src.startswith("folder:") or src.startswith("cifar:") or text):
+        raise ConfigError("data.source", f"must be shapes, digits, folder:PATH, cifar:PATH or text:PATH (text:builtin), got {src!r}")
     if cfg.model.registers and cfg.model.backbone != "vit":
         raise ConfigError("model.registers", f"only applies to the ViT, but model.backbone is {cfg.model.backbone!r}; set it to 0 or choose vit.")
-    if cfg.model.depth and cfg.model.backbone != "vit":
+    if cfg.model.depth and cfg.model.backbone != "vit" and not text:
         raise ConfigError("model.depth", f"only applies to the ViT, but model.backbone is {cfg.model.backbone!r}; set it to 0 or choose vit.")
     objective_cls = get_objective(cfg.objective.name)  # raises ConfigError for an unknown name
     objective_cls.check_params(objective_cls.params_for(cfg.objective.params, cfg.model.backbone), cfg.model.backbone)

@@ -24,7 +24,7 @@ def test_defaults_validate_and_round_trip_through_toml(tmp_path):
     ({"budget": {"steps": 3, "minutes": 2}}, "budget must set only one of"),
     ({"ablations": ["no_predictor"]}, "does not apply to simclr"),
     ({"ablations": ["no_such_thing"]}, "unknown switch"),
-    ({"data": {"source": "imagenet"}}, "data.source must be shapes, digits, folder:PATH or cifar:PATH"),
+    ({"data": {"source": "imagenet"}}, "data.source must be shapes, digits, folder:PATH, cifar:PATH or text:PATH"),
     ({"augment": {"crop_scale_min": 0.9, "crop_scale_max": 0.5}}, "augment.crop_scale_min must be <="),
 ])
 def test_validation_names_the_field(mapping, message):

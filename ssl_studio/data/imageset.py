@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 
@@ -125,6 +125,7 @@ class ImageSet:
     skipped_link_examples: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     only_class: str | None = None
+    modality: ClassVar[str] = "images"  # what ``images`` holds: "images", or "text" (token windows, see data/text.py)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:

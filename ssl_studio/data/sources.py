@@ -14,8 +14,9 @@ from typing import Callable
 
 from ssl_studio.config import DataConfig
 from ssl_studio.data.imageset import DataError, ImageSet, RawImages, limit_order, split_indices
+from ssl_studio.data.text import is_text_source
 
-FORMS = "shapes, digits, folder:PATH or cifar:PATH"
+FORMS = "shapes, digits, folder:PATH, cifar:PATH or text:PATH (text:builtin for the built-in corpus)"
 
 Progress = Callable[[int, int], None]
 
@@ -75,6 +76,10 @@ def load_imageset(cfg: DataConfig, seed: int, progress: Progress | None = None) 
                          ("data.fixed_background", cfg.fixed_background)):
         if value and not is_shapes:
             raise DataError(field, f"only applies to the shapes source, but data.source is {cfg.source!r}; clear it or switch to shapes.")
+    if is_text_source(cfg.source):
+        from ssl_studio.data.text import load_textset
+
+        return load_textset(cfg.source, cfg.resolution, cfg.val_fraction, seed, cfg.limit)
     if held_out:
         from ssl_studio.data.shapes import parse_held_out
 

@@ -35,6 +35,7 @@ def load_data(cfg: RunConfig, progress=None) -> ImageSet:
     """
     imageset = load_imageset(cfg.data, seed=cfg.seed, progress=progress)
     objective_cls = get_objective(cfg.objective.name)
+    _check_modality(cfg, imageset, objective_cls)
     _check_size(cfg, imageset)
     _set_one_class_aside(cfg, imageset, objective_cls)
     if objective_cls.needs_labels and imageset.labels is None:
@@ -54,6 +55,17 @@ def load_data(cfg: RunConfig, progress=None) -> ImageSet:
     if objective_cls.needs_captions:
         _check_captions(cfg, imageset, objective_cls.title)
     return imageset
+
+
+def _check_modality(cfg: RunConfig, imageset: ImageSet, objective_cls) -> None:
+    """Text objectives train on text, the others on images: refused in one sentence otherwise."""
+    if objective_cls.modality == imageset.modality:
+        return
+    if imageset.modality == "text":
+        raise ConfigError("objective.name", f"{objective_cls.title} trains on images but data.source is {cfg.data.source!r} (text); "
+                                            "choose causal-lm or masked-lm, or an image source")
+    raise ConfigError("data.source", f"is {cfg.data.source!r} (images) but {objective_cls.title} trains on text; use text:builtin "
+                                     "or text:PATH (a .txt file or a folder of them)")
 
 
 def _check_size(cfg: RunConfig, imageset: ImageSet) -> None:
@@ -160,7 +172,7 @@ def build_objective(cfg: RunConfig, imageset: ImageSet, start_weights: bool = Tr
     if objective_cls.backbones is not None and cfg.model.backbone not in objective_cls.backbones:
         raise ConfigError("model.backbone", f"must be one of {', '.join(objective_cls.backbones)} for {objective_cls.title}, got {cfg.model.backbone!r}")
     params = objective_params(cfg)
-    backbone = build_backbone(cfg.model, imageset.resolution)
+    backbone = _text_backbone(cfg, imageset) if imageset.modality == "text" else build_backbone(cfg.model, imageset.resolution)
     if cfg.model.init_from and start_weights:
         state = pretrained_backbone_state(cfg, imageset.resolution)
         try:
@@ -180,6 +192,18 @@ def build_objective(cfg: RunConfig, imageset: ImageSet, start_weights: bool = Tr
         prompt_templates=default_templates(imageset.class_names),
     )
     return objective_cls(backbone, params, context)
+
+
+def _text_backbone(cfg: RunConfig, textset):
+    """The text lab's Transformer for the data's vocabulary and context; model.width and model.depth size it (0: defaults)."""
+    from ssl_studio.models.text_lm import DEFAULT_TEXT_DEPTH, DEFAULT_TEXT_WIDTH, TEXT_HEAD_DIM, TextTransformer
+
+    width = cfg.model.width or DEFAULT_TEXT_WIDTH
+    if width % TEXT_HEAD_DIM:
+        raise ConfigError("model.width", f"must be a multiple of {TEXT_HEAD_DIM} for the text Transformer (one head per "
+                                         f"{TEXT_HEAD_DIM} dimensions), got {width}; 0 takes {DEFAULT_TEXT_WIDTH}")
+    return TextTransformer(textset.tokenizer.vocab_size, textset.resolution, width, cfg.model.depth or DEFAULT_TEXT_DEPTH,
+                           tokenizer=textset.tokenizer)
 
 
 def objective_params(cfg: RunConfig) -> Any:
@@ -228,6 +252,10 @@ def effective_augment(cfg: RunConfig):
 
 
 def build_views(cfg: RunConfig, imageset: ImageSet) -> ViewMaker:
+    if imageset.modality == "text":
+        from ssl_studio.data.text import TokenViews
+
+        return TokenViews()
     return ViewMaker(effective_augment(cfg), imageset.resolution, imageset.mean, imageset.std)
 
 

@@ -247,7 +247,8 @@ def finetune_protocol(backbone: torch.nn.Module, views, images: torch.Tensor, la
             "val_images": len(val_index), "seconds": time.perf_counter() - t0}
 
 
-PROTOCOLS = ("knn", "linear", "finetune", "fractions", "zeroshot", "baselines")
+PROTOCOLS = ("knn", "linear", "finetune", "fractions", "zeroshot", "baselines", "perplexity")
+TEXT_PROTOCOLS = ("knn", "linear", "perplexity")  # what a text run can be evaluated by (the others train on or compare with images)
 LABEL_FRACTIONS = (0.01, 0.1, 1.0)
 
 
@@ -265,7 +266,13 @@ def evaluate_run(run_dir, protocols=("knn",), device: str = "auto", progress: Ca
     if len(data.val_index) == 0:
         raise ConfigError("data.val_fraction", f"is 0 for {cfg.data.source!r}, so no images were held out to evaluate on; "
                                                 "train with data.val_fraction above 0")
-    needs_labels = [p for p in protocols if p != "zeroshot"]  # zero-shot falls back to retrieval on captions alone
+    image_only = [p for p in protocols if p not in TEXT_PROTOCOLS] if data.modality == "text" else []
+    if image_only:
+        raise ConfigError("protocols", f"has {image_only[0]!r}, which evaluates image runs; a text run is evaluated by "
+                                       f"{', '.join(TEXT_PROTOCOLS)}")
+    if "perplexity" in protocols and data.modality != "text":
+        raise ConfigError("protocols", f"has 'perplexity', which scores text runs, but this run trained on {cfg.data.source!r}")
+    needs_labels = [p for p in protocols if p not in ("zeroshot", "perplexity")]  # zero-shot falls back to retrieval on captions
     if data.labels is None and needs_labels and data.only_class is not None:
         raise ConfigError("data.source", f"{cfg.data.source!r} has only one class ({data.only_class}), so it cannot be evaluated by "
                                          f"{', '.join(needs_labels)}: telling classes apart needs at least 2, and every score on one "
@@ -320,6 +327,10 @@ def evaluate_run(run_dir, protocols=("knn",), device: str = "auto", progress: Ca
             results[name] = {"fractions": table, "seconds": time.perf_counter() - t0}
         elif name == "baselines":
             results[name] = baselines_protocol(cfg, data, views, dev, autocast_dtype)
+        elif name == "perplexity":
+            from ssl_studio.engine.text_eval import perplexity_protocol
+
+            results[name] = perplexity_protocol(objective, data, dev, autocast_dtype=autocast_dtype)
         elif name == "zeroshot":
             if not objective.has_text_tower:
                 raise ConfigError("protocols", f"zeroshot needs an image-text objective (clip), but this run trained {cfg.objective.name}")
@@ -386,6 +397,11 @@ def report_markdown(run_dir) -> str:
             lines.append(f"| retrieval R@1 / R@5 | image->text {rec['image_to_text']['r1']:.3f} / {rec['image_to_text']['r5']:.3f}, "
                          f"text->image {rec['text_to_image']['r1']:.3f} / {rec['text_to_image']['r5']:.3f} | "
                          f"{rec['pairs']} held-out pairs | {r.get('seconds', 0):.1f} |")
+    if "perplexity" in report:
+        r = report["perplexity"]
+        others = ", ".join(f"{k} {v:.1f}" for k, v in r["scores"].items() if k != r["score"])
+        lines.append(f"| held-out perplexity ({r['score']}) | {r['perplexity']:.1f} | {r['tokens']} continuation tokens; unigram "
+                     f"{r['unigram']:.1f}{'; ' + others if others else ''} | {r.get('seconds', 0):.1f} |")
     if "baselines" in report:
         r = report["baselines"]
         lines.append(f"| baseline: backbone at initialisation | k-NN {r['init']['k5']:.3f} / {r['init']['k20']:.3f}, linear {r['init']['linear']:.3f} "

@@ -145,6 +145,11 @@ class Prober:
             if encoded is not None:
                 results["attributes"] = encoded
                 summary["attribute_knn"] = {name: r["k20"] for name, r in encoded["attributes"].items()}
+        if data.modality == "text":  # the generation side of a text run; the probes above are its understanding side
+            from ssl_studio.engine.text_eval import perplexity_protocol
+
+            results["perplexity"] = perplexity_protocol(self.objective, data, self.device, autocast_dtype=self.autocast_dtype)
+            summary["perplexity"] = results["perplexity"]["perplexity"]
         # An image-text model: zero-shot with labels, retrieval with captions alone (an unlabelled captioned folder).
         if self.objective.has_text_tower and (data.labels is not None or data.captions is not None):
             results["zeroshot"] = zeroshot_protocol(self.objective, data, self.views, self.device, held_out=self.cfg.data.held_out,

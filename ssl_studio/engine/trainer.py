@@ -221,6 +221,7 @@ class Trainer:
         if self.imageset is None:
             self.imageset = load_data(cfg, progress=self.data_progress)
         data = self.imageset
+        self.channels_last = self.channels_last and data.modality == "images"  # token windows have no channels
         torch.manual_seed(cfg.seed)
         self.objective = build_objective(cfg, data, start_weights=checkpoint is None).to(self.device)
         if self.channels_last:
@@ -258,7 +259,8 @@ class Trainer:
 
         n_params = sum(p.numel() for p in self.objective.backbone.parameters())
         self.emit(Started(
-            run_dir=str(self.folder.path), objective=cfg.objective.name, data=data.name, backbone=cfg.model.backbone,
+            run_dir=str(self.folder.path), objective=cfg.objective.name, data=data.name,
+            backbone=cfg.model.backbone if data.modality == "images" else "text-transformer",
             device=str(self.device), precision="bf16" if self.autocast_dtype is not None else "float32",
             channels_last=self.channels_last, num_train=len(data.train_index), num_probe=len(self.prober.probe_index),
             feature_dim=self.objective.backbone.feature_dim, parameters=n_params,

@@ -43,6 +43,7 @@ DATA_CHOICES = (
     ("Digits (built in)", "digits"),
     ("Image folder...", "folder"),
     ("CIFAR folder...", "cifar"),
+    ("Text (built in)", "text"),  # the text lab: the standard library's documentation (data/text_corpus.py)
 )
 BUDGET_DEFAULTS = {"minutes": 5.0, "epochs": 10.0, "steps": 1000.0}
 SHOWN_TOP_LEVEL = ("batch_size", "seed", "device")
@@ -51,7 +52,7 @@ SHOWN_TOP_LEVEL = ("batch_size", "seed", "device")
 # Data fields that only some sources read, by source kind: the others are hidden for that source.
 DATA_FIELDS_FOR = {
     "num_images": ("shapes",), "held_out": ("shapes",), "backgrounds": ("shapes",), "fixed_background": ("shapes",),
-    "limit": ("folder", "cifar"),
+    "limit": ("folder", "cifar", "text"),
 }
 
 
@@ -286,12 +287,12 @@ class ExperimentPanel(ObjectiveSection, FormValidation, QWidget):
         kind = self._data_kind
         if kind in ("folder", "cifar"):
             return f"{kind}:{self._data_paths[kind]}"
-        return kind
+        return "text:builtin" if kind == "text" else kind
 
     def set_data_source(self, source: str) -> None:
         """Select a source string (shapes, digits, folder:PATH, cifar:PATH) without any dialog."""
         kind, _, path = source.partition(":")
-        if kind not in ("shapes", "digits", "folder", "cifar"):
+        if kind not in ("shapes", "digits", "folder", "cifar", "text"):
             kind = "shapes"
         if kind in ("folder", "cifar"):
             self._data_paths[kind] = path
@@ -325,7 +326,7 @@ class ExperimentPanel(ObjectiveSection, FormValidation, QWidget):
         if kind in ("folder", "cifar") and not self.choose_folder(kind):
             self.data_combo.setCurrentIndex(self.data_combo.findData(self._data_kind))  # cancelled: keep the old source
             return
-        if kind in ("shapes", "digits"):
+        if kind in ("shapes", "digits", "text"):
             self.set_data_source(kind)
 
     def _show_data_path(self) -> None:

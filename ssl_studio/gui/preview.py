@@ -52,6 +52,10 @@ def make_preview(data_cfg: DataConfig, augment: AugmentConfig, seed: int, plain:
 
     if imageset is None:
         imageset = load_imageset(small_data_config(data_cfg), seed=seed, progress=None)
+    if imageset.modality == "text":  # no pictures: the strip says what was loaded, with the start of one window
+        sample = imageset.tokenizer.decode(imageset.images[0].tolist())[:90]
+        note = (f"{imageset.name}: text, no picture preview. {imageset.describe()} A window: \u201c{sample}\u2026\u201d")
+        return {"originals": [], "views": [[], []], "labels": None, "imageset": imageset, "name": imageset.name, "note": note}
     n = len(imageset)
     if n == 0:
         raise ValueError("the data source has no images")
@@ -187,7 +191,7 @@ class PreviewStrip(QWidget):
                 else:
                     cell.clear()
         n = len(result["imageset"]) if result.get("imageset") is not None else 0
-        self.status.setText(f"{result['name']}: {len(rows[0])} samples of a {n}-image preview load, two augmented views each.")
+        self.status.setText(result.get("note") or f"{result['name']}: {len(rows[0])} samples of a {n}-image preview load, two augmented views each.")
         self.loaded.emit(result["name"])
 
     def _on_failed(self, job_id: int, message: str) -> None:

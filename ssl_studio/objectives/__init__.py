@@ -19,6 +19,8 @@ _MODULES = (
     "ijepa",
     "clip",
     "supervised",
+    "text_lm",
+    "dae",
 )
 
 

@@ -135,6 +135,7 @@ class Objective(nn.Module):
     honours: ClassVar[frozenset[str]] = frozenset()  # the switches the objective itself implements (see ablation_switches)
     needs_labels: ClassVar[bool] = False
     needs_captions: ClassVar[bool] = False
+    modality: ClassVar[str] = "images"  # the data it trains on: "images", or "text" (token windows, see objectives/text_lm.py)
     backbones: ClassVar[tuple[str, ...] | None] = None  # None: every backbone
     recipe: ClassVar[OptimRecipe] = OptimRecipe()
     # Backbone name -> the settings that learn there when the paper's do not (DINO: its ViT

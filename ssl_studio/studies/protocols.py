@@ -49,7 +49,7 @@ def _method_mapping(name: str) -> dict[str, Any]:
 
 
 def study_methods(names: list[str] | None = None) -> list[str]:
-    available = [n for n, cls in all_objectives().items() if not cls.needs_captions]
+    available = [n for n, cls in all_objectives().items() if not cls.needs_captions and cls.modality == "images"]
     if not names:
         return available
     unknown = [n for n in names if n not in available]

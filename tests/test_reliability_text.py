@@ -1,0 +1,92 @@
+"""Hostile and malformed text input: one sentence each, naming the file or field, exit status 2, nothing written."""
+
+import pytest
+
+from ssl_studio.cli import main
+from ssl_studio.data.imageset import DataError
+from ssl_studio.data.text import load_textset, read_text_path
+
+pytestmark = pytest.mark.reliability
+
+ENGLISH = "The quick brown fox jumps over the lazy dog while the cat sleeps by the warm fire. " * 30
+
+
+def _classes(root, **files):
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return root
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"", "is empty"),
+    (b"   \n\n  \t", "is empty"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "is a binary file"),
+    ("caf\u00e9 au lait".encode("latin-1"), "is not UTF-8 text (byte 3"),
+])
+def test_a_bad_file_is_refused_naming_it(tmp_path, content, fragment):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        read_text_path(bad)
+    assert fragment in err.value.message and str(bad) in err.value.message
+    # the same file inside a class folder is refused too, naming it
+    root = _classes(tmp_path / "corpus", **{"a/good.txt": ENGLISH, "b/good.txt": ENGLISH})
+    (root / "b" / "bad.txt").write_bytes(content)
+    with pytest.raises(DataError) as err:
+        read_text_path(root)
+    assert fragment in err.value.message and "bad.txt" in err.value.message
+
+
+def test_a_single_class_folder_is_refused(tmp_path):
+    root = _classes(tmp_path / "corpus", **{"only/a.txt": ENGLISH, "only/b.txt": ENGLISH})
+    with pytest.raises(DataError, match=r"has only one class folder \(only\)"):
+        read_text_path(root)
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: p / "missing", "does not exist"),
+    (lambda p: (p / "empty_dir").mkdir() or p / "empty_dir", "holds no .txt files"),
+    (lambda p: (p / "tiny.txt").write_text("A few words only.") and p / "tiny.txt", "at least 8 of each are needed"),
+])
+def test_too_little_or_no_text_is_refused(tmp_path, make, fragment):
+    with pytest.raises(DataError, match=fragment):
+        load_textset(f"text:{make(tmp_path)}", 16, 0.2, seed=0)
+
+
+def test_a_folder_of_classes_gives_labels_and_the_split_is_seeded(tmp_path):
+    root = _classes(tmp_path / "corpus", **{"animals/a.txt": ENGLISH, "weather/b.txt": ("Rain and wind and cold grey clouds. " * 60)})
+    one, two = load_textset(f"text:{root}", 16, 0.25, seed=1), load_textset(f"text:{root}", 16, 0.25, seed=1)
+    assert one.class_names == ["animals", "weather"] and set(one.labels.tolist()) == {0, 1}
+    assert (one.images == two.images).all() and one.tokenizer == two.tokenizer
+    assert set(one.labels[one.val_index].tolist()) == {0, 1}  # the held-out probe set has both classes
+
+
+def exit_code(argv):
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--objective", "simclr", "--data", "text:builtin"], "SimCLR trains on images but data.source is 'text:builtin'"),
+    (["--objective", "masked-lm", "--data", "shapes"], "Masked LM trains on text"),
+    (["--objective", "causal-lm", "--data", "text:"], "without a path"),
+    (["--objective", "causal-lm", "--data", "text:builtin", "--set", "model.width=50"], "model.width must be a multiple of 48"),
+    (["--objective", "causal-lm", "--data", "text:builtin", "--set", "data.val_fraction=0"], "data.val_fraction is 0"),
+])
+def test_mismatched_or_malformed_text_settings_are_one_sentence_and_exit_2(tmp_path, argv, fragment, capsys):
+    assert exit_code(["train", "--out", str(tmp_path), "--steps", "1", "--quiet", *argv]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # a refused start leaves nothing behind
+
+
+def test_text_chars_tokenises_by_character_and_a_single_file_has_no_labels(tmp_path):
+    path = tmp_path / "one.txt"
+    path.write_text(ENGLISH)
+    data = load_textset(f"text-chars:{path}", 16, 0.2, seed=0)
+    assert data.tokenizer.kind == "chars" and data.labels is None
+    assert data.tokenizer.decode(data.images[0].tolist()) in ENGLISH.strip()
