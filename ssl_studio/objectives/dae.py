@@ -72,7 +72,7 @@ class DenoisingAE(Objective):
     description = ("Corrupt the image (masking or Gaussian noise) and reconstruct the clean one from the backbone's feature.\n"
                    "The ancestor of masked prediction (Vincent et al. 2008); with no noise it can simply copy.")
     Params = DAEParams
-    honours = frozenset({"no_noise", "no_augmentation", "tiny_batch"})
+    honours = frozenset({"no_noise"})
     num_global_views = 1
     recipe = OptimRecipe(optimizer="adamw", lr=2e-3, weight_decay=0.05)
     augment_defaults = {"jitter_p": 0.0, "grayscale_p": 0.0}  # crops and flips; the corruption is the task

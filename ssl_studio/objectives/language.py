@@ -46,7 +46,7 @@ class LanguageModel(Objective):
     family = "masked"
     modality: ClassVar[str] = "text"
     num_global_views = 1
-    honours = frozenset({"tiny_batch"})
+    honours = frozenset()  # tiny_batch comes from the engine (ablation_switches); no_augmentation is a no-op on text
     recipe = OptimRecipe(optimizer="adamw", lr=4e-3, weight_decay=0.01)  # 1e-3 at batch 64, warm-up from the config
     metric_specs = {"token_acc": MetricSpec("Token accuracy", "", "accuracy")}
     causal: ClassVar[bool] = True
