@@ -1,7 +1,7 @@
 """BatchNorm over the global batch of every rank (SimCLR's and BYOL's "global BN"), on CPU and GPU.
 
 ``nn.SyncBatchNorm`` runs on CUDA only; this one runs wherever ``torch.distributed`` does.  Its forward takes
-the rank's per-channel statistics with ATen's fused kernel, all-reduces [n*mean, n*E[x^2], n] once, and
+the rank's per-channel statistics with ATen's fused kernel, gathers every rank's [n, mean, variance] once and combines them in float64, and
 normalises with the fused eval-mode kernel; its backward takes the two per-channel sums with ATen's fused
 batch-norm backward, all-reduces them once, and forms the input gradient in two fused passes.  Per layer: one
 collective forward, one backward, and about the memory traffic of plain BatchNorm (an autograd graph of
@@ -25,6 +25,23 @@ def _sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def _gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``t`` stacked in rank order (W x len(t))."""
+    rows = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(rows, t.contiguous())
+    return torch.stack(rows)
+
+
+def _combine(rows: torch.Tensor, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The global mean, biased variance and count from each rank's [n, mean, variance] (Chan et al.'s pairwise
+    formula: no E[x^2] - mean^2 cancellation when the mean is large beside the spread)."""
+    n = rows[:, :1]
+    total = n.sum()
+    mean = (n * rows[:, 1:1 + c]).sum(0) / total
+    var = (n * (rows[:, 1 + c:] + (rows[:, 1:1 + c] - mean) ** 2)).sum(0) / total
+    return mean, var, total
+
+
 def _per_channel_affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """``x * scale + shift`` along dim 1 in one fused pass (eval-mode batch norm with mean 0 and variance 1)."""
     c = x.shape[1]
@@ -43,11 +60,7 @@ class _GlobalBatchNormFunction(torch.autograd.Function):
         scratch_mean = torch.zeros(c, device=x.device, dtype=stats_dtype)
         scratch_var = torch.ones(c, device=x.device, dtype=stats_dtype)
         mean, var = torch.batch_norm_update_stats(x, scratch_mean, scratch_var, 0.0)  # biased
-        local = torch.cat([mean * n_local, (var + mean * mean) * n_local, mean.new_full((1,), n_local)]).double()
-        total = _sum_over_ranks(local)
-        n = total[-1]
-        gmean = total[:c] / n
-        gvar = (total[c:2 * c] / n - gmean * gmean).clamp_min(0.0)
+        gmean, gvar, n = _combine(_gather_rows(torch.cat([mean.new_full((1,), n_local), mean, var]).double()), c)
         mean32, var32 = gmean.to(stats_dtype), gvar.to(stats_dtype)
         w = weight if weight is not None else torch.ones(c, device=x.device, dtype=stats_dtype)
         b = bias if bias is not None else torch.zeros(c, device=x.device, dtype=stats_dtype)
