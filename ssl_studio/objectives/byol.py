@@ -31,6 +31,8 @@ class BYOLParams:
     3 core-minutes (k-NN@20 0.308 at 0.99, 0.260 at 0.9, against 0.333 for the
     network at initialisation), so 0.9 is the default for the lab's own data, not
     a general claim.  For long runs, set it back to 0.99-0.996.
+    On the ConvNet and ResNet-18 BYOL starts from ``BYOL.backbone_recipes`` instead (AdamW,
+    momentum 0.99): why, docs/studies/recipes.md.
     """
 
     proj_hidden: int = param(1024, help="Hidden width of the projector (paper: 4096).", min=8, max=8192)
