@@ -68,14 +68,15 @@ class BYOL(Objective):
     Params = BYOLParams
     honours = frozenset({"no_augmentation", "no_projector", "no_predictor", "no_stop_gradient", "no_ema", "tiny_batch"})
     recipe = OptimRecipe(optimizer="lars", lr=1.0, weight_decay=1e-5)  # solo-learn CIFAR (paper: LARS 0.2 x B/256, wd 1.5e-6)
-    # LARS does not start BYOL on photos in CPU minutes; AdamW does (the byol-paper preset keeps the
-    # published recipe).  Measurements: docs/studies/recipes.md.
+    # LARS at solo-learn's rate does not start BYOL on photos in CPU minutes; AdamW does, with the
+    # narrower heads (the byol-paper preset keeps the published recipe).  docs/studies/recipes.md.
     backbone_recipes = {
         backbone: BackboneRecipe(
             params={"base_momentum": 0.99},
             optim=OptimRecipe(optimizer="adamw", lr=2e-3, weight_decay=1e-4),
-            why="with LARS, BYOL ends below the network at initialisation on photos after a few CPU minutes; with AdamW it "
-                "rises above it (docs/studies/recipes.md); the momentum is solo-learn's CIFAR value",
+            why="with LARS at 1.0 and momentum 0.9, BYOL ends below the network at initialisation on photos after a few CPU "
+                "minutes; with AdamW it rises above it, as far as the paper's recipe with 4x wider heads "
+                "(docs/studies/recipes.md); the momentum is solo-learn's CIFAR value",
         )
         for backbone in ("convnet", "resnet18")
     }
