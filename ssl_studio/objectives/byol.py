@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ssl_studio.models import MLPHead
-from ssl_studio.objectives.base import BackboneRecipe, Batch, Objective, OptimRecipe, StepOutput, cosine_momentum, ema_copy, ema_update
+from ssl_studio.objectives.base import Batch, Objective, OptimRecipe, StepOutput, cosine_momentum, ema_copy, ema_update
 from ssl_studio.objectives.losses import byol_regression
 from ssl_studio.params import param
 
@@ -31,8 +31,6 @@ class BYOLParams:
     3 core-minutes (k-NN@20 0.308 at 0.99, 0.260 at 0.9, against 0.333 for the
     network at initialisation), so 0.9 is the default for the lab's own data, not
     a general claim.  For long runs, set it back to 0.99-0.996.
-    On the ConvNet and ResNet-18 BYOL starts from ``BYOL.backbone_recipes`` instead (AdamW,
-    momentum 0.99): why, docs/studies/recipes.md.
     """
 
     proj_hidden: int = param(1024, help="Hidden width of the projector (paper: 4096).", min=8, max=8192)
@@ -68,18 +66,6 @@ class BYOL(Objective):
     Params = BYOLParams
     honours = frozenset({"no_augmentation", "no_projector", "no_predictor", "no_stop_gradient", "no_ema", "tiny_batch"})
     recipe = OptimRecipe(optimizer="lars", lr=1.0, weight_decay=1e-5)  # solo-learn CIFAR (paper: LARS 0.2 x B/256, wd 1.5e-6)
-    # LARS at solo-learn's rate does not start BYOL on photos in CPU minutes; AdamW does, with the
-    # narrower heads (the byol-paper preset keeps the published recipe).  docs/studies/recipes.md.
-    backbone_recipes = {
-        backbone: BackboneRecipe(
-            params={"base_momentum": 0.99},
-            optim=OptimRecipe(optimizer="adamw", lr=2e-3, weight_decay=1e-4),
-            why="with LARS at 1.0 and momentum 0.9, BYOL ends below the network at initialisation on photos after a few CPU "
-                "minutes; with AdamW it rises above it, as far as the paper's recipe with 4x wider heads "
-                "(docs/studies/recipes.md); the momentum is solo-learn's CIFAR value",
-        )
-        for backbone in ("convnet", "resnet18")
-    }
     # Under torchrun: a per-sample loss (DDP's averaging suffices); BN over all devices, as the
     # paper's cross-replica batch norm.  The target is an EMA of identical students: identical on every rank.
     batch_exchange = "none"
