@@ -319,6 +319,10 @@ def cmd_study(args) -> int:
         from ssl_studio.studies.protocols import run_protocols_study as run_study
 
         common.update(methods=_split(args.methods), protocols=tuple(_split(args.protocols) or ()), finetune_epochs=args.finetune_epochs)
+    elif args.kind == "recipes":
+        from ssl_studio.studies.recipes import run_recipes_study as run_study
+
+        common.update(methods=_split(args.methods))
     elif args.kind == "mae-vs-ijepa":
         from ssl_studio.studies.masked import run_masked_study as run_study
     elif args.kind == "text":

@@ -173,16 +173,17 @@ def config_from_args(args: argparse.Namespace):
 
 def _add_study_parser(sub) -> None:
     p = sub.add_parser("study", help="several runs at matched budgets, summarised as a table and a figure")
-    p.add_argument("kind", choices=["collapse", "protocols", "mae-vs-ijepa", "clip", "text"],
+    p.add_argument("kind", choices=["collapse", "protocols", "mae-vs-ijepa", "clip", "text", "recipes"],
                    help="collapse: every healthy/broken preset pair; protocols: every method evaluated by every protocol; "
                         "mae-vs-ijepa: MAE, I-JEPA and DINO on one ViT; clip: CLIP and SigLIP with held-out compositions; "
-                        "text: causal LM vs masked LM from the same weights (--data text:builtin by default)")
+                        "text: causal LM vs masked LM from the same weights (--data text:builtin by default); "
+                        "recipes: each method's lab recipe against its paper's recipe and the network at initialisation")
     p.add_argument("--data", default=None, help="shapes, digits, folder:PATH, cifar:PATH or text:PATH (default shapes; the text study: text:builtin)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--minutes-per-run", type=float, default=3.0, help="wall-clock budget of each run (default 3)")
     budget.add_argument("--steps", type=int, help="an equal number of optimiser steps per run instead of minutes")
     p.add_argument("--pairs", help="comma-separated broken presets (or healthy ones, for all their twins); default all")
-    p.add_argument("--methods", help="protocols study: comma-separated objectives (default every one that needs no captions)")
+    p.add_argument("--methods", help="protocols and recipes studies: comma-separated objectives (default every one that needs no captions)")
     p.add_argument("--protocols", default="knn,linear,finetune,fractions", help="protocols study: which protocols")
     p.add_argument("--finetune-epochs", type=positive_number, default=3.0, help="protocols study: fine-tuning epochs")
     p.add_argument("--held-out", help="clip study: comma-separated colour-shape pairs kept out of training (e.g. red-triangle)")
