@@ -38,6 +38,7 @@ from ssl_studio.engine.queue import RunQueue
 from ssl_studio.params import ConfigError
 from ssl_studio.presets import presets_dir
 from ssl_studio.studies.figure import font
+from ssl_studio.studies.common import set_path
 
 DEFAULT_HELD_OUT = ("red-triangle", "blue-circle", "green-square", "yellow-star")
 METHODS = ("clip", "siglip", "supervised")
@@ -54,14 +55,6 @@ def _method_mapping(method: str) -> dict[str, Any]:
         mapping.pop("ablations", None)
     mapping["objective"] = {**mapping.get("objective", {}), **_OBJECTIVE[method]}
     return mapping
-
-
-def _set_path(mapping: dict[str, Any], path: str, value: Any) -> None:
-    node = mapping
-    parts = path.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
 
 
 def _splits(imageset, held_out: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -174,11 +167,11 @@ def run_clip_study(data: str = "shapes", minutes_per_run: float = 5.0, out: str 
     configs = []
     for method in METHODS:
         mapping = _method_mapping(method)
-        _set_path(mapping, "data.source", data)
-        _set_path(mapping, "data.held_out", list(held))
+        set_path(mapping, "data.source", data)
+        set_path(mapping, "data.held_out", list(held))
         mapping.update(budget=dict(budget), out=str(study_dir / "runs"), name=method)
         for path, value in (overrides or {}).items():
-            _set_path(mapping, path, value)
+            set_path(mapping, path, value)
         configs.append(config_from_mapping(mapping))  # bad overrides fail here, before anything trains
     (study_dir / "runs").mkdir(parents=True)
 

@@ -43,6 +43,7 @@ from ssl_studio.engine.queue import RunQueue
 from ssl_studio.params import ConfigError
 from ssl_studio.presets import PresetInfo, list_presets
 from ssl_studio.studies.figure import font as _font
+from ssl_studio.studies.common import set_path
 
 SLOWER_MARGIN = 0.03
 FAILURES = ("representational collapse", "dimensional collapse", "slower learning", "none")
@@ -92,23 +93,15 @@ def collapse_pairs(names: list[str] | None = None) -> list[tuple[PresetInfo, Pre
     return pairs
 
 
-def _set_path(mapping: dict[str, Any], path: str, value: Any) -> None:
-    node = mapping
-    parts = path.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-
-
 def _preset_config(info: PresetInfo, data: str, budget: dict[str, Any], out: Path, overrides: dict[str, Any]) -> RunConfig:
     mapping = tomllib.loads(info.path.read_text(encoding="utf-8"))
     mapping.pop("preset", None)
-    _set_path(mapping, "data.source", data)
+    set_path(mapping, "data.source", data)
     mapping["budget"] = dict(budget)
     mapping["out"] = str(out)
     mapping["name"] = info.name
     for path, value in overrides.items():
-        _set_path(mapping, path, value)
+        set_path(mapping, path, value)
     try:
         return config_from_mapping(mapping)
     except ConfigError as exc:

@@ -47,6 +47,7 @@ from ssl_studio.engine.queue import RunQueue
 from ssl_studio.params import ConfigError
 from ssl_studio.presets import presets_dir
 from ssl_studio.studies.figure import font
+from ssl_studio.studies.common import set_path
 
 METHODS = (("mae", "MAE"), ("ijepa", "I-JEPA"), ("dino-vit", "DINO (ViT)"))  # preset name, label
 IOU_IMAGES = 1000  # the whole default probe set: per-image IoU changes are noisy (SD ~0.27), so 256 images left a standard error of ~0.017
@@ -81,25 +82,17 @@ class MaskedRow:
     run_dir: str = ""
 
 
-def _set_path(mapping: dict[str, Any], path: str, value: Any) -> None:
-    node = mapping
-    parts = path.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-
-
 def _method_config(preset: str, data: str, budget: dict[str, Any], out: Path, overrides: dict[str, Any]) -> RunConfig:
     path = presets_dir() / f"{preset}.toml"
     mapping = tomllib.loads(path.read_text(encoding="utf-8"))
     mapping.pop("preset", None)
-    _set_path(mapping, "data.source", data)
-    _set_path(mapping, "model.backbone", "vit")
+    set_path(mapping, "data.source", data)
+    set_path(mapping, "model.backbone", "vit")
     mapping["budget"] = dict(budget)
     mapping["out"] = str(out)
     mapping["name"] = preset
     for key, value in overrides.items():
-        _set_path(mapping, key, value)
+        set_path(mapping, key, value)
     try:
         return config_from_mapping(mapping)
     except ConfigError as exc:

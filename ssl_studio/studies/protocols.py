@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 import tomllib
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +32,7 @@ from ssl_studio.objectives import all_objectives
 from ssl_studio.params import ConfigError
 from ssl_studio.presets import presets_dir
 from ssl_studio.studies.figure import font, score_colour
+from ssl_studio.studies.common import new_study_dir, set_path
 
 DEFAULT_PROTOCOLS = ("knn", "linear", "finetune", "fractions")
 
@@ -58,14 +58,6 @@ def study_methods(names: list[str] | None = None) -> list[str]:
     return names
 
 
-def _set_path(mapping: dict[str, Any], path: str, value: Any) -> None:
-    node = mapping
-    parts = path.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-
-
 def run_protocols_study(data: str = "shapes", minutes_per_run: float = 3.0, out: str | Path = "runs/studies",
                         methods: list[str] | None = None, steps: int | None = None, *, overrides: dict[str, Any] | None = None,
                         protocols: tuple[str, ...] = DEFAULT_PROTOCOLS, finetune_epochs: float = 3.0,
@@ -77,19 +69,14 @@ def run_protocols_study(data: str = "shapes", minutes_per_run: float = 3.0, out:
     control = control or RunControl()
     names = study_methods(methods)
     budget = {"steps": int(steps)} if steps is not None else {"minutes": float(minutes_per_run)}
-    study_dir = Path(out) / f"{time.strftime('%Y%m%d-%H%M%S')}-protocols"
-    n = 1
-    while study_dir.exists():
-        n += 1
-        study_dir = study_dir.with_name(f"{study_dir.name.rsplit('-', 1)[0]}-{n}")
-    (study_dir / "runs").mkdir(parents=True)
+    study_dir = new_study_dir(out, "protocols")
     configs = []
     for name in names:
         mapping = _method_mapping(name)
-        _set_path(mapping, "data.source", data)
+        set_path(mapping, "data.source", data)
         mapping.update(budget=dict(budget), out=str(study_dir / "runs"), name=name)
         for path, value in (overrides or {}).items():
-            _set_path(mapping, path, value)
+            set_path(mapping, path, value)
         configs.append(config_from_mapping(mapping))
 
     def on_event(index: int, event) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 import tomllib
 from pathlib import Path
 from typing import Any, Callable
@@ -32,7 +31,8 @@ from ssl_studio.objectives import all_objectives
 from ssl_studio.params import ConfigError
 from ssl_studio.presets import presets_dir
 from ssl_studio.studies.figure import font
-from ssl_studio.studies.protocols import _method_mapping, _set_path
+from ssl_studio.studies.common import new_study_dir, set_path
+from ssl_studio.studies.protocols import _method_mapping
 
 COLUMNS = ("init", "paper", "recipe")
 COLOURS = {"init": (170, 170, 170), "paper": (240, 160, 80), "recipe": (60, 120, 220)}
@@ -69,22 +69,17 @@ def run_recipes_study(data: str = "shapes", minutes_per_run: float = 3.0, out: s
     control = control or RunControl()
     names = recipe_methods(methods)
     budget = {"steps": int(steps)} if steps is not None else {"minutes": float(minutes_per_run)}
-    study_dir = Path(out) / f"{time.strftime('%Y%m%d-%H%M%S')}-recipes"
-    n = 1
-    while study_dir.exists():
-        n += 1
-        study_dir = study_dir.with_name(f"{study_dir.name.rsplit('-', 1)[0]}-{n}")
-    (study_dir / "runs").mkdir(parents=True)
+    study_dir = new_study_dir(out, "recipes")
     jobs: list[tuple[str, str]] = []  # (method, "recipe" | "paper")
     configs = []
     for name in names:
         for which, mapping in (("recipe", _method_mapping(name)), ("paper", paper_mapping(name))):
             if mapping is None:
                 continue
-            _set_path(mapping, "data.source", data)
+            set_path(mapping, "data.source", data)
             mapping.update(budget=dict(budget), out=str(study_dir / "runs"), name=f"{name}-{which}")
             for path, value in (overrides or {}).items():
-                _set_path(mapping, path, value)
+                set_path(mapping, path, value)
             configs.append(config_from_mapping(mapping))
             jobs.append((name, which))
 

@@ -41,6 +41,7 @@ from ssl_studio.engine.queue import RunQueue
 from ssl_studio.engine.runs import RunFolder
 from ssl_studio.params import ConfigError
 from ssl_studio.studies.figure import font
+from ssl_studio.studies.common import set_path
 
 METHODS = (("causal-lm", "Causal LM"), ("masked-lm", "Masked LM"))
 STUDY_DEFAULTS = {"batch_size": 64, "probe.every": 100, "probe.visuals_every": 0, "data.resolution": 32}
@@ -65,19 +66,11 @@ class TextRow:
     run_dir: str = ""
 
 
-def _set_path(mapping: dict[str, Any], path: str, value: Any) -> None:
-    node = mapping
-    parts = path.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-
-
 def _config(objective: str, data: str, budget: dict[str, Any], out: Path, overrides: dict[str, Any]):
     mapping: dict[str, Any] = {"objective": {"name": objective}, "data": {"source": data}, "budget": dict(budget),
                                "out": str(out), "name": objective}
     for key, value in {**STUDY_DEFAULTS, **overrides}.items():
-        _set_path(mapping, key, value)
+        set_path(mapping, key, value)
     try:
         return config_from_mapping(mapping)
     except ConfigError as exc:

@@ -1,0 +1,27 @@
+"""Small pieces every study shares: a setting set by its dotted path, a fresh study folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+
+def set_path(mapping: dict[str, Any], path: str, value: Any) -> None:
+    """``mapping["a"]["b"] = value`` for ``path`` "a.b", making the sections on the way."""
+    node = mapping
+    parts = path.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def new_study_dir(out: str | Path, kind: str) -> Path:
+    """``out/<date>-<time>-<kind>`` (with -2, -3... if taken), created with its ``runs`` folder."""
+    study_dir = Path(out) / f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}"
+    n = 1
+    while study_dir.exists():
+        n += 1
+        study_dir = study_dir.with_name(f"{study_dir.name.rsplit('-', 1)[0]}-{n}")
+    (study_dir / "runs").mkdir(parents=True)
+    return study_dir
