@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ssl_studio.engine.events import Probe, Visuals
-from ssl_studio.gui.panels.base import GrowArray, VisualPanel, cache_axes, label_step_axis, legend_brush, name_control, watch_theme
+from ssl_studio.gui.panels.base import GrowArray, VisualPanel, legend_brush, name_control, watch_theme
 from ssl_studio.gui.panels.reconstruction_panel import (
     _fmt,
     array_to_pixmap,
@@ -62,30 +62,15 @@ class AttentionPanel(VisualPanel):
         self._build()
 
     def _build(self) -> None:
-        self.count = name_control(QSpinBox(), "attentionImageCount", "Images shown", "How many probe images to show.")
-        self.count.setRange(1, 16)
-        self.count.setValue(6)
-        self.count.valueChanged.connect(lambda _v: self._draw(self.last) if self.last is not None else None)
+        self.count = self._image_count("attentionImageCount", 6)
         self.iou_label = name_control(QLabel("IoU –"), "attentionIoU", "Attention-mask IoU with the objects and object-vs-background AUC")
-        self.iou_label.setStyleSheet("font-size:16px; font-weight:bold;")
         self.status = name_control(QLabel("Waiting for attention maps…"), "attentionStatus", "Attention status")
-        self.status.setWordWrap(True)
-        controls = QHBoxLayout()
-        controls.addWidget(self.iou_label)
-        controls.addStretch(1)
-        controls.addWidget(QLabel("images"))
-        controls.addWidget(self.count)
+        controls = self._headline_row(self.iou_label, self.status, self.count)
 
         self.image = picture_label("attentionImages", "Per-head and mean [CLS] attention and the 60 % mask on probe images")
-        self.plot_widget = name_control(pg.PlotWidget(), "attentionIoUPlot", "Attention-mask IoU over steps")
-        self.plot_widget.setMaximumHeight(210)
-        self.plot = self.plot_widget.getPlotItem()
-        self.plot.setTitle("Attention on the object over steps")
-        label_step_axis(self.plot)
-        self.plot.showGrid(x=True, y=True, alpha=0.15)
+        self._history_plot("attentionIoUPlot", "Attention-mask IoU over steps", "Attention on the object over steps", 210)
         self.plot.setYRange(0, 1.45, padding=0.02)  # both scores live in [0, 1]; the band above holds the legend
         self.plot.getAxis("left").setTicks([[(v / 5, f"{v / 5:g}") for v in range(6)]])
-        cache_axes(self.plot)
         # one row across the band above 1 (no curve goes there), so it covers no data
         self.legend = self.plot.addLegend(offset=(-6, 2), labelTextSize="8pt", brush=legend_brush(), colCount=3)
         watch_theme([self.legend])

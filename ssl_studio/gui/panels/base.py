@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtGui import QColor, QImage, QPixmap
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSpinBox, QWidget
 
 from ssl_studio.engine.events import Started, Visuals
 from ssl_studio.engine.grow_array import GrowArray  # noqa: F401 - re-exported: the panels import their helpers from base
@@ -250,6 +250,37 @@ class VisualPanel(Panel):
 
     def show_visuals(self, ev: Visuals) -> None:
         """Show the newest picture of the batch."""
+
+    # -- the pieces every picture panel builds alike -------------------------------------
+    def _image_count(self, object_name: str, default: int) -> QSpinBox:
+        """How many probe images to show (1-16); a change redraws the newest picture (``self.last``, ``self._draw``)."""
+        count = name_control(QSpinBox(), object_name, "Images shown", "How many probe images to show.")
+        count.setRange(1, 16)
+        count.setValue(default)
+        count.valueChanged.connect(lambda _v: self._draw(self.last) if self.last is not None else None)
+        return count
+
+    @staticmethod
+    def _headline_row(headline: QLabel, status: QLabel, count: QSpinBox) -> QHBoxLayout:
+        """The panel's big number, then the image count at the right; the status line wraps."""
+        headline.setStyleSheet("font-size:16px; font-weight:bold;")
+        status.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(headline)
+        row.addStretch(1)
+        row.addWidget(QLabel("images"))
+        row.addWidget(count)
+        return row
+
+    def _history_plot(self, object_name: str, description: str, title: str, max_height: int) -> None:
+        """``self.plot_widget`` / ``self.plot``: a score over training steps, gridded, its axes cached."""
+        self.plot_widget = name_control(pg.PlotWidget(), object_name, description)
+        self.plot_widget.setMaximumHeight(max_height)
+        self.plot = self.plot_widget.getPlotItem()
+        self.plot.setTitle(title)
+        label_step_axis(self.plot)
+        self.plot.showGrid(x=True, y=True, alpha=0.15)
+        cache_axes(self.plot)
 
     def handle_events(self, events: Sequence[Any]) -> None:
         latest, changed = None, False

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ssl_studio.engine.events import Step, Visuals
-from ssl_studio.gui.panels.base import GrowArray, VisualPanel, cache_axes, label_step_axis, legend_brush, name_control, watch_theme
+from ssl_studio.gui.panels.base import GrowArray, VisualPanel, legend_brush, name_control, watch_theme
 from ssl_studio.gui.panels.reconstruction_panel import (
     _fmt,
     array_to_pixmap,
@@ -55,28 +55,14 @@ class IJEPAPanel(VisualPanel):
         self._build()
 
     def _build(self) -> None:
-        self.count = name_control(QSpinBox(), "ijepaImageCount", "Images shown", "How many probe images to show.")
-        self.count.setRange(1, 16)
-        self.count.setValue(8)
-        self.count.valueChanged.connect(lambda _v: self._draw(self.last) if self.last is not None else None)
+        self.count = self._image_count("ijepaImageCount", 8)
         self.cosine_label = name_control(QLabel("cosine –"), "ijepaCosine", "Predicted-vs-actual cosine")
-        self.cosine_label.setStyleSheet("font-size:16px; font-weight:bold;")
         self.status = name_control(QLabel("Waiting for I-JEPA blocks…"), "ijepaStatus", "I-JEPA status")
-        self.status.setWordWrap(True)
-        controls = QHBoxLayout()
-        controls.addWidget(self.cosine_label)
-        controls.addStretch(1)
-        controls.addWidget(QLabel("images"))
-        controls.addWidget(self.count)
+        controls = self._headline_row(self.cosine_label, self.status, self.count)
 
         self.image = picture_label("ijepaImages", "Context block and target blocks on probe images")
-        self.plot_widget = name_control(pg.PlotWidget(), "ijepaCosinePlot", "Predicted-vs-actual cosine over steps")
-        self.plot_widget.setMaximumHeight(190)
-        self.plot = self.plot_widget.getPlotItem()
-        self.plot.setTitle("cosine between predicted and actual target embeddings")
-        label_step_axis(self.plot)
-        self.plot.showGrid(x=True, y=True, alpha=0.15)
-        cache_axes(self.plot)
+        self._history_plot("ijepaCosinePlot", "Predicted-vs-actual cosine over steps",
+                           "cosine between predicted and actual target embeddings", 190)
         self.legend = self.plot.addLegend(offset=(-6, 6), labelTextSize="8pt", brush=legend_brush())
         watch_theme([self.legend])
         self.train_curve = pg.PlotDataItem([], [], pen=pg.mkPen("#AAAAAA", width=1), name="training batch")

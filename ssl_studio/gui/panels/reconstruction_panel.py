@@ -47,7 +47,7 @@ from ssl_studio.engine.attention import (
     upscale,
 )
 from ssl_studio.engine.events import Visuals
-from ssl_studio.gui.panels.base import GrowArray, VisualPanel, cache_axes, label_step_axis, name_control
+from ssl_studio.gui.panels.base import GrowArray, VisualPanel, name_control
 
 # ----------------------------------------------------------------------------- picture helpers (Qt)
 
@@ -153,13 +153,8 @@ class ReconstructionPanel(VisualPanel):
         controls.addWidget(self.new_mask)
 
         self.image = picture_label("reconstructionImages", "Original, masked, reconstructed and pasted probe images")
-        self.plot_widget = name_control(pg.PlotWidget(), "reconstructionErrorPlot", "Masked-patch error over steps")
-        self.plot_widget.setMaximumHeight(180)
-        self.plot = self.plot_widget.getPlotItem()
-        self.plot.setTitle("masked-patch MSE (probe images, display scale)")
-        label_step_axis(self.plot)
-        self.plot.showGrid(x=True, y=True, alpha=0.15)
-        cache_axes(self.plot)
+        self._history_plot("reconstructionErrorPlot", "Masked-patch error over steps",
+                           "masked-patch MSE (probe images, display scale)", 180)
         self.curve = pg.PlotDataItem([], [], pen=pg.mkPen("#D62728", width=2), symbol="o", symbolSize=4,
                                      symbolBrush="#D62728", symbolPen=None)
         self.plot.addItem(self.curve)
