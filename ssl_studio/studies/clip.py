@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 import tomllib
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -38,7 +37,7 @@ from ssl_studio.engine.queue import RunQueue
 from ssl_studio.params import ConfigError
 from ssl_studio.presets import presets_dir
 from ssl_studio.studies.figure import font
-from ssl_studio.studies.common import set_path
+from ssl_studio.studies.common import new_study_dir, set_path
 
 DEFAULT_HELD_OUT = ("red-triangle", "blue-circle", "green-square", "yellow-star")
 METHODS = ("clip", "siglip", "supervised")
@@ -159,11 +158,7 @@ def run_clip_study(data: str = "shapes", minutes_per_run: float = 5.0, out: str 
 
         parse_held_out(held)  # a misspelt pair fails now, not after three runs
     budget = {"steps": int(steps)} if steps is not None else {"minutes": float(minutes_per_run)}
-    base = Path(out) / f"{time.strftime('%Y%m%d-%H%M%S')}-clip"
-    study_dir, n = base, 1
-    while study_dir.exists():
-        n += 1
-        study_dir = base.with_name(f"{base.name}-{n}")
+    study_dir = new_study_dir(out, "clip")
     configs = []
     for method in METHODS:
         mapping = _method_mapping(method)
@@ -173,7 +168,6 @@ def run_clip_study(data: str = "shapes", minutes_per_run: float = 5.0, out: str 
         for path, value in (overrides or {}).items():
             set_path(mapping, path, value)
         configs.append(config_from_mapping(mapping))  # bad overrides fail here, before anything trains
-    (study_dir / "runs").mkdir(parents=True)
 
     def on_event(index: int, event) -> None:
         kind = type(event).__name__

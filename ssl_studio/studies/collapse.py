@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import time
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ from ssl_studio.engine.queue import RunQueue
 from ssl_studio.params import ConfigError
 from ssl_studio.presets import PresetInfo, list_presets
 from ssl_studio.studies.figure import font as _font
-from ssl_studio.studies.common import set_path
+from ssl_studio.studies.common import new_study_dir, set_path
 
 SLOWER_MARGIN = 0.03
 FAILURES = ("representational collapse", "dimensional collapse", "slower learning", "none")
@@ -133,13 +132,7 @@ def run_collapse_study(data: str = "shapes", minutes_per_run: float = 3.0, out: 
         raise ConfigError("--minutes-per-run", f"must be > 0, got {minutes_per_run}")
     selected = collapse_pairs(pairs)
     budget = {"steps": int(steps)} if steps is not None else {"minutes": float(minutes_per_run)}
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(out) / f"{stamp}-collapse"
-    study_dir, n = base, 1
-    while study_dir.exists():
-        n += 1
-        study_dir = base.with_name(f"{base.name}-{n}")
-    (study_dir / "runs").mkdir(parents=True)
+    study_dir = new_study_dir(out, "collapse")
 
     order: list[PresetInfo] = []
     for healthy, broken in selected:

@@ -18,10 +18,10 @@ def set_path(mapping: dict[str, Any], path: str, value: Any) -> None:
 
 def new_study_dir(out: str | Path, kind: str) -> Path:
     """``out/<date>-<time>-<kind>`` (with -2, -3... if taken), created with its ``runs`` folder."""
-    study_dir = Path(out) / f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}"
-    n = 1
+    base = Path(out) / f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}"
+    study_dir, n = base, 1
     while study_dir.exists():
         n += 1
-        study_dir = study_dir.with_name(f"{study_dir.name.rsplit('-', 1)[0]}-{n}")
+        study_dir = base.with_name(f"{base.name}-{n}")
     (study_dir / "runs").mkdir(parents=True)
     return study_dir

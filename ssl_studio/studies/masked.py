@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import time
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +46,7 @@ from ssl_studio.engine.queue import RunQueue
 from ssl_studio.params import ConfigError
 from ssl_studio.presets import presets_dir
 from ssl_studio.studies.figure import font
-from ssl_studio.studies.common import set_path
+from ssl_studio.studies.common import new_study_dir, set_path
 
 METHODS = (("mae", "MAE"), ("ijepa", "I-JEPA"), ("dino-vit", "DINO (ViT)"))  # preset name, label
 IOU_IMAGES = 1000  # the whole default probe set: per-image IoU changes are noisy (SD ~0.27), so 256 images left a standard error of ~0.017
@@ -115,13 +114,7 @@ def run_masked_study(data: str = "shapes", minutes_per_run: float = 5.0, out: st
         raise ConfigError("--steps", f"must be >= 1, got {steps}")
     budget = {"steps": int(steps)} if steps is not None else {"minutes": float(minutes_per_run)}
     overrides = dict(overrides or {})
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(out) / f"{stamp}-masked"
-    study_dir, n = base, 1
-    while study_dir.exists():
-        n += 1
-        study_dir = base.with_name(f"{base.name}-{n}")
-    (study_dir / "runs").mkdir(parents=True)
+    study_dir = new_study_dir(out, "masked")
 
     configs = [_method_config(preset, data, budget, study_dir / "runs", overrides) for preset, _ in METHODS]
     rows = [MaskedRow(method=label, preset=preset, objective=cfg.objective.name) for (preset, label), cfg in zip(METHODS, configs)]

@@ -27,7 +27,6 @@ import csv
 import json
 import math
 import platform
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -41,7 +40,7 @@ from ssl_studio.engine.queue import RunQueue
 from ssl_studio.engine.runs import RunFolder
 from ssl_studio.params import ConfigError
 from ssl_studio.studies.figure import font
-from ssl_studio.studies.common import set_path
+from ssl_studio.studies.common import new_study_dir, set_path
 
 METHODS = (("causal-lm", "Causal LM"), ("masked-lm", "Masked LM"))
 STUDY_DEFAULTS = {"batch_size": 64, "probe.every": 100, "probe.visuals_every": 0, "data.resolution": 32}
@@ -111,12 +110,7 @@ def run_text_study(data: str = "text:builtin", minutes_per_run: float = 5.0, out
         raise ConfigError("--steps", f"must be >= 1, got {steps}")
     budget = {"steps": int(steps)} if steps is not None else {"minutes": float(minutes_per_run)}
     overrides = dict(overrides or {})
-    base = Path(out) / f"{time.strftime('%Y%m%d-%H%M%S')}-text"
-    study_dir, n = base, 1
-    while study_dir.exists():
-        n += 1
-        study_dir = base.with_name(f"{base.name}-{n}")
-    (study_dir / "runs").mkdir(parents=True)
+    study_dir = new_study_dir(out, "text")
     configs = [_config(objective, data, budget, study_dir / "runs", overrides) for objective, _ in METHODS]
     rows = [TextRow(method=label, objective=objective, trained=True) for objective, label in METHODS]
 
