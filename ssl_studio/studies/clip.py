@@ -37,7 +37,7 @@ from ssl_studio.engine.queue import RunQueue
 from ssl_studio.params import ConfigError
 from ssl_studio.presets import presets_dir
 from ssl_studio.studies.figure import font
-from ssl_studio.studies.common import new_study_dir, set_path
+from ssl_studio.studies.common import new_study_dir, set_path, study_budget
 
 DEFAULT_HELD_OUT = ("red-triangle", "blue-circle", "green-square", "yellow-star")
 METHODS = ("clip", "siglip", "supervised")
@@ -143,10 +143,7 @@ def run_clip_study(data: str = "shapes", minutes_per_run: float = 5.0, out: str 
     (when set) replaces ``minutes_per_run`` with a step budget, the same for every method.
     ``overrides``: dotted config paths → values applied to every run (e.g. {"data.num_images": 4000}).
     """
-    if steps is None and not minutes_per_run > 0:
-        raise ConfigError("--minutes-per-run", f"must be > 0, got {minutes_per_run}")
-    if steps is not None and steps < 1:
-        raise ConfigError("--steps", f"must be >= 1, got {steps}")
+    budget = study_budget(steps, minutes_per_run)
     log = log or (lambda line: None)
     control = control or RunControl()
     held = list(DEFAULT_HELD_OUT if held_out is None and data == "shapes" else (held_out or ()))
@@ -157,7 +154,6 @@ def run_clip_study(data: str = "shapes", minutes_per_run: float = 5.0, out: str 
         from ssl_studio.data.shapes import parse_held_out
 
         parse_held_out(held)  # a misspelt pair fails now, not after three runs
-    budget = {"steps": int(steps)} if steps is not None else {"minutes": float(minutes_per_run)}
     study_dir = new_study_dir(out, "clip")
     configs = []
     for method in METHODS:

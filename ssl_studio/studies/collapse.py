@@ -42,7 +42,7 @@ from ssl_studio.engine.queue import RunQueue
 from ssl_studio.params import ConfigError
 from ssl_studio.presets import PresetInfo, list_presets
 from ssl_studio.studies.figure import font as _font
-from ssl_studio.studies.common import new_study_dir, set_path
+from ssl_studio.studies.common import new_study_dir, set_path, study_budget
 
 SLOWER_MARGIN = 0.03
 FAILURES = ("representational collapse", "dimensional collapse", "slower learning", "none")
@@ -128,10 +128,8 @@ def run_collapse_study(data: str = "shapes", minutes_per_run: float = 3.0, out: 
     methods at equal optimisation, equal minutes at equal cost.  ``overrides``
     sets any config path for every run (``{"data.num_images": 256, "batch_size": 32}``).
     """
-    if steps is None and not minutes_per_run > 0:
-        raise ConfigError("--minutes-per-run", f"must be > 0, got {minutes_per_run}")
+    budget = study_budget(steps, minutes_per_run)
     selected = collapse_pairs(pairs)
-    budget = {"steps": int(steps)} if steps is not None else {"minutes": float(minutes_per_run)}
     study_dir = new_study_dir(out, "collapse")
 
     order: list[PresetInfo] = []

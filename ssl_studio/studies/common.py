@@ -1,10 +1,12 @@
-"""Small pieces every study shares: a setting set by its dotted path, a fresh study folder."""
+"""Small pieces every study shares: a setting set by its dotted path, the runs' budget, a fresh study folder."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 from typing import Any
+
+from ssl_studio.params import ConfigError
 
 
 def set_path(mapping: dict[str, Any], path: str, value: Any) -> None:
@@ -14,6 +16,15 @@ def set_path(mapping: dict[str, Any], path: str, value: Any) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
+
+
+def study_budget(steps: int | None, minutes_per_run: float) -> dict[str, Any]:
+    """Each run's budget: ``steps`` optimiser steps when given, else ``minutes_per_run`` minutes (both checked)."""
+    if steps is None and not minutes_per_run > 0:
+        raise ConfigError("--minutes-per-run", f"must be > 0, got {minutes_per_run}")
+    if steps is not None and steps < 1:
+        raise ConfigError("--steps", f"must be >= 1, got {steps}")
+    return {"steps": int(steps)} if steps is not None else {"minutes": float(minutes_per_run)}
 
 
 def new_study_dir(out: str | Path, kind: str) -> Path:

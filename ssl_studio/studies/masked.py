@@ -46,7 +46,7 @@ from ssl_studio.engine.queue import RunQueue
 from ssl_studio.params import ConfigError
 from ssl_studio.presets import presets_dir
 from ssl_studio.studies.figure import font
-from ssl_studio.studies.common import new_study_dir, set_path
+from ssl_studio.studies.common import new_study_dir, set_path, study_budget
 
 METHODS = (("mae", "MAE"), ("ijepa", "I-JEPA"), ("dino-vit", "DINO (ViT)"))  # preset name, label
 IOU_IMAGES = 1000  # the whole default probe set: per-image IoU changes are noisy (SD ~0.27), so 256 images left a standard error of ~0.017
@@ -108,11 +108,7 @@ def run_masked_study(data: str = "shapes", minutes_per_run: float = 5.0, out: st
     than equal cost).  ``overrides`` sets any config path for every run, e.g.
     ``{"model.width": 32, "data.num_images": 2000}``; ``model.backbone`` is always vit.
     """
-    if steps is None and not minutes_per_run > 0:
-        raise ConfigError("--minutes-per-run", f"must be > 0, got {minutes_per_run}")
-    if steps is not None and steps < 1:
-        raise ConfigError("--steps", f"must be >= 1, got {steps}")
-    budget = {"steps": int(steps)} if steps is not None else {"minutes": float(minutes_per_run)}
+    budget = study_budget(steps, minutes_per_run)
     overrides = dict(overrides or {})
     study_dir = new_study_dir(out, "masked")
 

@@ -32,7 +32,7 @@ from ssl_studio.objectives import all_objectives
 from ssl_studio.params import ConfigError
 from ssl_studio.presets import presets_dir
 from ssl_studio.studies.figure import font, score_colour
-from ssl_studio.studies.common import new_study_dir, set_path
+from ssl_studio.studies.common import new_study_dir, set_path, study_budget
 
 DEFAULT_PROTOCOLS = ("knn", "linear", "finetune", "fractions")
 
@@ -63,12 +63,10 @@ def run_protocols_study(data: str = "shapes", minutes_per_run: float = 3.0, out:
                         protocols: tuple[str, ...] = DEFAULT_PROTOCOLS, finetune_epochs: float = 3.0,
                         control: RunControl | None = None, log: Callable[[str], None] | None = None) -> Path:
     """Train every method at one budget, evaluate each by every protocol, write the study folder; returns its path."""
-    if steps is None and not minutes_per_run > 0:
-        raise ConfigError("--minutes-per-run", f"must be > 0, got {minutes_per_run}")
+    budget = study_budget(steps, minutes_per_run)
     log = log or (lambda line: None)
     control = control or RunControl()
     names = study_methods(methods)
-    budget = {"steps": int(steps)} if steps is not None else {"minutes": float(minutes_per_run)}
     study_dir = new_study_dir(out, "protocols")
     configs = []
     for name in names:

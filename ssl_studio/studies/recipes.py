@@ -31,7 +31,7 @@ from ssl_studio.objectives import all_objectives
 from ssl_studio.params import ConfigError
 from ssl_studio.presets import presets_dir
 from ssl_studio.studies.figure import font
-from ssl_studio.studies.common import new_study_dir, set_path
+from ssl_studio.studies.common import new_study_dir, set_path, study_budget
 from ssl_studio.studies.protocols import _method_mapping
 
 COLUMNS = ("init", "paper", "recipe")
@@ -63,12 +63,10 @@ def run_recipes_study(data: str = "shapes", minutes_per_run: float = 3.0, out: s
                       methods: list[str] | None = None, steps: int | None = None, *, overrides: dict[str, Any] | None = None,
                       control: RunControl | None = None, log: Callable[[str], None] | None = None) -> Path:
     """Train each method's lab recipe and paper recipe at one budget, evaluate both, write the study folder."""
-    if steps is None and not minutes_per_run > 0:
-        raise ConfigError("--minutes-per-run", f"must be > 0, got {minutes_per_run}")
+    budget = study_budget(steps, minutes_per_run)
     log = log or (lambda line: None)
     control = control or RunControl()
     names = recipe_methods(methods)
-    budget = {"steps": int(steps)} if steps is not None else {"minutes": float(minutes_per_run)}
     study_dir = new_study_dir(out, "recipes")
     jobs: list[tuple[str, str]] = []  # (method, "recipe" | "paper")
     configs = []

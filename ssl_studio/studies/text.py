@@ -40,7 +40,7 @@ from ssl_studio.engine.queue import RunQueue
 from ssl_studio.engine.runs import RunFolder
 from ssl_studio.params import ConfigError
 from ssl_studio.studies.figure import font
-from ssl_studio.studies.common import new_study_dir, set_path
+from ssl_studio.studies.common import new_study_dir, set_path, study_budget
 
 METHODS = (("causal-lm", "Causal LM"), ("masked-lm", "Masked LM"))
 STUDY_DEFAULTS = {"batch_size": 64, "probe.every": 100, "probe.visuals_every": 0, "data.resolution": 32}
@@ -104,11 +104,7 @@ def run_text_study(data: str = "text:builtin", minutes_per_run: float = 5.0, out
     """Train the causal and the masked LM from the same weights at one budget and write the study folder; returns its path."""
     if not data.startswith(("text:", "text-chars:")):
         raise ConfigError("--data", f"is {data!r}, but the text study trains on text; pass text:builtin or text:PATH")
-    if steps is None and not minutes_per_run > 0:
-        raise ConfigError("--minutes-per-run", f"must be > 0, got {minutes_per_run}")
-    if steps is not None and steps < 1:
-        raise ConfigError("--steps", f"must be >= 1, got {steps}")
-    budget = {"steps": int(steps)} if steps is not None else {"minutes": float(minutes_per_run)}
+    budget = study_budget(steps, minutes_per_run)
     overrides = dict(overrides or {})
     study_dir = new_study_dir(out, "text")
     configs = [_config(objective, data, budget, study_dir / "runs", overrides) for objective, _ in METHODS]
