@@ -19,6 +19,17 @@ from ssl_studio.objectives.losses import contrastive_accuracy, infonce_with_queu
 from ssl_studio.params import param
 
 
+class _MomentumKeys:
+    """Both MoCos' key encoder: the momentum copies of backbone and projector (the online ones under no_ema)."""
+
+    @torch.no_grad()
+    def key(self, x):
+        if self.key_backbone is None:
+            return self.project(x)
+        h = self.key_backbone(x)
+        return h if self.key_projector is None else self.key_projector(h)
+
+
 @dataclass
 class MoCoV2Params:
     """Chen, Fan, Girshick & He 2020 ("Improved Baselines with Momentum Contrastive Learning").
@@ -38,7 +49,7 @@ class MoCoV2Params:
     proj_dim: int = param(128, help="Output width of the MLP head (paper: 128).", min=2, max=4096)
 
 
-class MoCoV2(MomentumObjective):
+class MoCoV2(_MomentumKeys, MomentumObjective):
     """Query = backbone + head; key = EMA copy of both, no gradient; negatives from a queue.
 
     The loss is symmetrised (each view serves once as query and once as key), as in
@@ -79,13 +90,6 @@ class MoCoV2(MomentumObjective):
 
     def momentum_schedule(self) -> tuple[float, float]:
         return self.params.momentum, self.params.momentum  # MoCo v2 keeps one momentum throughout
-
-    @torch.no_grad()
-    def key(self, x):
-        if self.key_backbone is None:
-            return self.project(x)
-        h = self.key_backbone(x)
-        return h if self.key_projector is None else self.key_projector(h)
 
     def training_step(self, batch: Batch, progress: float) -> StepOutput:
         v = torch.cat([batch.views[0], batch.views[1]])
@@ -136,7 +140,7 @@ class MoCoV3Params:
     pred_hidden: int = param(1024, help="Hidden width of the predictor (paper: 4096).", min=8, max=8192)
 
 
-class MoCoV3(MomentumObjective):
+class MoCoV3(_MomentumKeys, MomentumObjective):
     """Query = backbone + projector + predictor; key = EMA(backbone + projector); in-batch negatives.
 
     Loss: ctr(q1, k2) + ctr(q2, k1), each InfoNCE scaled by 2τ as in the paper's
@@ -164,13 +168,6 @@ class MoCoV3(MomentumObjective):
         dim = self.build_projector(params.proj_hidden, params.proj_dim, num_layers=3, last_batch_norm=True)
         self.predictor = None if self.ablated("no_predictor") else MLPHead(dim, params.pred_hidden, dim, num_layers=2, last_batch_norm=True)
         self.build_momentum_targets(enabled=not self.ablated("no_ema"))
-
-    @torch.no_grad()
-    def key(self, x):
-        if self.key_backbone is None:
-            return self.project(x)
-        h = self.key_backbone(x)
-        return h if self.key_projector is None else self.key_projector(h)
 
     def training_step(self, batch: Batch, progress: float) -> StepOutput:
         v = torch.cat([batch.views[0], batch.views[1]])
