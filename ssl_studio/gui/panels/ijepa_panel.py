@@ -2,8 +2,8 @@
 embeddings the predictor must guess, and how close its guesses are (cosine) over the run.
 
 Fed by ``Visuals(kind="ijepa")`` (``image``, ``context_mask`` B x N, ``target_masks``
-B x T x N, ``cosine`` B x T; info ``mean_cosine``, ``shuffled_cosine``) and by the
-``pred_cosine`` metric of every ``Step`` (the training batch).  The shuffled cosine
+B x T x N, ``cosine`` B x T; info ``mean_cosine``, ``shuffled_cosine``); the training
+batch's cosine is a declared step metric, drawn by the Step metrics panel.  The shuffled cosine
 scores each prediction against *another* image's targets at the same positions: the
 gap between the two curves is what the predictor knows about this image beyond where
 the block is.
@@ -11,14 +11,13 @@ the block is.
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from ssl_studio.engine.events import Step, Visuals
+from ssl_studio.engine.events import Visuals
 from ssl_studio.gui.panels.base import GrowArray, VisualPanel, legend_brush, name_control, watch_theme
 from ssl_studio.gui.panels.reconstruction_panel import (
     _fmt,
@@ -50,8 +49,6 @@ class IJEPAPanel(VisualPanel):
         self.steps = GrowArray(64)
         self.cosine = GrowArray(64)
         self.shuffled = GrowArray(64)
-        self.train_steps = GrowArray()
-        self.train_cosine = GrowArray()
         self._build()
 
     def _build(self) -> None:
@@ -65,15 +62,12 @@ class IJEPAPanel(VisualPanel):
                            "cosine between predicted and actual target embeddings", 190)
         self.legend = self.plot.addLegend(offset=(-6, 6), labelTextSize="8pt", brush=legend_brush())
         watch_theme([self.legend])
-        self.train_curve = pg.PlotDataItem([], [], pen=pg.mkPen("#AAAAAA", width=1), name="training batch")
         self.curve = pg.PlotDataItem([], [], pen=pg.mkPen("#1F77B4", width=2), symbol="o", symbolSize=5, symbolBrush="#1F77B4",
                                      symbolPen=None, name="probe images")
         self.shuffled_curve = pg.PlotDataItem([], [], pen=pg.mkPen("#D62728", width=1.5, style=Qt.PenStyle.DashLine),
                                               name="other image's targets")
-        for item in (self.train_curve, self.curve, self.shuffled_curve):
+        for item in (self.curve, self.shuffled_curve):
             self.plot.addItem(item)
-        self.train_curve.setDownsampling(auto=True, method="peak")
-        self.train_curve.setClipToView(True)
 
         root = QVBoxLayout(self)
         root.setContentsMargins(2, 2, 2, 2)
@@ -86,26 +80,16 @@ class IJEPAPanel(VisualPanel):
     def clear(self) -> None:
         self.last = None
         self.picture = None
-        for arr in (self.steps, self.cosine, self.shuffled, self.train_steps, self.train_cosine):
+        for arr in (self.steps, self.cosine, self.shuffled):
             arr.clear()
-        for c in (self.curve, self.shuffled_curve, self.train_curve):
+        for c in (self.curve, self.shuffled_curve):
             c.setData([], [])
         self.image.clear()
         self.cosine_label.setText("cosine –")
         self.status.setText("Waiting for I-JEPA blocks…")
 
     def has_content(self) -> bool:
-        return bool(len(self.steps) or len(self.train_steps)) or self.last is not None
-
-    def on_event(self, ev: Any) -> bool:
-        if not isinstance(ev, Step):
-            return False
-        value = (ev.metrics or {}).get("pred_cosine")
-        if value is None:
-            return False
-        self.train_steps.append(ev.step)
-        self.train_cosine.append(float(value))
-        return True
+        return bool(len(self.steps)) or self.last is not None
 
     def on_visuals(self, ev: Visuals) -> bool:
         info = ev.info or {}
@@ -123,7 +107,6 @@ class IJEPAPanel(VisualPanel):
         self._draw(ev)
 
     def _draw_curve(self) -> None:
-        self.train_curve.setData(self.train_steps.view, self.train_cosine.view)
         self.curve.setData(self.steps.view, self.cosine.view)
         sh = self.shuffled.view
         ok = np.isfinite(sh)
@@ -179,7 +162,6 @@ class IJEPAPanel(VisualPanel):
     def table(self):
         header = ["step", "source", "cosine", "shuffled_cosine"]
         rows = [[int(s), "probe", float(c), float(sh)] for s, c, sh in zip(self.steps.view, self.cosine.view, self.shuffled.view)]
-        rows += [[int(s), "train", float(c), None] for s, c in zip(self.train_steps.view, self.train_cosine.view)]
         rows.sort(key=lambda r: (r[0], r[1]))
         return header, rows
 
