@@ -4,6 +4,7 @@
     ssl-studio train [flags]        train one configuration, print progress and a summary
     ssl-studio resume RUN           continue a stopped run from its last checkpoint
     ssl-studio eval RUN             evaluate a run's checkpoint (k-NN, ...)
+    ssl-studio ask RUN [RUN2] TEXT  a prompt or a [MASK] sentence answered by a causal and a masked LM run
     ssl-studio bench                throughput benchmarks, measured side by side
     ssl-studio study collapse       every healthy/broken preset pair at one budget: table and figure
 
@@ -343,6 +344,12 @@ def cmd_study(args) -> int:
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
 
 
+def cmd_ask(args) -> int:
+    from ssl_studio.cli_ask import ask
+
+    return ask(args)
+
+
 def cmd_gui(args) -> int:
     from ssl_studio.gui.app import main as gui_main
 
@@ -356,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "gui" and not hasattr(args, "runs"):
         args.runs = "runs"
     handlers = {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "bench": cmd_bench, "gui": cmd_gui, "study": cmd_study,
-                "compare": cmd_compare}
+                "compare": cmd_compare, "ask": cmd_ask}
     try:
         return handlers[command](args)
     except ConfigError as exc:  # DataError too: a data mistake is the user's to fix, from every command
