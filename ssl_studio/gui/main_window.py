@@ -15,6 +15,7 @@ chrome (menus, toolbar, status bar, settings) is ``window_chrome``, training con
 
 from __future__ import annotations
 
+import queue
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,10 @@ class MainWindow(WindowChrome, RunControl, RunFolders, QMainWindow):
             panel.requestVisuals.connect(self._on_visuals_requested)
         if self.current_imageset is not None:
             self._call_panel(panel, "set_imageset", self.current_imageset)
+        if hasattr(panel, "set_live_model_source"):  # the Text panel's Ask box
+            panel.set_live_model_source(self._live_text_model)
+        if self.current_run and hasattr(panel, "set_run"):  # it missed the run's Started event: it did not exist yet
+            self._call_panel(panel, "set_run", self.current_run)
         dock = self._dock(f"{kind}Dock", getattr(panel, "title", kind.capitalize()), panel)
         self.addDockWidget(Qt.RightDockWidgetArea, dock)
         self.tabifyDockWidget(self.embedding_dock, dock)
@@ -189,6 +194,15 @@ class MainWindow(WindowChrome, RunControl, RunFolders, QMainWindow):
         from ssl_studio.engine.zeroshot import TextScorer
 
         panel.set_scorer(TextScorer(objective))
+
+    def _live_text_model(self, run_dir: str):
+        """A queue that receives a frozen copy of the text network training in this window, between two steps (the
+        Text panel's Ask box); None when ``run_dir`` is not that run, so the box loads the run's checkpoint instead."""
+        if not (self.running and getattr(self.session, "in_process", True) and self.current_run == run_dir):
+            return None
+        reply: queue.Queue = queue.Queue(maxsize=1)
+        self.session.control.request_visuals({"kind": "text_model", "reply": reply})
+        return reply
 
     def _on_visuals_requested(self, request: dict) -> None:
         """A panel asks for new pictures from the current model (a new mask, another ratio)."""
