@@ -174,6 +174,7 @@ def config_from_args(args: argparse.Namespace):
 
 def _add_ask_parser(sub) -> None:
     p = sub.add_parser("ask", help="put a prompt, or a sentence with [MASK], to a causal-LM and a masked-LM run",
+                       usage="%(prog)s [options] RUN [RUN2] TEXT",
                        description="ssl-studio ask RUN [RUN2] TEXT: a prompt is continued by both models; a sentence with [MASK] "
                                    "gets the masked LM's fills with their probabilities and the causal LM's ranking of them. "
                                    "With one run, the newest finished run of the other text objective on the same data and "
