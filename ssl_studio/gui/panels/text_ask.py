@@ -165,10 +165,12 @@ class AskBox(QWidget):
             self.answers.clear()
             self.last_result = None
         self.run_dir = run_dir
-        self.refresh_partners()
+        self.refresh_partners(force=True)
 
-    def refresh_partners(self) -> None:
-        if not self.run_dir:
+    def refresh_partners(self, force: bool = False) -> None:
+        """Look the partner runs up again (a run of the other objective may have finished meanwhile); ``force`` even
+        while a look-up runs (a new run: the pool answers in order, so the newest run's answer comes last)."""
+        if not self.run_dir or (not force and self._partners_job is not None and not self._partners_job.done):
             return
         self._partners_job = start_job(find_partners, self.run_dir, pool=self.pool, on_returned=self._on_partners,
                                        on_errored=lambda exc: self._say(_sentence(exc)))
@@ -189,7 +191,7 @@ class AskBox(QWidget):
         best = default_partner(runs)
         keep = self.partner.findData(chosen) if chosen else -1
         self.partner.setCurrentIndex(keep if keep > 0 else self.partner.findData(str(best.path)) if best is not None else 0)
-        if self.objective and best is None and self.run_dir:
+        if self.objective and best is None and self.run_dir and self.last_result is None and not self.busy:
             self._say(no_partner_sentence(self.objective, self.source, Path(self.run_dir).parent))
 
     # -- asking -----------------------------------------------------------------------------

@@ -79,6 +79,7 @@ class TextPanel(Panel):
                 latest = ev
         if latest is not None:
             self._draw(latest)
+            self.ask_box.refresh_partners()  # at each visuals step: a partner may have finished meanwhile
 
     def _draw(self, ev: Visuals) -> None:
         self.last = ev
