@@ -127,3 +127,14 @@ def test_the_window_hands_the_live_request_to_the_training_thread_only_for_its_o
         assert isinstance(reply, queue.Queue) and Session.control.requests[0] == {"kind": "text_model", "reply": reply}
     finally:
         window.session = None
+
+
+def test_the_runs_browser_lists_text_runs_evaluated_by_perplexity(qtbot, runs):
+    from ssl_studio.gui.panels.runs_browser import RunsBrowser
+
+    causal, masked = runs
+    browser = RunsBrowser(causal.parent)  # a text run's report.json holds "perplexity" from its closing evaluation
+    qtbot.addWidget(browser)
+    assert browser.table.rowCount() == 2
+    cells = [browser.table.item(r, c).text() for r in range(2) for c in range(browser.table.columnCount()) if browser.table.item(r, c)]
+    assert any("perplexity" in text for text in cells)
