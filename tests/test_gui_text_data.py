@@ -71,3 +71,25 @@ def test_a_cancelled_dialog_keeps_the_source_and_a_config_finds_its_entry(panel,
     assert panel.data_combo.currentData() == "textfolder" and panel.data_source() == f"text:{folder}"
     panel.set_data_source(f"text:{tmp_path / 'a.txt'}")
     assert panel.data_combo.currentData() == "textfile"
+
+
+def test_a_language_model_offers_width_and_depth_of_its_own_network_and_no_backbone(panel, qtbot):
+    from ssl_studio.models.text_lm import DEFAULT_TEXT_DEPTH
+
+    panel.set_data_source("text:builtin")
+    panel._select_objective("masked-lm")
+    depth = panel.vit_spins["depth"]
+    assert not panel.backbone_combo.isVisibleTo(panel) and not panel.vit_spins["registers"].isVisibleTo(panel)
+    assert depth.isEnabled() and depth.specialValueText() == f"default ({DEFAULT_TEXT_DEPTH})"
+    depth.setValue(2)
+    assert panel.to_config().model.depth == 2
+    with qtbot.waitSignal(panel.preview.loaded, timeout=60000):
+        panel.preview.request(panel.to_config().data, panel.to_config().augment, 0)
+    assert not panel.preview.pictures.isVisibleTo(panel)  # text has no thumbnails to show
+    depth.setValue(0)
+    panel.set_data_source("shapes")
+    panel._select_objective("simclr")
+    assert panel.backbone_combo.isVisibleTo(panel) and panel.width_spin.specialValueText() == "backbone default"
+    with qtbot.waitSignal(panel.preview.loaded, timeout=60000):
+        panel.preview.request(panel.to_config().data, panel.to_config().augment, 0)
+    assert panel.preview.pictures.isVisibleTo(panel)

@@ -29,7 +29,11 @@ class TextRun:
         return self.status == "completed"
 
     def label(self) -> str:
-        return f"{self.path.name} ({self.status}, step {self.step:,})"
+        """Short enough for a narrow combo: objective, when its checkpoint was saved, status and step."""
+        import time
+
+        when = time.strftime("%m-%d %H:%M", time.localtime(self.saved))
+        return f"{self.objective} {when}, {self.status} at step {self.step:,}"
 
 
 def other_objective(objective: str) -> str:

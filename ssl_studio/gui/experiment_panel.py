@@ -412,7 +412,7 @@ class ExperimentPanel(ObjectiveSection, FormValidation, QWidget):
         model["backbone"] = self.backbone_combo.currentData()
         model["width"] = self.width_spin.value()
         for field, spin in self.vit_spins.items():
-            model[field] = spin.value() if model["backbone"] == "vit" else 0
+            model[field] = spin.value() if self.model_field_applies(field) else 0  # the ViT's, and the text Transformer's depth
         model["init_from"] = self.init_from_edit.text().strip()
         m["model"] = model
         data = dict(self.data_form.values())

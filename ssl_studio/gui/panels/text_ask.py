@@ -15,6 +15,7 @@ import queue
 from pathlib import Path
 from typing import Any, Callable
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QTextBrowser,
                                QVBoxLayout, QWidget)
 
@@ -188,6 +189,7 @@ class AskBox(QWidget):
         self.partner.addItem(f"no {other} run", None)
         for run in runs:
             self.partner.addItem(run.label(), str(run.path))
+            self.partner.setItemData(self.partner.count() - 1, str(run.path), Qt.ItemDataRole.ToolTipRole)
         best = default_partner(runs)
         keep = self.partner.findData(chosen) if chosen else -1
         self.partner.setCurrentIndex(keep if keep > 0 else self.partner.findData(str(best.path)) if best is not None else 0)

@@ -47,7 +47,8 @@ class TextPanel(Panel):
         self.splitter.addWidget(samples)
         self.splitter.addWidget(self.ask_box)
         self.splitter.setChildrenCollapsible(False)
-        self.splitter.setSizes([300, 300])
+        self.splitter.setStretchFactor(0, 2)
+        self.splitter.setStretchFactor(1, 3)  # the answers to one's own question get the larger share
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.splitter)
