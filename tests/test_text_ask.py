@@ -102,6 +102,9 @@ def test_a_sentence_with_masks_gets_fills_from_one_and_a_ranking_from_the_other(
     assert result["mode"] == "fill"
     assert len(result["masked"]["masks"]) == len(result["causal"]["masks"]) == 1
     assert len(result["masked"]["masks"][0]) == 3 and sum(p for _, p in result["masked"]["masks"][0]) <= 1
+    for key in ("masked", "causal"):  # the sentence with each model's first-ranked fill
+        best = result[key]["best"]
+        assert "[MASK]" not in best and result[key]["masks"][0][0][0] in best
     lines = answer_lines(result, {"causal": " (c)", "masked": " (m)"})
     assert any("top fills" in line and "(m)" in line for line in lines) and any("ranked" in line for line in lines)
 

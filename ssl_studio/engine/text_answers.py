@@ -268,12 +268,20 @@ def answer(text: str, causal=None, masked=None, settings: AskSettings | None = N
         return out
     fills = masked_fills(masked, ids, settings.fills) if masked is not None else None
     if masked is not None:
-        out["masked"] = {"masks": [[(_decode(tokenizer, [t]), p) for t, p in per] for per in fills]}
+        out["masked"] = {"masks": [[(_decode(tokenizer, [t]), p) for t, p in per] for per in fills],
+                         "best": _decode(tokenizer, _with_fills(ids, fills))}
     if causal is not None:
         candidates = [[t for t, _ in per] for per in fills] if fills is not None else []
         ranked = causal_ranking(causal, ids, candidates, settings.fills)
-        out["causal"] = {"masks": [[(_decode(tokenizer, [t]), s) for t, s in per] for per in ranked]}
+        out["causal"] = {"masks": [[(_decode(tokenizer, [t]), s) for t, s in per] for per in ranked],
+                         "best": _decode(tokenizer, _with_fills(ids, ranked))}
     return out
+
+
+def _with_fills(ids: list[int], ranked: list[list[tuple[int, float]]]) -> list[int]:
+    """``ids`` with each <mask> replaced by its first-ranked fill."""
+    fills = iter(per[0][0] for per in ranked)
+    return [next(fills) if t == MASK_ID else t for t in ids]
 
 
 def answer_lines(result: dict[str, Any], names: dict[str, str] | None = None) -> list[str]:
@@ -293,6 +301,7 @@ def answer_lines(result: dict[str, Any], names: dict[str, str] | None = None) ->
         if result[key] is None:
             continue
         lines.append(f"{title}{names.get(key, '')}:")
+        lines.append(f"  best: {result[key]['best'].strip()}")
         for n, per in enumerate(result[key]["masks"], 1):
             lines.append(f"  [MASK] {n}: " + ", ".join(f"{t!r} {unit.format(v)}" for t, v in per))
     return lines

@@ -99,10 +99,14 @@ def answer_html(result: dict[str, Any]) -> str:
                                      CAUSAL_COLOUR, "{:.2f}")):
         if result.get(key) is None:
             continue
-        rows = "".join(f"<tr><td>[MASK] {n}</td>" + "".join(f"<td>{e(repr(t))} {fmt.format(v)}</td>" for t, v in per) + "</tr>"
-                       for n, per in enumerate(result[key]["masks"], 1))
-        parts.append(f"<p><b style='color:{colour}'>{e(title)}</b> <small>{e(names.get(key) or '')}</small></p>"
-                     f"<table cellspacing='0' cellpadding='3'>{rows}</table>")
+        several = len(result[key]["masks"]) > 1
+        tables = []
+        for n, per in enumerate(result[key]["masks"], 1):
+            rows = "".join(f"<tr><td>{e(repr(t))}</td><td align='right'>{fmt.format(v)}</td></tr>" for t, v in per)
+            tables.append((f"<p style='margin:0'>[MASK] {n}</p>" if several else "") +
+                          f"<table cellspacing='0' cellpadding='2'>{rows}</table>")
+        parts.append(f"<p><b style='color:{colour}'>{e(title)}</b> <small>{e(names.get(key) or '')}</small><br/>"
+                     f"best: <b style='color:{colour}'>{e(result[key]['best'].strip())}</b></p>" + "".join(tables))
     return "".join(parts)
 
 
