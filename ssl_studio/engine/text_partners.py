@@ -33,7 +33,7 @@ class TextRun:
         import time
 
         when = time.strftime("%m-%d %H:%M", time.localtime(self.saved))
-        return f"{self.objective} {when}, {self.status} at step {self.step:,}"
+        return f"{self.objective}, {self.step:,} steps" + ("" if self.finished else f" ({self.status})") + f", {when}"
 
 
 def other_objective(objective: str) -> str:
