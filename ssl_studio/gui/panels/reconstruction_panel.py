@@ -267,7 +267,7 @@ class ReconstructionPanel(VisualPanel):
         for w in (self.ratio_slider, self.ratio_label, self.new_mask, self.ratio_caption):
             w.setVisible(shown)
         self.plot.setTitle("masked-patch MSE (probe images, display scale)" if shown else
-                           "reconstruction MSE (probe images, display scale)")
+                           "reconstruction MSE (probe images)")
 
     # -- export ------------------------------------------------------------------------
     def plot_scene_item(self):
