@@ -196,7 +196,9 @@ def causal_ranking(model, ids: list[int], candidates_per_mask: list[list[int]], 
 # -- one question to one or two models ---------------------------------------------------------
 
 def _decode(tokenizer, ids) -> str:
-    return tokenizer.decode(ids)
+    """Text of ``ids``; a character mask is written where it stands (the tokenizers write <mask> as " [MASK]", a word-piece's space)."""
+    text = tokenizer.decode(ids)
+    return text.replace(" [MASK]", "[MASK]") if tokenizer.kind == "chars" else text
 
 
 def _check_models(causal, masked):
