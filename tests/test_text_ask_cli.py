@@ -97,3 +97,22 @@ def test_the_start_line_of_a_text_run_counts_token_windows(tmp_path, capsys):
     assert main(["train", "--objective", "causal-lm", "--data", f"text:{text}", "--out", str(tmp_path / "runs"), *args]) == 0
     err = capsys.readouterr().err
     assert "training token windows)" in err and "training images" not in err and "windows/s" in err
+
+
+def test_a_run_without_a_checkpoint_is_refused_and_a_damaged_vocabulary_is_learned_again(runs, capsys, tmp_path):
+    import shutil
+
+    causal, _, _ = runs
+    bare = tmp_path / "bare"
+    shutil.copytree(causal, bare)
+    (bare / "checkpoints" / "last.pt").unlink()
+    assert main(["ask", str(bare), "read the file", "--alone"]) == 2
+    err = capsys.readouterr().err
+    assert "has no checkpoint" in err and err.count("\n") == 1
+    damaged = tmp_path / "damaged"
+    shutil.copytree(causal, damaged)
+    (damaged / "tokenizer.json").write_text("{not json")
+    assert main(["ask", str(damaged), "read the file", "--alone", "--temperature", "0"]) == 0  # learned from its text again
+    damaged_out = capsys.readouterr().out
+    assert main(["ask", str(causal), "read the file", "--alone", "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.replace(causal.name, "") == damaged_out.replace(damaged.name, "")  # the same answer
