@@ -125,7 +125,10 @@ def test_the_window_hands_the_live_request_to_the_training_thread_only_for_its_o
         assert window._live_text_model("runs/b") is None
         reply = window._live_text_model("runs/a")
         assert isinstance(reply, queue.Queue) and Session.control.requests[0] == {"kind": "text_model", "reply": reply}
+        window.state = "paused"  # no step to hand it over at: the checkpoint answers
+        assert window._live_text_model("runs/a") is None and len(Session.control.requests) == 1
     finally:
+        window.state = "idle"
         window.session = None
 
 

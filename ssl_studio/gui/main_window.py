@@ -198,8 +198,8 @@ class MainWindow(WindowChrome, RunControl, RunFolders, QMainWindow):
     def _live_text_model(self, run_dir: str):
         """A queue that receives a frozen copy of the text network training in this window, between two steps (the
         Text panel's Ask box); None when ``run_dir`` is not that run, so the box loads the run's checkpoint instead."""
-        if not (self.running and getattr(self.session, "in_process", True) and self.current_run == run_dir):
-            return None
+        if not (self.running and getattr(self.session, "in_process", True) and self.current_run == run_dir) or self.state == "paused":
+            return None  # a paused run takes no step to hand its network over at: its checkpoint answers
         reply: queue.Queue = queue.Queue(maxsize=1)
         self.session.control.request_visuals({"kind": "text_model", "reply": reply})
         return reply
