@@ -210,8 +210,12 @@ class AskBox(QWidget):
 
     def ask(self) -> None:
         text = self.prompt.text()
-        if not self.run_dir or not self.objective:
+        if not self.run_dir:
             self._say("No text run to ask yet: start a causal-lm or masked-lm run, or open one from the runs browser.")
+            return
+        if not self.objective:  # the run folder is still being read (or it could not be: the status says why)
+            if self._partners_job is not None and not self._partners_job.done:
+                self._say("Still reading this run's folder; ask again in a moment.")
             return
         if self.busy:
             return
