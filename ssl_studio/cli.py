@@ -4,6 +4,7 @@
     ssl-studio train [flags]        train one configuration, print progress and a summary
     ssl-studio resume RUN           continue a stopped run from its last checkpoint
     ssl-studio eval RUN             evaluate a run's checkpoint (k-NN, ...)
+    ssl-studio ask RUN [RUN2] TEXT  a prompt or a [MASK] sentence answered by a causal and a masked LM run
     ssl-studio bench                throughput benchmarks, measured side by side
     ssl-studio study collapse       every healthy/broken preset pair at one budget: table and figure
 
@@ -47,12 +48,14 @@ class ConsoleProgress:
         self.last = 0.0
         self.knn = None
         self.rank = None
+        self.rate_unit = "img/s"
 
     def __call__(self, event) -> None:
         from ssl_studio.engine import events as ev
 
         if isinstance(event, ev.Started):
-            self._line(f"{event.objective} on {event.data} ({event.num_train} training images) · {event.backbone} "
+            self.rate_unit = event.rate_unit
+            self._line(f"{event.objective} on {event.data} ({event.num_train} training {event.samples}) · {event.backbone} "
                        f"· {event.device} {event.precision}{' channels-last' if event.channels_last else ''} · batch {event.batch_size}"
                        + (f" · {event.skipped_files} unreadable files skipped" if event.skipped_files else "")
                        + (f" · {event.world_size} processes ({event.backend})" if event.world_size > 1 else ""), force=True)
@@ -75,7 +78,7 @@ class ConsoleProgress:
             knn = f" knn {self.knn:.3f}" if self.knn is not None else ""
             rank = f" rank {self.rank:.1f}" if self.rank is not None else ""
             text = (f"[{bar}] {event.progress * 100:5.1f}% step {event.step} ep {event.epoch:.1f} loss {event.loss:.4f}"
-                    f"{knn}{rank} {event.images_per_s:,.0f} img/s ETA {_fmt_time(event.eta_s)}")
+                    f"{knn}{rank} {event.images_per_s:,.0f} {self.rate_unit} ETA {_fmt_time(event.eta_s)}")
             if self.tty:
                 self.stream.write("\r" + text.ljust(110)[:150])
                 self.stream.flush()
@@ -257,7 +260,9 @@ def cmd_resume(args) -> int:
 def cmd_eval(args) -> int:
     from ssl_studio.engine.evaluate import evaluate_run, report_markdown
 
-    if args.protocols is None:
+    default = args.protocols is None
+    text_run = False
+    if default:
         from ssl_studio.engine.runs import RunFolder
 
         text_run = RunFolder(_check_run_folder(args.run), create=False).read_config().data.source.startswith(("text:", "text-chars:"))
@@ -272,7 +277,12 @@ def cmd_eval(args) -> int:
             sys.stderr.write(f"\r{name}: {fraction * 100:3.0f}%" + ("\n" if fraction >= 1 else ""))
             sys.stderr.flush()
 
-    evaluate_run(args.run, protocols, device=args.device, progress=progress, finetune_epochs=args.finetune_epochs)
+    results = evaluate_run(args.run, protocols, device=args.device, progress=progress, finetune_epochs=args.finetune_epochs,
+                           skip_unlabelled=default and text_run)
+    left_out = [p for p in protocols if p not in results]
+    if left_out:  # the default protocols of a text run without labels: perplexity alone
+        sys.stderr.write(f"ssl-studio: {' and '.join(left_out)} left out: this run's text has no labels (no class sub-folders), "
+                         "so only its perplexity was measured.\n")
     text = report_markdown(args.run)
     (Path(args.run) / "report.md").write_text(text, encoding="utf-8")
     print(text)
@@ -343,6 +353,12 @@ def cmd_study(args) -> int:
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
 
 
+def cmd_ask(args) -> int:
+    from ssl_studio.cli_ask import ask
+
+    return ask(args)
+
+
 def cmd_gui(args) -> int:
     from ssl_studio.gui.app import main as gui_main
 
@@ -356,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "gui" and not hasattr(args, "runs"):
         args.runs = "runs"
     handlers = {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "bench": cmd_bench, "gui": cmd_gui, "study": cmd_study,
-                "compare": cmd_compare}
+                "compare": cmd_compare, "ask": cmd_ask}
     try:
         return handlers[command](args)
     except ConfigError as exc:  # DataError too: a data mistake is the user's to fix, from every command

@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(text runs); default knn,linear,finetune (text runs: perplexity,knn,linear)")
     p_eval.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="where to evaluate (default auto)")
     p_eval.add_argument("--finetune-epochs", type=positive_number, default=3.0, help="fine-tuning epochs (default 3)")
+    _add_ask_parser(sub)
     p_compare = sub.add_parser("compare", help="compare evaluated runs: a table per protocol, ranks, agreement")
     p_compare.add_argument("runs", nargs="+", help="run folders (evaluated with 'ssl-studio eval')")
     p_compare.add_argument("--csv", help="also write the table as CSV to this file")
@@ -169,6 +170,23 @@ def config_from_args(args: argparse.Namespace):
     for item in args.set:
         _set_path(mapping, *split_setting(item))
     return config_from_mapping(mapping)
+
+
+def _add_ask_parser(sub) -> None:
+    p = sub.add_parser("ask", help="put a prompt, or a sentence with [MASK], to a causal-LM and a masked-LM run",
+                       usage="%(prog)s [options] RUN [RUN2] TEXT",
+                       description="ssl-studio ask RUN [RUN2] TEXT: a prompt is continued by both models; a sentence with [MASK] "
+                                   "gets the masked LM's fills with their probabilities and the causal LM's ranking of them. "
+                                   "With one run, the newest finished run of the other text objective on the same data and "
+                                   "vocabulary (next to it) answers too.")
+    p.add_argument("items", nargs="+", metavar="RUN [RUN2] TEXT", help="one or two text run folders, then the text (quote it)")
+    p.add_argument("--temperature", type=float, default=0.8, help="continuations: sampling temperature; 0 is greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=20, help="continuations: sample from this many likeliest tokens (default 20)")
+    p.add_argument("--tokens", type=int, default=16, help="continuations: how many tokens to add (default 16; fewer if the context is full)")
+    p.add_argument("--fills", type=int, default=5, help="fills listed per [MASK] (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
+    p.add_argument("--alone", action="store_true", help="ask only the runs given (no partner run of the other objective)")
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"), help="where the models run (default cpu)")
 
 
 def _add_study_parser(sub) -> None:

@@ -253,8 +253,11 @@ LABEL_FRACTIONS = (0.01, 0.1, 1.0)
 
 
 def evaluate_run(run_dir, protocols=("knn",), device: str = "auto", progress: Callable[[str, float], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None, finetune_epochs: float = 3.0) -> dict:
+                 should_stop: Callable[[], bool] | None = None, finetune_epochs: float = 3.0, skip_unlabelled: bool = False) -> dict:
     """Evaluate a run's last checkpoint by each protocol and merge the results into its report.json.
+
+    ``skip_unlabelled`` leaves out the protocols that need labels when the data has none, instead of
+    refusing (the CLI's default protocols for a text run, whose own text may come without classes).
 
     ``progress(protocol, fraction)`` reports as it goes; ``should_stop()`` returning True cancels
     (raises ``Cancelled``) without writing a partial protocol.
@@ -273,6 +276,13 @@ def evaluate_run(run_dir, protocols=("knn",), device: str = "auto", progress: Ca
     if "perplexity" in protocols and data.modality != "text":
         raise ConfigError("protocols", f"has 'perplexity', which scores text runs, but this run trained on {cfg.data.source!r}")
     needs_labels = [p for p in protocols if p not in ("zeroshot", "perplexity")]  # zero-shot falls back to retrieval on captions
+    if data.labels is None and needs_labels and skip_unlabelled and len(needs_labels) < len(protocols):
+        protocols = [p for p in protocols if p not in needs_labels]
+        needs_labels = []
+    if data.labels is None and needs_labels and data.modality == "text":
+        raise ConfigError("protocols", f"has {', '.join(needs_labels)}, which need labels, but {cfg.data.source!r} has none (its .txt "
+                                       "files are not in class sub-folders); evaluate it by perplexity, or train on a folder with one "
+                                       "sub-folder of .txt files per class")
     if data.labels is None and needs_labels and data.only_class is not None:
         raise ConfigError("data.source", f"{cfg.data.source!r} has only one class ({data.only_class}), so it cannot be evaluated by "
                                          f"{', '.join(needs_labels)}: telling classes apart needs at least 2, and every score on one "

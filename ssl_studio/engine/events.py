@@ -15,6 +15,9 @@ from typing import Any, Callable
 import numpy as np
 
 
+TEXT_BACKBONE = "text-transformer"  # Started.backbone of a text run
+
+
 @dataclass
 class Event:
     def to_record(self) -> dict[str, Any]:
@@ -62,6 +65,16 @@ class Started(Event):
     backend: str | None = None  # torch.distributed backend (gloo, nccl), None for one process
     devices: list[str] | None = None  # "host:device" of every rank, in rank order
     resumed_from_time: float | None = None  # when the checkpoint resumed from was written (epoch seconds)
+
+    @property
+    def samples(self) -> str:
+        """What a training sample is called in sentences: a token window for the text lab, an image otherwise."""
+        return "token windows" if self.backbone == TEXT_BACKBONE else "images"
+
+    @property
+    def rate_unit(self) -> str:
+        """The unit of ``Step.images_per_s`` in sentences and status bars."""
+        return "windows/s" if self.backbone == TEXT_BACKBONE else "img/s"
 
 
 @dataclass

@@ -61,4 +61,62 @@ def reconstruction_from_run(run_dir, mask_ratio: float | None, seed: int, num_im
     return Visuals(step=int(step), kind="reconstruction", arrays=arrays, info=info)
 
 
-__all__ = ["load_trained", "reconstruction_from_run"]
+TEXT_OBJECTIVES = ("causal-lm", "masked-lm")
+
+
+def read_text_run(run_dir):
+    """(run folder, config) of a causal-lm or masked-lm run; refused in one sentence for anything else."""
+    folder = RunFolder(run_dir, create=False)
+    if not folder.path.is_dir():
+        raise ConfigError("", f"Run folder {folder.path} does not exist; pass a text run's folder (under runs/ by default).")
+    if not folder.config_path.exists():
+        raise ConfigError("", f"{folder.path} is not a run folder (it has no config.toml); pass a text run's folder.")
+    cfg = folder.read_config()
+    if cfg.objective.name not in TEXT_OBJECTIVES:
+        raise ConfigError("", f"{folder.path} is a {cfg.objective.name} run on {cfg.data.source}, not a text run; "
+                              "ask a causal-lm or masked-lm run.")
+    return folder, cfg
+
+
+def load_text_model(run_dir, device: str = "cpu"):
+    """(TextTransformer in eval mode with its tokenizer, objective name) of a text run's last checkpoint.
+
+    The network is rebuilt from config.toml and the run's tokenizer.json, so the text is not read and no
+    tokenizer learned again; a run without a readable tokenizer.json learns it from its data as training did.
+    """
+    from ssl_studio.data.text import TextSet
+    from ssl_studio.engine.build import _text_backbone
+    from ssl_studio.models.text_tokenizers import tokenizer_from_json
+
+    folder, cfg = read_text_run(run_dir)
+    ckpt = folder.load_checkpoint()
+    mismatch = checkpoint_mismatch(ckpt.get("config"), cfg, folder.path)
+    if mismatch is not None:
+        raise mismatch
+    try:
+        tokenizer = tokenizer_from_json((folder.path / "tokenizer.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        data = load_data(cfg)
+        if not isinstance(data, TextSet):  # pragma: no cover - a text objective on images is refused at training
+            raise ConfigError("", f"{folder.path} did not train on text; ask a causal-lm or masked-lm run.")
+        tokenizer = data.tokenizer
+
+    class _Shape:  # what the backbone builder reads of a text set
+        resolution = cfg.data.resolution
+
+    _Shape.tokenizer = tokenizer
+    backbone = _text_backbone(cfg, _Shape)
+    prefix = "backbone."
+    state = {k[len(prefix):]: v for k, v in ckpt["objective"].items() if k.startswith(prefix)}
+    try:
+        backbone.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        changed = changed_settings(ckpt.get("config"), cfg)
+        since = f" (changed since it was saved: {'; '.join(changed[:4])})" if changed else ""
+        raise ConfigError("", f"The checkpoint of {folder.path} does not fit the model its config.toml and tokenizer.json "
+                              f"describe{since}; restore them or train a new run.") from exc
+    backbone.requires_grad_(False)
+    return backbone.to(pick_device(device)).eval(), cfg.objective.name
+
+
+__all__ = ["TEXT_OBJECTIVES", "load_text_model", "load_trained", "read_text_run", "reconstruction_from_run"]

@@ -48,6 +48,7 @@ class ObjectiveSection:
         box = self.objective_box = QGroupBox("Objective")
         box.setObjectName("objectiveGroup")
         form = QFormLayout(box)
+        self.model_form = form
         self.objective_combo = name_control(QComboBox(), "objectiveCombo", "Objective", "The self-supervised method to train.")
         model = QStandardItemModel(self.objective_combo)
         bold = QFont()
@@ -164,6 +165,7 @@ class ObjectiveSection:
         self.params_box.setTitle(f"{cls.title} settings")
         self.param_form.build(cls.Params)
         self._update_backbones(cls)
+        self._fit_model_rows(cls)
         self._recipe_backbone = self.backbone_combo.currentData()
         base_obj = self._base.get("objective", {})
         if base_obj.get("name") == cls.name:
@@ -211,8 +213,33 @@ class ObjectiveSection:
                 self.param_form.set_values({**current, **moved})
         for spin in self.vit_spins.values():  # a token sequence only the ViT has
             spin.setEnabled(backbone == "vit")
+        self._fit_model_rows(cls)
         self._show_recipe(cls)
         self._changed()
+
+    def _fit_model_rows(self, cls) -> None:
+        """The language models train the text lab's own Transformer: no backbone or registers to choose, and Width
+        and Depth size that network (their defaults said as its own); image objectives get the rows back."""
+        text = getattr(cls, "modality", "images") == "text"
+        self.model_form.setRowVisible(self.backbone_combo, not text)
+        self.model_form.setRowVisible(self.vit_spins["registers"], not text)
+        if text:
+            from ssl_studio.models.text_lm import DEFAULT_TEXT_DEPTH, DEFAULT_TEXT_WIDTH, TEXT_HEAD_DIM
+
+            self.width_spin.setSpecialValueText(f"default ({DEFAULT_TEXT_WIDTH})")
+            self.width_spin.setSingleStep(TEXT_HEAD_DIM)
+            self.vit_spins["depth"].setSpecialValueText(f"default ({DEFAULT_TEXT_DEPTH})")
+        else:
+            self.width_spin.setSpecialValueText("backbone default")
+            self.width_spin.setSingleStep(1)
+            self.vit_spins["depth"].setSpecialValueText(f"default ({DEFAULT_DEPTH})")
+        for field, spin in self.vit_spins.items():
+            spin.setEnabled(self.model_field_applies(field))
+
+    def model_field_applies(self, field: str) -> bool:
+        """Whether the ViT's ``depth`` or ``registers`` spin sizes this run's network (the form hands on 0 otherwise)."""
+        text = getattr(self.objective_class(), "modality", "images") == "text"
+        return (field == "depth" and text) or (self.backbone_combo.currentData() == "vit" and not text)
 
     def _update_backbones(self, cls) -> None:
         model = self.backbone_combo.model()

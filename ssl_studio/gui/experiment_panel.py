@@ -44,7 +44,10 @@ DATA_CHOICES = (
     ("Image folder...", "folder"),
     ("CIFAR folder...", "cifar"),
     ("Text (built in)", "text"),  # the text lab: the standard library's documentation (data/text_corpus.py)
+    ("Text file (.txt)...", "textfile"),  # text:PATH, no labels
+    ("Text folder...", "textfolder"),  # text:PATH, .txt files; sub-folders give classes
 )
+PICKED = ("folder", "cifar", "textfile", "textfolder")  # sources whose path a dialog chooses
 BUDGET_DEFAULTS = {"minutes": 5.0, "epochs": 10.0, "steps": 1000.0}
 SHOWN_TOP_LEVEL = ("batch_size", "seed", "device")
 
@@ -52,7 +55,7 @@ SHOWN_TOP_LEVEL = ("batch_size", "seed", "device")
 # Data fields that only some sources read, by source kind: the others are hidden for that source.
 DATA_FIELDS_FOR = {
     "num_images": ("shapes",), "held_out": ("shapes",), "backgrounds": ("shapes",), "fixed_background": ("shapes",),
-    "limit": ("folder", "cifar", "text"),
+    "limit": ("folder", "cifar", "text", "textfile", "textfolder"),
 }
 
 
@@ -82,7 +85,7 @@ class ExperimentPanel(ObjectiveSection, FormValidation, QWidget):
         self.title = "Experiment"
         self.objectives = all_objectives()
         self._base: dict[str, Any] = config_to_mapping(RunConfig())
-        self._data_paths: dict[str, str] = {"folder": "", "cifar": ""}
+        self._data_paths: dict[str, str] = {kind: "" for kind in PICKED}
         self._data_kind = "shapes"
         self._loading = False
         self._marked: list[QWidget] = []
@@ -285,16 +288,21 @@ class ExperimentPanel(ObjectiveSection, FormValidation, QWidget):
     # ------------------------------------------------------------------ data
     def data_source(self) -> str:
         kind = self._data_kind
+        if kind in ("textfile", "textfolder"):
+            return f"text:{self._data_paths[kind]}"
         if kind in ("folder", "cifar"):
             return f"{kind}:{self._data_paths[kind]}"
         return "text:builtin" if kind == "text" else kind
 
     def set_data_source(self, source: str) -> None:
-        """Select a source string (shapes, digits, folder:PATH, cifar:PATH) without any dialog."""
+        """Select a source string (shapes, digits, folder:PATH, cifar:PATH, text:builtin, text:PATH) without any dialog."""
         kind, _, path = source.partition(":")
         if kind not in ("shapes", "digits", "folder", "cifar", "text"):
             kind = "shapes"
-        if kind in ("folder", "cifar"):
+        if kind == "text" and path.strip() and path.strip() != "builtin":
+            kind = "textfolder" if Path(path.strip()).expanduser().is_dir() else "textfile"
+            path = path.strip()
+        if kind in PICKED:
             self._data_paths[kind] = path
         self._data_kind = kind
         self.data_combo.setCurrentIndex(self.data_combo.findData(kind))
@@ -312,18 +320,29 @@ class ExperimentPanel(ObjectiveSection, FormValidation, QWidget):
         return True
 
     def choose_folder(self, kind: str) -> bool:
-        """Ask for an image or CIFAR folder; False (and no change) when the dialog is cancelled."""
-        title = "Open image folder" if kind == "folder" else "Open CIFAR folder (cifar-10-batches-py or cifar-100-python)"
+        """Ask for an image, CIFAR or text folder, or a .txt file; False (and no change) when the dialog is cancelled."""
         start = self._data_paths.get(kind) or str(Path.home())
-        path = QFileDialog.getExistingDirectory(self, title, start)
+        if kind == "textfile":
+            path, _ = QFileDialog.getOpenFileName(self, "Open a text file (UTF-8)", start, "Text files (*.txt);;All files (*)")
+        else:
+            title = {"folder": "Open image folder", "textfolder": "Open a folder of .txt files (sub-folders give classes)"}.get(
+                kind, "Open CIFAR folder (cifar-10-batches-py or cifar-100-python)")
+            path = QFileDialog.getExistingDirectory(self, title, start)
         if not path:
             return False
-        self.set_data_source(f"{kind}:{path}")
+        if kind in ("textfile", "textfolder"):
+            self._data_paths[kind] = path
+            self._data_kind = kind
+            self.data_combo.setCurrentIndex(self.data_combo.findData(kind))
+            self._show_data_path()
+            self._changed()
+        else:
+            self.set_data_source(f"{kind}:{path}")
         return True
 
     def _on_data_activated(self, index: int) -> None:
         kind = self.data_combo.itemData(index)
-        if kind in ("folder", "cifar") and not self.choose_folder(kind):
+        if kind in PICKED and not self.choose_folder(kind):
             self.data_combo.setCurrentIndex(self.data_combo.findData(self._data_kind))  # cancelled: keep the old source
             return
         if kind in ("shapes", "digits", "text"):
@@ -333,9 +352,9 @@ class ExperimentPanel(ObjectiveSection, FormValidation, QWidget):
         kind = self._data_kind
         for field, kinds in DATA_FIELDS_FOR.items():
             self.data_form.set_row_visible(field, kind in kinds)
-        if kind in ("folder", "cifar"):
+        if kind in PICKED:
             path = self._data_paths[kind]
-            self.data_path.setText(path or "No folder chosen yet.")
+            self.data_path.setText(path or ("No file chosen yet." if kind == "textfile" else "No folder chosen yet."))
             self.data_path.setToolTip(path)
             self.data_path.show()
         else:
@@ -393,7 +412,7 @@ class ExperimentPanel(ObjectiveSection, FormValidation, QWidget):
         model["backbone"] = self.backbone_combo.currentData()
         model["width"] = self.width_spin.value()
         for field, spin in self.vit_spins.items():
-            model[field] = spin.value() if model["backbone"] == "vit" else 0
+            model[field] = spin.value() if self.model_field_applies(field) else 0  # the ViT's, and the text Transformer's depth
         model["init_from"] = self.init_from_edit.text().strip()
         m["model"] = model
         data = dict(self.data_form.values())
@@ -424,7 +443,11 @@ class ExperimentPanel(ObjectiveSection, FormValidation, QWidget):
         m = self.mapping()
         src = m["data"]["source"]
         if src.endswith(":"):
-            raise ConfigError("data.source", f"needs a folder: choose one with {'Open image folder' if src.startswith('folder') else 'Open CIFAR folder'}...")
+            kind = self._data_kind
+            what = {"folder": "a folder: choose one with Image folder...", "cifar": "a folder: choose one with CIFAR folder...",
+                    "textfile": "a .txt file: choose one with Text file (.txt)...",
+                    "textfolder": "a folder of .txt files: choose one with Text folder..."}.get(kind, "a path")
+            raise ConfigError("data.source", f"needs {what}")
         return config_from_mapping(m)
 
     def _changed(self, *_args) -> None:

@@ -15,6 +15,7 @@ chrome (menus, toolbar, status bar, settings) is ``window_chrome``, training con
 
 from __future__ import annotations
 
+import queue
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ class MainWindow(WindowChrome, RunControl, RunFolders, QMainWindow):
         self.total_steps: int | None = None
         self.current_run: str | None = None
         self.last_step: Step | None = None
+        self.rate_unit = "img/s"  # windows/s for a text run (Started.rate_unit)
         self.panel_errors: dict[str, str] = {}
         self._fed_kinds: set[str] = set()  # visual kinds the current run has sent: their docks are shown
         self._closing = False
@@ -163,6 +165,10 @@ class MainWindow(WindowChrome, RunControl, RunFolders, QMainWindow):
             panel.requestVisuals.connect(self._on_visuals_requested)
         if self.current_imageset is not None:
             self._call_panel(panel, "set_imageset", self.current_imageset)
+        if hasattr(panel, "set_live_model_source"):  # the Text panel's Ask box
+            panel.set_live_model_source(self._live_text_model)
+        if self.current_run and hasattr(panel, "set_run"):  # it missed the run's Started event: it did not exist yet
+            self._call_panel(panel, "set_run", self.current_run)
         dock = self._dock(f"{kind}Dock", getattr(panel, "title", kind.capitalize()), panel)
         self.addDockWidget(Qt.RightDockWidgetArea, dock)
         self.tabifyDockWidget(self.embedding_dock, dock)
@@ -188,6 +194,15 @@ class MainWindow(WindowChrome, RunControl, RunFolders, QMainWindow):
         from ssl_studio.engine.zeroshot import TextScorer
 
         panel.set_scorer(TextScorer(objective))
+
+    def _live_text_model(self, run_dir: str):
+        """A queue that receives a frozen copy of the text network training in this window, between two steps (the
+        Text panel's Ask box); None when ``run_dir`` is not that run, so the box loads the run's checkpoint instead."""
+        if not (self.running and getattr(self.session, "in_process", True) and self.current_run == run_dir) or self.state == "paused":
+            return None  # a paused run takes no step to hand its network over at: its checkpoint answers
+        reply: queue.Queue = queue.Queue(maxsize=1)
+        self.session.control.request_visuals({"kind": "text_model", "reply": reply})
+        return reply
 
     def _on_visuals_requested(self, request: dict) -> None:
         """A panel asks for new pictures from the current model (a new mask, another ratio)."""
@@ -255,11 +270,12 @@ class MainWindow(WindowChrome, RunControl, RunFolders, QMainWindow):
     def _on_started(self, ev: Started, live: bool) -> None:
         self.current_run = ev.run_dir
         self.total_steps = ev.total_steps
+        self.rate_unit = ev.rate_unit
         where = f"{ev.device} · {ev.precision}" + (" · channels-last" if ev.channels_last else "")
         if ev.world_size > 1:
             where += f" · {ev.world_size} processes ({ev.backend})"
         self.status_device.setText(where if live else f"replay · {where}")
-        self.status_device.setToolTip(f"{ev.objective} on {ev.data} ({ev.num_train:,} training images), {ev.backbone} "
+        self.status_device.setToolTip(f"{ev.objective} on {ev.data} ({ev.num_train:,} training {ev.samples}), {ev.backbone} "
                                       f"({ev.parameters:,} parameters), batch {ev.batch_size}")
         self.setWindowTitle(Path(ev.run_dir).name)  # Qt adds " — SSL Studio", the application's display name
         if live:
@@ -268,14 +284,14 @@ class MainWindow(WindowChrome, RunControl, RunFolders, QMainWindow):
             self._set_state("running")
             note = f"; resumed from step {ev.resumed_from_step:,}" if ev.resumed_from_step else ""
             data_notes = " ".join(ev.data_notes) or (f"{ev.skipped_files} unreadable files were skipped." if ev.skipped_files else "")
-            self.statusBar().showMessage(f"Training {ev.objective} on {ev.data} ({ev.num_train:,} images){note}. "
+            self.statusBar().showMessage(f"Training {ev.objective} on {ev.data} ({ev.num_train:,} {ev.samples}){note}. "
                                          + (f"{data_notes} " if data_notes else "") + f"Run folder: {ev.run_dir}", 12000)
 
     def _show_step(self, ev: Step) -> None:
         total = f" / {self.total_steps:,}" if self.total_steps else ""
         self.status_step.setText(f"step {ev.step:,}{total}")
         self.status_epoch.setText(f"epoch {ev.epoch:.2f}")
-        self.status_rate.setText(f"{ev.images_per_s:,.0f} img/s")
+        self.status_rate.setText(f"{ev.images_per_s:,.0f} {self.rate_unit}")
         if self.running and getattr(self.session, "cfg", None) is not None:  # the budget advice's rate for this set-up
             self.experiment.budget_advisor.record(self.session.cfg, ev.images_per_s)
         self.status_eta.setText(f"ETA {_fmt_duration(ev.eta_s)}")

@@ -121,7 +121,10 @@ class PreviewStrip(QWidget):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.setSpacing(4)
-        grid = QGridLayout()
+        self.pictures = QWidget()  # the thumbnails; hidden for text, which has none
+        self.pictures.setObjectName("previewPictures")
+        grid = QGridLayout(self.pictures)
+        grid.setContentsMargins(0, 0, 0, 0)
         grid.setSpacing(3)
         self.cells: list[list[QLabel]] = []
         for row, name in enumerate(("image", "view 1", "view 2")):
@@ -141,7 +144,7 @@ class PreviewStrip(QWidget):
                 cells.append(cell)
             self.cells.append(cells)
         grid.setColumnStretch(PREVIEW_IMAGES + 1, 1)
-        outer.addLayout(grid)
+        outer.addWidget(self.pictures)
         self.status = QLabel("")
         self.status.setObjectName("previewStatus")
         self.status.setAccessibleName("Preview status")
@@ -182,6 +185,7 @@ class PreviewStrip(QWidget):
             self._cache_key, self._cache = key, result["imageset"]
         self.last_result = result
         rows = [result["originals"], *result["views"]]
+        self.pictures.setVisible(len(rows[0]) > 0)
         for r, arrays in enumerate(rows):
             for c, cell in enumerate(self.cells[r]):
                 if c < len(arrays):

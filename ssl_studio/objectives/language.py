@@ -6,6 +6,7 @@ registry (which lists every objective class a registered module defines).
 
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar
 
 import torch
@@ -82,6 +83,17 @@ class LanguageModel(Objective):
             return {"text": self.text_answers(tokens[:TEXT_VISUAL_ROWS])}
         finally:
             self.train(was_training)
+
+    @torch.no_grad()
+    def visual_request(self, tokens: torch.Tensor, request: dict[str, Any]) -> dict[str, Any] | None:
+        """The Text panel's Ask box asks for the network itself (``{"kind": "text_model", "reply": queue}``): a frozen
+        copy is put on the queue between two steps, so questions are answered off the training thread; no pictures."""
+        if request.get("kind") == "text_model" and hasattr(request.get("reply"), "put"):
+            frozen = copy.deepcopy(self.backbone).eval()
+            frozen.requires_grad_(False)
+            request["reply"].put(frozen)
+            return {}
+        return super().visual_request(tokens, request)
 
     def _nll_at(self, inputs: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """NLL of ``targets`` at ``positions`` (one per row) of a bidirectional pass over ``inputs``."""

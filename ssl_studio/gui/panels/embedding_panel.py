@@ -89,6 +89,7 @@ class EmbeddingPanel(Panel):
         self.setObjectName("embeddingPanel")
         self.setAccessibleName("Embedding panel")
         self.step = 0
+        self.samples = "images"  # what a point is called: "token windows" for a text run (Started.samples)
         self.pca_points: np.ndarray | None = None
         self.points: np.ndarray | None = None  # what is drawn now
         self.labels: np.ndarray | None = None
@@ -234,6 +235,7 @@ class EmbeddingPanel(Panel):
                     self.clear()
                 if ev.class_names:
                     self.class_names = list(ev.class_names)
+                self.samples = ev.samples
             elif isinstance(ev, Probe) and ev.points2d is not None:
                 probe = ev  # only the newest probe in a batch is worth drawing
         if probe is not None:
@@ -325,7 +327,7 @@ class EmbeddingPanel(Panel):
             self._drawn_brush = brush
         self._update_legend()
         self._leave_room_for_legend(pts)
-        self.status.setText(f"{text} · {len(pts):,} images")
+        self.status.setText(f"{text} · {len(pts):,} {self.samples}")
         self._update_highlight()
 
     def _leave_room_for_legend(self, pts: np.ndarray) -> None:
@@ -406,7 +408,7 @@ class EmbeddingPanel(Panel):
             self.status.setText(UMAP_HINT)
             return None
         job = self.runner.start(self.method, self.features, self.features_step)
-        self.status.setText(f"Computing {METHOD_TITLES[self.method]} of {len(self.features):,} images in the background…")
+        self.status.setText(f"Computing {METHOD_TITLES[self.method]} of {len(self.features):,} {self.samples} in the background…")
         return job
 
     def _projection_done(self, method: str, points, step: int) -> None:

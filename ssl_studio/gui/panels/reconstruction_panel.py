@@ -9,6 +9,9 @@ it emits ``requestVisuals(dict)`` and whoever holds the model answers with a new
 ``Visuals(kind="reconstruction")`` event, which arrives through
 ``handle_events`` like any other.
 
+The denoising autoencoder (``objectives/dae.py``) sends the same event kind with a ``noise`` entry:
+the panel then shows noisy / reconstructed / clean and hides the mask controls, which do not apply.
+
 The request contract::
 
     {"kind": "reconstruction", "mask_ratio": float in [0, 0.95], "seed": int}
@@ -109,6 +112,8 @@ def _fmt(value: Any, digits: int = 3) -> str:
 # ----------------------------------------------------------------------------- the panel
 
 COLUMNS = ("original", "masked", "reconstruction", "pasted")
+# The denoising autoencoder's payload (its info has "noise"): which arrays, under which headers, in which order.
+DAE_COLUMNS = (("masked", "noisy"), ("reconstruction", "reconstructed"), ("original", "clean"))
 MAX_IMAGES = 16
 IMAGES_PER_ROW = 2  # two (original | masked | reconstruction | pasted) groups side by side
 
@@ -147,7 +152,8 @@ class ReconstructionPanel(VisualPanel):
         self.new_mask.clicked.connect(self._on_new_mask)
 
         controls = QHBoxLayout()
-        controls.addWidget(QLabel("mask ratio"))
+        self.ratio_caption = QLabel("mask ratio")
+        controls.addWidget(self.ratio_caption)
         controls.addWidget(self.ratio_slider, 1)
         controls.addWidget(self.ratio_label)
         controls.addWidget(self.new_mask)
@@ -214,15 +220,25 @@ class ReconstructionPanel(VisualPanel):
     def show_visuals(self, ev: Visuals) -> None:
         self._draw(ev)
 
+    @staticmethod
+    def columns(info: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(array keys, column headers): MAE's four columns, or the denoising AE's noisy / reconstructed / clean."""
+        if "noise" in info:
+            return tuple(k for k, _ in DAE_COLUMNS), tuple(h for _, h in DAE_COLUMNS)
+        return COLUMNS, COLUMNS
+
     def _draw(self, ev: Visuals) -> None:
         a = ev.arrays
-        if not all(k in a for k in COLUMNS):
+        info = ev.info or {}
+        keys, titles = self.columns(info)
+        if not all(k in a for k in keys):
             return
         self.last = ev
-        n = min(MAX_IMAGES, len(a["original"]))
+        self._show_mask_controls("noise" not in info)
+        n = min(MAX_IMAGES, len(a[keys[0]]))
         groups = []
         for i in range(n):
-            groups.append([upscale(to_hwc_uint8(a[k][i])) for k in COLUMNS])
+            groups.append([upscale(to_hwc_uint8(a[k][i])) for k in keys])
         rows, headers = [], []
         for start in range(0, n, IMAGES_PER_ROW):
             row: list[np.ndarray] = []
@@ -233,14 +249,25 @@ class ReconstructionPanel(VisualPanel):
             rows.append(row)
         if rows:
             xs = [x for x, t in zip(tile_positions(rows[0]), rows[0]) if t.shape[1] > GAP * 2]
-            headers = [(x + 2, COLUMNS[k % len(COLUMNS)]) for k, x in enumerate(xs)]
+            headers = [(x + 2, titles[k % len(titles)]) for k, x in enumerate(xs)]
         self.picture = _montage_ragged(rows)
         self.image.setPixmap(array_to_pixmap(self.picture, headers))
-        info = ev.info or {}
         what = "requested view" if info.get("requested") else "probe images"
+        if "noise" in info:
+            self.status.setText(f"Step {ev.step}, probe images: {_noise_words(info)}; reconstruction MSE against the clean images "
+                                f"{_fmt(info.get('masked_mse'), 4)}.")
+            self.curve.setData(self.steps.view, self.mse.view)
+            return
         self.status.setText(f"Step {ev.step}, {what}: {_fmt(100 * float(info.get('mask_ratio', float('nan'))), 0)} % of patches hidden "
                             f"(seed {info.get('seed', 0)}), masked-patch MSE {_fmt(info.get('masked_mse'), 4)}.")
         self.curve.setData(self.steps.view, self.mse.view)
+
+    def _show_mask_controls(self, shown: bool) -> None:
+        """MAE's mask-ratio slider and New mask button; the denoising AE has no mask to change, so they hide."""
+        for w in (self.ratio_slider, self.ratio_label, self.new_mask, self.ratio_caption):
+            w.setVisible(shown)
+        self.plot.setTitle("masked-patch MSE (probe images, display scale)" if shown else
+                           "reconstruction MSE (probe images)")
 
     # -- export ------------------------------------------------------------------------
     def plot_scene_item(self):
@@ -249,6 +276,13 @@ class ReconstructionPanel(VisualPanel):
     def table(self):
         header = ["step", "mask_ratio", "seed", "masked_mse", "requested"]
         return header, [list(r) for r in self.history]
+
+
+def _noise_words(info: dict[str, Any]) -> str:
+    strength = info.get("mask_ratio", float("nan"))
+    if info.get("noise") == "masking":
+        return f"masking noise on {_fmt(100 * float(strength), 0)} % of pixels"
+    return f"Gaussian noise of {_fmt(float(strength), 2)} × the data's std"
 
 
 def _montage_ragged(rows: list[list[np.ndarray]], gap: int = GAP) -> np.ndarray:

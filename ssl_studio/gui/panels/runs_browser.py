@@ -44,7 +44,8 @@ STATUS_COLOURS = {"completed": "#2E7D32", "running": "#1565C0", "stopped": "#757
                   "interrupted": "#E65100"}
 INTERRUPTED_TIP = "No process is training this run any more (it was killed, or its machine went down): Resume goes on from its last checkpoint."
 # report.json sections -> the runs table's Evaluated column
-EVALUATED_SHORT = {"knn": "k-NN", "linear": "linear", "finetune": "fine-tune", "fractions": "fractions", "zeroshot": "zero-shot"}
+EVALUATED_SHORT = {"knn": "k-NN", "linear": "linear", "finetune": "fine-tune", "fractions": "fractions", "zeroshot": "zero-shot",
+                   "baselines": "baselines", "perplexity": "perplexity"}
 
 
 class _SortItem(QTableWidgetItem):
@@ -336,7 +337,7 @@ class RunsBrowser(RunEvaluation, ComparisonViews, QWidget):
         for r, t in enumerate(runs):
             started = time.strftime("%Y-%m-%d %H:%M", time.localtime(t.started)) if t.started else ""
             evaluated = t.evaluated_protocols()
-            evaluated_text = "evaluating…" if t.path == self._job_path else ", ".join(EVALUATED_SHORT[p] for p in evaluated)
+            evaluated_text = "evaluating…" if t.path == self._job_path else ", ".join(EVALUATED_SHORT.get(p, p) for p in evaluated)
             cells = [
                 (t.name, t.name), (t.objective, t.objective), (t.data, t.data), (t.status, t.status),
                 (str(t.step), t.step),
