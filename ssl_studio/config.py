@@ -22,6 +22,7 @@ from ssl_studio.models import BACKBONES
 from ssl_studio.objectives import all_objectives, get_objective
 from ssl_studio.objectives.base import ENGINE_ABLATIONS
 from ssl_studio.params import ConfigError, from_mapping, param, short_repr, to_mapping, validate
+from ssl_studio.regular_file import read_regular, special_kind
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
 SCHEDULES = ("cosine", "constant")
@@ -312,10 +313,13 @@ def read_toml(path: str | Path, field: str = "") -> dict[str, Any]:
     what = "Config file" if not field else "file"
     if path.is_dir():
         raise ConfigError(field, f"{what} {path} is a folder; pass the path of a .toml file.")
+    special = special_kind(path)
+    if special is not None:
+        raise ConfigError(field, f"{what} {path} is {special}, not a file; pass the path of a .toml file.")
     if not path.is_file():
         raise ConfigError(field, f"{what} {path} does not exist; pass the path of a .toml file.")
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path)
     except OSError as exc:
         raise ConfigError(field, f"{what} {path} cannot be read ({exc.strerror or exc}); check its permissions.") from None
     try:

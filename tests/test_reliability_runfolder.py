@@ -135,3 +135,87 @@ def test_a_second_process_cannot_train_a_held_run(made_run, tmp_path):
         lock.release()
     assert result.status == "failed" and "being trained by another process" in result.message and str(run) in result.message
     assert (run / "checkpoints" / "last.pt").read_bytes() == (made_run / "checkpoints" / "last.pt").read_bytes()
+
+
+# -- issue 22, second pass: what stands under a file's name may not be a file at all ---------------------------------
+
+def finishes_within(seconds: float, fn):
+    """``fn()``'s result, failing (not hanging the suite) if it has not returned within ``seconds``: a read of a
+    named pipe waits for a writer forever, and one of /dev/zero never ends."""
+    box: dict = {}
+
+    def call():
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"still reading after {seconds} s"
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def put_special(path, what: str) -> None:
+    """A named pipe, or a link to /dev/zero, in place of ``path`` (a file of the run, or every snapshot)."""
+    import os
+
+    targets = sorted(path.glob("*.npz")) if path.is_dir() else [path]
+    for target in targets:
+        target.unlink()
+        os.mkfifo(target) if what == "fifo" else os.symlink("/dev/zero", target)
+
+
+@pytest.mark.parametrize("what", ["fifo", "dev-zero"])
+@pytest.mark.parametrize("name", list(FILES))
+def test_a_pipe_or_device_in_place_of_a_file_is_listed_without_waiting(made_run, tmp_path, name, what):
+    """The runs browser (and so the window) once waited forever on a named pipe called metrics.jsonl, config.toml or
+    report.json, and read /dev/zero until memory ran out; now the run is listed with one sentence naming the file."""
+    run = copy_run(made_run, tmp_path, "run")
+    put_special(run / name, what)
+    (summary,) = finishes_within(20, lambda: list_runs(tmp_path))
+    assert summary.problem is not None and FILES[name] in summary.problem and one_sentence(summary.problem), summary.problem
+    if name != "snapshots":
+        assert ("named pipe" if what == "fifo" else "a device") in summary.problem
+    events, _ = finishes_within(20, lambda: replay_events(run))
+    assert (len(events) == 0) == (name == "metrics.jsonl")
+
+
+@pytest.mark.parametrize("what", ["fifo", "dev-zero", "link-out"])
+def test_records_are_never_appended_through_a_pipe_a_device_or_a_link(tmp_path, what):
+    """A resumed run in such a folder would have blocked (a pipe), lost its records (a device), or appended them to
+    whatever file the link names; now the write is refused in one sentence and the other file is untouched."""
+    import os
+
+    from ssl_studio.engine.run_writes import RunWriteError
+
+    folder = RunFolder(tmp_path / "run")
+    victim = tmp_path / "someone-elses.txt"
+    victim.write_text("keep me", encoding="utf-8")
+    {"fifo": lambda p: os.mkfifo(p), "dev-zero": lambda p: os.symlink("/dev/zero", p),
+     "link-out": lambda p: os.symlink(victim, p)}[what](folder.metrics_path)
+    with pytest.raises(RunWriteError) as caught:
+        finishes_within(20, lambda: folder.append({"event": "step", "step": 1}))
+    assert "metrics.jsonl" in caught.value.message and "not a file" in caught.value.message
+    assert one_sentence(caught.value.message) and victim.read_text(encoding="utf-8") == "keep me"
+
+
+@pytest.mark.parametrize("what", ["fifo", "link-out"])
+def test_a_stale_temporary_file_is_never_written_through(tmp_path, what):
+    """A checkpoint's leftover ``last.pt.tmp`` that is a link (or a pipe) once made the next save overwrite the file
+    it names (or wait forever); the save now replaces it."""
+    import os
+
+    import torch
+
+    folder = RunFolder(tmp_path / "run")
+    victim = tmp_path / "someone-elses.txt"
+    victim.write_text("keep me", encoding="utf-8")
+    tmp = folder.checkpoint_path.with_suffix(".pt.tmp")
+    os.mkfifo(tmp) if what == "fifo" else os.symlink(victim, tmp)
+    finishes_within(20, lambda: folder.save_checkpoint({"step": 1, "objective": {"w": torch.ones(2)}}))
+    assert victim.read_text(encoding="utf-8") == "keep me" and not os.path.lexists(tmp)
+    assert torch.load(folder.checkpoint_path, weights_only=True)["step"] == 1

@@ -16,21 +16,28 @@ import tomllib
 from pathlib import Path
 from typing import Iterable
 
+from ssl_studio.regular_file import open_regular, read_regular, special_kind
+
 ZIP_MAGIC = b"PK\x03\x04"
 ZIP_END = b"PK\x05\x06"
 ZIP_END_MIN = 22  # an end-of-central-directory record without a comment
 
 
 def _kind(path: Path) -> str | None:
-    """'missing', 'folder', 'unreadable' or None (a plain file)."""
+    """'missing', 'unreadable', what stands there when it is not a file ("a folder", "a named pipe (FIFO)",
+    "a device", ...), or None (a regular file)."""
     try:
         if not path.exists():
             return "missing"
         if not path.is_file():
-            return "folder"
+            return special_kind(path) or "not a regular file"
     except OSError:
         return "unreadable"
     return None
+
+
+def _not_a_file(kind: str) -> str:
+    return f"is {kind}, not a file"
 
 
 def zip_problem(path: Path) -> str | None:
@@ -38,13 +45,13 @@ def zip_problem(path: Path) -> str | None:
     kind = _kind(path)
     if kind == "missing":
         return "is missing"
-    if kind == "folder":
-        return "is a folder, not a file"
+    if kind not in (None, "unreadable"):
+        return _not_a_file(kind)
     try:
         size = path.stat().st_size
         if size == 0:
             return "is empty"
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             head = fh.read(4)
             if head != ZIP_MAGIC:
                 return "is damaged (zeroed or garbage)" if size >= ZIP_END_MIN else "is cut off"
@@ -64,10 +71,10 @@ def config_problem(run_dir: Path) -> str | None:
     kind = _kind(path)
     if kind == "missing":
         return "config.toml is missing, so the run cannot be re-run, resumed or evaluated"
-    if kind == "folder":
-        return "config.toml is a folder, not a file, so the run cannot be re-run, resumed or evaluated"
+    if kind not in (None, "unreadable"):
+        return f"config.toml {_not_a_file(kind)}, so the run cannot be re-run, resumed or evaluated"
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path)
     except OSError as exc:
         return f"config.toml cannot be read ({exc.strerror or type(exc).__name__})"
     if not raw.strip(b"\x00 \t\r\n"):
@@ -102,10 +109,10 @@ def report_problem(run_dir: Path) -> str | None:
     kind = _kind(path)
     if kind == "missing":
         return None  # not evaluated yet: nothing wrong
-    if kind == "folder":
-        return "report.json is a folder, not a file, so evaluation results cannot be shown or saved"
+    if kind not in (None, "unreadable"):
+        return f"report.json {_not_a_file(kind)}, so evaluation results cannot be shown or saved"
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path)
     except OSError as exc:
         return f"report.json cannot be read ({exc.strerror or type(exc).__name__})"
     try:
@@ -149,8 +156,8 @@ def metrics_problem(run_dir: Path, records: int, skipped: int, tail: int, live: 
     kind = _kind(path)
     if kind == "missing":
         return "metrics.jsonl is missing, so there are no curves to show"
-    if kind == "folder":
-        return "metrics.jsonl is a folder, not a file, so there are no curves to show"
+    if kind not in (None, "unreadable"):
+        return f"metrics.jsonl {_not_a_file(kind)}, so there are no curves to show"
     if kind == "unreadable":
         return "metrics.jsonl cannot be read"
     if live:

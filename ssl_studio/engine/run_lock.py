@@ -19,6 +19,8 @@ import socket
 import time
 from pathlib import Path
 
+from ssl_studio.regular_file import open_regular, read_regular
+
 try:
     import fcntl
 except ImportError:  # Windows
@@ -100,7 +102,7 @@ def heartbeat_fresh(path: Path) -> bool:
 
 def _mode(path: Path) -> str:
     try:
-        return str(json.loads(path.read_text(encoding="utf-8")).get("mode", "flock"))
+        return str(json.loads(read_regular(path).decode("utf-8")).get("mode", "flock"))
     except (OSError, ValueError, AttributeError):
         return "flock"
 
@@ -117,7 +119,7 @@ def run_is_live(run_dir: str | Path) -> bool:
     if fcntl is None or _mode(path) == "heartbeat":
         return heartbeat_fresh(path)
     try:
-        fh = open(path, "rb")
+        fh = open_regular(path)
     except OSError:
         return heartbeat_fresh(path)
     try:

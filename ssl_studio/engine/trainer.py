@@ -24,6 +24,7 @@ from ssl_studio.config import RunConfig, changed_settings, checkpoint_mismatch, 
 from ssl_studio.data import ImageSet
 from ssl_studio.engine import diagnostics, distributed
 from ssl_studio.engine.build import build_objective, build_views, effective_batch_size, load_data, resolved_optim
+from ssl_studio.engine.checkpoint_file import unfitting
 from ssl_studio.engine.control import RunControl
 from ssl_studio.engine.device import autocast, pick_channels_last, pick_device, pick_precision
 from ssl_studio.engine.device_data import DeviceImages
@@ -310,16 +311,22 @@ class Trainer:
             since = f" (changed since it was saved: {'; '.join(changed[:4])})" if changed else ""
             raise ConfigError("", f"The checkpoint of {self.requested_dir} does not fit the run its config.toml describes{since}; "
                                   "restore config.toml or start a new run.") from exc
-        self.sampler.load_state(ckpt["sampler"])
-        # Per-rank draws: this rank's own state when the checkpoint has one (same or more processes before),
-        # else the fresh per-rank seed (the augmentations then differ from an uninterrupted run).
-        rank = self.world.rank
-        views, rngs = ckpt.get("view_generators", [ckpt["view_generator"]]), ckpt.get("torch_rngs", [ckpt["torch_rng"]])
-        if rank < len(views):
-            self.view_generator.set_state(views[rank])
-            torch.set_rng_state(rngs[rank])
-        if "draw_generator" in ckpt:
-            self.objective.draw_generator.set_state(ckpt["draw_generator"])
+        # read_checkpoint checked the types; a size that does not fit (a generator state of another length, an image
+        # order over other images) is a damaged checkpoint or changed data settings: refused before anything is written
+        try:
+            self.sampler.load_state(ckpt["sampler"])
+            # Per-rank draws: this rank's own state when the checkpoint has one (same or more processes before),
+            # else the fresh per-rank seed (the augmentations then differ from an uninterrupted run).
+            rank = self.world.rank
+            views, rngs = ckpt.get("view_generators", [ckpt["view_generator"]]), ckpt.get("torch_rngs", [ckpt["torch_rng"]])
+            if rank < len(views):
+                self.view_generator.set_state(views[rank])
+                torch.set_rng_state(rngs[rank])
+            if "draw_generator" in ckpt:
+                self.objective.draw_generator.set_state(ckpt["draw_generator"])
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError):
+            raise unfitting(RunFolder(self.requested_dir, create=False).checkpoint_path,
+                            "sampler or random-generator state") from None
         self.step = ckpt["step"]
         self.elapsed = ckpt["elapsed"]
 
