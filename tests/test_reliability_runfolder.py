@@ -219,3 +219,25 @@ def test_a_stale_temporary_file_is_never_written_through(tmp_path, what):
     finishes_within(20, lambda: folder.save_checkpoint({"step": 1, "objective": {"w": torch.ones(2)}}))
     assert victim.read_text(encoding="utf-8") == "keep me" and not os.path.lexists(tmp)
     assert torch.load(folder.checkpoint_path, weights_only=True)["step"] == 1
+
+
+@pytest.mark.parametrize("what", ["folder", "fifo", "link-out"])
+def test_a_lock_that_is_not_a_file_refuses_the_resume_and_changes_nothing(made_run, tmp_path, what):
+    """A ``.lock`` folder once ended the resume as a failed run (exit 1) and recorded the completed run as failed; a
+    ``.lock`` link made the lock write its JSON into the file it names."""
+    import os
+
+    run = copy_run(made_run, tmp_path, "run")
+    victim = tmp_path / "someone-elses.txt"
+    victim.write_text("keep me", encoding="utf-8")
+    lock = run / ".lock"
+    if lock.exists():
+        lock.unlink()
+    {"folder": lambda p: p.mkdir(), "fifo": lambda p: os.mkfifo(p), "link-out": lambda p: os.symlink(victim, p)}[what](lock)
+    metrics = (run / "metrics.jsonl").read_bytes()
+    result = finishes_within(60, lambda: Trainer(RunFolder(run, create=False).read_config(), run_dir=run, resume=True).run())
+    assert result.status == "failed" and str(lock) in result.message and "not a file" in result.message, result.message
+    assert one_sentence(result.message)
+    assert (run / "metrics.jsonl").read_bytes() == metrics and victim.read_text(encoding="utf-8") == "keep me"
+    assert summarize_run(run).status == "completed"
+    assert not run_is_live(run)

@@ -52,6 +52,9 @@ def describe_write_error(exc: OSError, file: str | Path, run_dir: str | Path, re
         free = "free space unknown" if mb is None else f"{mb:.1f} MB free" if mb < 10 else f"{mb:,.0f} MB free"
         quota = " (or your quota on it is used up)" if code != errno.ENOSPC else ""
         return f"The disk holding {run} is full{quota} ({free}), so {file} could not be written; free space, {then}."
+    if code == errno.EFBIG:
+        return (f"{file} is larger than this process may write (ulimit -f) or the disk holding {run} allows; raise the limit, "
+                f"{then}.")
     if code == errno.EROFS:
         return f"The disk holding {run} is read-only, so {file} could not be written; make it writable, {then}."
     if code in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):

@@ -38,6 +38,7 @@ from ssl_studio.engine.sampler import EpochSampler
 from ssl_studio.engine.step_values import StepValues
 from ssl_studio.objectives import Batch
 from ssl_studio.params import ConfigError
+from ssl_studio.regular_file import NotRegularFile
 
 DEFAULT_MINUTES = 5.0
 # A run killed at any moment loses at most this much training; one checkpoint costs well under 2 % of it
@@ -296,6 +297,9 @@ class Trainer:
         except RunBusyError:
             raise ConfigError("RUN", f"{self.folder.path} is being trained by another process right now; wait for it to "
                                      "end (or stop it), then try again") from None
+        except NotRegularFile as exc:  # a damaged folder, not a failed run: refused, nothing written
+            raise ConfigError("", f"{lock.path} {exc.strerror}, so this process cannot mark the run as its own; move it "
+                                  "away, then try again.") from None
         except OSError as exc:
             raise RunWriteError(describe_write_error(exc, lock.path.name, self.folder.path, self.folder.has_checkpoint()),
                                 lock.path, exc.errno) from None
