@@ -241,3 +241,20 @@ def test_a_lock_that_is_not_a_file_refuses_the_resume_and_changes_nothing(made_r
     assert (run / "metrics.jsonl").read_bytes() == metrics and victim.read_text(encoding="utf-8") == "keep me"
     assert summarize_run(run).status == "completed"
     assert not run_is_live(run)
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_a_report_holding_nan_or_infinity_is_damaged_not_ranked(made_run, tmp_path, capsys, number):
+    """``compare`` once ranked a hand-edited ``"k20": NaN`` (or 1e400, read as inf) first; the lab's writers store
+    NaN as null, so such a report is named as damaged and its numbers are never shown as results."""
+    from ssl_studio.cli import main
+    from ssl_studio.engine.run_model import RunModel
+
+    run = copy_run(made_run, tmp_path, "run")
+    (run / "report.json").write_text('{"knn": {"k20": %s, "k5": 0.5}}' % number, encoding="utf-8")
+    (summary,) = list_runs(tmp_path)
+    assert "report.json is damaged" in summary.problem and one_sentence(summary.problem), summary.problem
+    assert RunModel(run).report() == {}
+    code = main(["compare", str(run)])
+    out = capsys.readouterr()
+    assert code == 2 and "nan" not in out.out.lower() and "inf" not in out.out.lower(), out

@@ -12,6 +12,7 @@ text files.  Nothing here raises for a damaged file.
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Iterable
@@ -21,6 +22,23 @@ from ssl_studio.regular_file import open_regular, read_regular, special_kind
 ZIP_MAGIC = b"PK\x03\x04"
 ZIP_END = b"PK\x05\x06"
 ZIP_END_MIN = 22  # an end-of-central-directory record without a comment
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def loads_finite(raw: bytes) -> object:
+    """JSON as the lab writes it: UTF-8, and every number finite (its writers store NaN as null), so a NaN or 1e400
+    that a hand edit or another tool put in a report is refused (``ValueError``), never ranked as a result."""
+    return json.loads(raw.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite)
 
 
 def _kind(path: Path) -> str | None:
@@ -116,9 +134,9 @@ def report_problem(run_dir: Path) -> str | None:
     except OSError as exc:
         return f"report.json cannot be read ({exc.strerror or type(exc).__name__})"
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return "report.json is damaged (not valid JSON); evaluate the run again to rewrite it"
+        data = loads_finite(raw)
+    except ValueError:  # not UTF-8, not JSON, or a number that is NaN or infinite
+        return "report.json is damaged (not valid JSON, or a result that is NaN or infinite); evaluate the run again to rewrite it"
     if not isinstance(data, dict):
         return "report.json does not hold evaluation results; evaluate the run again to rewrite it"
     return None

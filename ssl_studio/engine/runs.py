@@ -33,6 +33,7 @@ import torch
 
 from ssl_studio.config import RunConfig, load_config, save_config
 from ssl_studio.engine.events import Event, Failed, Finished, Probe, Visuals
+from ssl_studio.engine.run_health import loads_finite
 from ssl_studio.engine.run_writes import RunWriteError, atomic_write, describe_write_error, remove_quietly
 from ssl_studio.regular_file import NotRegularFile, kind_of, open_regular, read_regular, special_kind
 
@@ -264,8 +265,8 @@ class RunFolder:
     def read_report(self) -> dict[str, Any]:
         """report.json's sections; {} when it is missing or damaged (a new evaluation rewrites it whole)."""
         try:
-            data = json.loads(read_regular(self.report_path).decode("utf-8"))
-        except (OSError, ValueError):  # missing, a folder, a named pipe or device, not UTF-8, not JSON
+            data = loads_finite(read_regular(self.report_path))
+        except (OSError, ValueError):  # missing, a folder, a named pipe or device, not UTF-8, not JSON, NaN or infinite
             return {}
         return data if isinstance(data, dict) else {}
 
