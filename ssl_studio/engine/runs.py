@@ -18,7 +18,6 @@ half-written file in place of a good one and turn a failed write into a ``RunWri
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import os
@@ -90,6 +89,24 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return _json_safe(value.item() if value.numel() == 1 else value.tolist())
     return value
+
+
+class _KeepWriteError:
+    """A binary file's ``write`` that remembers the ``OSError`` it raised (torch.save reports only its own)."""
+
+    def __init__(self, fh):
+        self.fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
 
 
 class RunFolder:
@@ -238,14 +255,19 @@ class RunFolder:
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Atomic: a crash or a full disk mid-write leaves the previous checkpoint intact and no temporary file.
 
-        Serialised in memory first, so that a failed write is the file system's ``OSError``
-        (torch's own writer reports a full disk as a bare RuntimeError), and synced before
-        the rename, so that a power cut cannot leave an empty ``last.pt`` behind.
+        Serialised straight into the temporary file (an in-memory copy first doubled the cost),
+        through a writer that keeps the file system's ``OSError``: torch wraps it in a bare
+        RuntimeError, and the sentence for a full disk needs its errno.  Synced before the
+        rename, so that a power cut cannot leave an empty ``last.pt`` behind.
         """
         def write(fh) -> None:
-            buffer = io.BytesIO()
-            torch.save(state, buffer)
-            fh.write(buffer.getbuffer())
+            out = _KeepWriteError(fh)
+            try:
+                torch.save(state, out)
+            except RuntimeError:
+                if out.error is not None:
+                    raise out.error from None
+                raise
 
         atomic_write(self.checkpoint_path, write, self.path, self.has_checkpoint, tmp=self.checkpoint_path.with_suffix(".pt.tmp"),
                      sync=True)

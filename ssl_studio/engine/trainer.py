@@ -24,7 +24,7 @@ from ssl_studio.config import RunConfig, changed_settings, checkpoint_mismatch, 
 from ssl_studio.data import ImageSet
 from ssl_studio.engine import diagnostics, distributed
 from ssl_studio.engine.build import build_objective, build_views, effective_batch_size, load_data, resolved_optim
-from ssl_studio.engine.checkpoint_file import unfitting
+from ssl_studio.engine.checkpoint_file import all_finite, unfitting
 from ssl_studio.engine.control import RunControl
 from ssl_studio.engine.device import autocast, pick_channels_last, pick_device, pick_precision
 from ssl_studio.engine.device_data import DeviceImages
@@ -335,9 +335,7 @@ class Trainer:
         self.elapsed = ckpt["elapsed"]
 
     def _checkpoint(self) -> None:
-        state = [v for v in self.objective.state_dict().values() if v.is_floating_point()]  # weights and buffers (BN statistics)
-        finite = torch.stack([torch.isfinite(v).all() for v in state]).all() if state else torch.tensor(True)
-        if not bool(finite):  # a finite loss can still take a step to inf weights: never save those over the last good ones
+        if not all_finite(self.objective.state_dict().values()):  # weights and buffers (BN statistics)  # a finite loss can still take a step to inf weights: never save those over the last good ones
             raise Diverged(f"The weights became infinite or NaN by step {self.step}; lower optim.lr (now {self.peak_lr:.3g} at this "
                            "batch size) or set optim.grad_clip, then start again (the last good checkpoint is kept).")
         views, rngs = distributed.gather_states(self.view_generator.get_state()), distributed.gather_states(torch.get_rng_state())
