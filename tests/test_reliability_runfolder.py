@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from run_damage import DAMAGES, FILES, copy_run, damage, made_run, tiny_config  # noqa: F401 - made_run is a fixture
+from run_damage import DAMAGES, FILES, SPECIALS, copy_run, damage, made_run, put_special, tiny_config  # noqa: F401 - made_run is a fixture
 from ssl_studio.engine.run_lock import RunLock, run_is_live
 from ssl_studio.engine.run_model import list_runs, summarize_run
 from ssl_studio.engine.runs import RunFolder, new_run_dir, read_metrics, record_to_event, replay_events, scan_metrics
@@ -159,17 +159,7 @@ def finishes_within(seconds: float, fn):
     return box["result"]
 
 
-def put_special(path, what: str) -> None:
-    """A named pipe, or a link to /dev/zero, in place of ``path`` (a file of the run, or every snapshot)."""
-    import os
-
-    targets = sorted(path.glob("*.npz")) if path.is_dir() else [path]
-    for target in targets:
-        target.unlink()
-        os.mkfifo(target) if what == "fifo" else os.symlink("/dev/zero", target)
-
-
-@pytest.mark.parametrize("what", ["fifo", "dev-zero"])
+@pytest.mark.parametrize("what", SPECIALS)
 @pytest.mark.parametrize("name", list(FILES))
 def test_a_pipe_or_device_in_place_of_a_file_is_listed_without_waiting(made_run, tmp_path, name, what):
     """The runs browser (and so the window) once waited forever on a named pipe called metrics.jsonl, config.toml or
