@@ -79,6 +79,7 @@ class Trainer:
         self.data_progress = data_progress
         self.folder: RunFolder | None = None
         self.lock: RunLock | None = None
+        self._last_agreed: float | None = None  # when the loop last asked whether a checkpoint is due
         self.resumed_from_time: float | None = None  # when the checkpoint a resume starts from was written
         self.step = 0
         self.world = distributed.World(rank=distributed.env_rank())  # joined in _setup; rank 0 alone writes and reports
@@ -438,6 +439,7 @@ class Trainer:
         cfg = self.cfg
         self.last_checkpoint = time.perf_counter()
         self.throughput = None
+        self._last_agreed = None
         status = "completed"
         main = self.world.is_main
         pending: StepValues | None = None  # the last step's values, not read yet (CUDA)
@@ -517,7 +519,12 @@ class Trainer:
         """(stop, budget done, progress, checkpoint due): every rank's stop request, rank 0's clock for the rest,
         so all ranks take the same step, stop at the same step and checkpoint together."""
         main = self.world.is_main
-        due = time.perf_counter() - self.last_checkpoint > CHECKPOINT_EVERY_S
+        now = time.perf_counter()
+        # due one loop early when the next step (and its probe) would carry the work at risk past the interval, so
+        # that a kill -9 loses at most CHECKPOINT_EVERY_S of work even when a step takes seconds
+        loop = now - self._last_agreed if self._last_agreed is not None else 0.0
+        self._last_agreed = now
+        due = now - self.last_checkpoint + loop > CHECKPOINT_EVERY_S
         progress = self.progress()
         if self.world.world_size == 1:
             return self.control.stop_requested, progress >= 1.0, progress, due
