@@ -177,6 +177,8 @@ def validate_config(cfg: RunConfig) -> None:
     set_budgets = [n for n in ("minutes", "epochs", "steps") if getattr(b, n) is not None]
     if len(set_budgets) > 1:
         raise ConfigError("budget", f"must set only one of minutes, epochs, steps, got {', '.join(set_budgets)}")
+    if not cfg.out.strip():  # an empty path is the current folder: run folders would land wherever the command ran
+        raise ConfigError("out", "is empty; name the folder under which run folders are made (default runs)")
     a = cfg.augment
     if a.crop_scale_min > a.crop_scale_max:
         raise ConfigError("augment.crop_scale_min", f"must be <= augment.crop_scale_max ({a.crop_scale_max:g}), got {a.crop_scale_min:g}")

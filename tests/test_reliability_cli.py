@@ -414,3 +414,12 @@ def test_resume_into_a_metrics_pipe_ends_in_one_sentence_keeping_the_checkpoint(
     sentence = last_sentence(err)
     assert code == 1 and "metrics.jsonl" in sentence and "named pipe" in sentence and "ssl-studio resume" in sentence, err
     assert (run_copy / "checkpoints" / "last.pt").read_bytes() == checkpoint
+
+
+@pytest.mark.parametrize("how", [["--out", ""], ["--set", "out= "]], ids=["--out ''", "--set out=' '"])
+def test_an_empty_out_is_refused_not_taken_as_the_current_folder(how, tmp_path, capsys, monkeypatch):
+    """An empty ``out`` once made the run folder wherever the command was run (inside a source checkout, here)."""
+    monkeypatch.chdir(tmp_path)
+    code, err = run(["train", "--objective", "simclr", "--steps", "1", *TINY, *how], capsys)
+    assert code == 2 and "out is empty" in last_sentence(err), err
+    assert list(tmp_path.iterdir()) == []
