@@ -206,7 +206,7 @@ def _check_run_folder(run: str) -> Path:
     path = Path(run)
     if not path.exists():
         raise ConfigError("", f"Run folder {run} does not exist; pass a folder made by 'ssl-studio train' (under runs/ by default).")
-    if not (path / "config.toml").is_file():
+    if not (path / "config.toml").exists():  # a folder or pipe in its place is named by load_config
         raise ConfigError("", f"{run} is not a run folder (it has no config.toml); pass a folder made by 'ssl-studio train'.")
     return path
 

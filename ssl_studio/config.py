@@ -22,6 +22,7 @@ from ssl_studio.models import BACKBONES
 from ssl_studio.objectives import all_objectives, get_objective
 from ssl_studio.objectives.base import ENGINE_ABLATIONS
 from ssl_studio.params import ConfigError, from_mapping, param, short_repr, to_mapping, validate
+from ssl_studio.regular_file import read_regular, special_kind
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
 SCHEDULES = ("cosine", "constant")
@@ -176,6 +177,8 @@ def validate_config(cfg: RunConfig) -> None:
     set_budgets = [n for n in ("minutes", "epochs", "steps") if getattr(b, n) is not None]
     if len(set_budgets) > 1:
         raise ConfigError("budget", f"must set only one of minutes, epochs, steps, got {', '.join(set_budgets)}")
+    if not cfg.out.strip():  # an empty path is the current folder: run folders would land wherever the command ran
+        raise ConfigError("out", "is empty; name the folder under which run folders are made (default runs)")
     a = cfg.augment
     if a.crop_scale_min > a.crop_scale_max:
         raise ConfigError("augment.crop_scale_min", f"must be <= augment.crop_scale_max ({a.crop_scale_max:g}), got {a.crop_scale_min:g}")
@@ -312,10 +315,13 @@ def read_toml(path: str | Path, field: str = "") -> dict[str, Any]:
     what = "Config file" if not field else "file"
     if path.is_dir():
         raise ConfigError(field, f"{what} {path} is a folder; pass the path of a .toml file.")
+    special = special_kind(path)
+    if special is not None:
+        raise ConfigError(field, f"{what} {path} is {special}, not a file; pass the path of a .toml file.")
     if not path.is_file():
         raise ConfigError(field, f"{what} {path} does not exist; pass the path of a .toml file.")
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path)
     except OSError as exc:
         raise ConfigError(field, f"{what} {path} cannot be read ({exc.strerror or exc}); check its permissions.") from None
     try:

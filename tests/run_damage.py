@@ -85,6 +85,18 @@ def damage(run: Path, name: str, how: str, seed: int = 0) -> None:
         _damage_file(path, how, rng)
 
 
+# what may stand under a file's name without being a file: a read of either never ends (it waits, or reads forever)
+SPECIALS = ("fifo", "dev-zero")
+
+
+def put_special(path: Path, what: str) -> None:
+    """A named pipe, or a link to /dev/zero, in place of ``path`` (a file of the run, or every snapshot)."""
+    targets = sorted(path.glob("*.npz")) if path.is_dir() else [path]
+    for target in targets:
+        target.unlink()
+        os.mkfifo(target) if what == "fifo" else os.symlink("/dev/zero", target)
+
+
 def copy_run(made: Path, root: Path, name: str) -> Path:
     dest = root / name
     shutil.copytree(made, dest)

@@ -183,3 +183,114 @@ def test_the_windows_evaluate_refuses_a_booby_trapped_checkpoint_in_one_sentence
     assert str(ckpt) in message and "could run code" in message and "\n" not in message
     assert not marker.exists()
     qtbot.waitUntil(lambda: job.done, timeout=10_000)
+
+
+# -- issue 22, second pass: cases of the same classes the first battery did not try --------------------------------
+
+def _pickle_calling(module: str, name: str, arg) -> bytes:
+    """A protocol-2 pickle that calls ``module.name(arg)``: a GLOBAL, its argument tuple, REDUCE."""
+    import pickle
+
+    return b"\x80\x02c" + f"{module}\n{name}\n".encode() + pickle.dumps((arg,), 2)[2:-1] + b"R."
+
+
+def _with_data_pkl(path, payload: bytes) -> None:
+    """Replace the pickle inside the checkpoint's zip archive, keeping its tensors beside it."""
+    src = path.with_name("src.pt")
+    path.rename(src)
+    with zipfile.ZipFile(src) as old, zipfile.ZipFile(path, "w") as new:
+        for info in old.infolist():
+            new.writestr(info.filename, payload if info.filename.endswith("data.pkl") else old.read(info))
+    src.unlink()
+
+
+class _SubTensor(torch.Tensor):
+    """A tensor subclass: its class must be imported (code) to unpickle it."""
+
+
+def _subclass_weight(path, marker):
+    state = torch.load(path, weights_only=True)
+    key = next(iter(state["objective"]))
+    state["objective"][key] = state["objective"][key].as_subclass(_SubTensor)
+    torch.save(state, path)
+
+
+HOSTILE = {
+    "builtins.eval": lambda p, m: _with_data_pkl(p, _pickle_calling("builtins", "eval", f"open({str(m)!r}, 'w')")),
+    "subprocess.Popen": lambda p, m: _with_data_pkl(p, _pickle_calling("subprocess", "Popen", ["touch", str(m)])),
+    "nested-torch.load": lambda p, m: _with_data_pkl(p, _pickle_calling("torch", "load", str(m))),
+    "tensor-subclass": _subclass_weight,
+    "extra-archive-member": lambda p, m: zipfile.ZipFile(p, "a").writestr("../../evil.sh", f"touch {m}"),
+}
+
+
+@pytest.mark.parametrize("how", HOSTILE)
+def test_allowed_looking_globals_subclasses_and_archive_games_are_refused(run, tmp_path, capsys, how):
+    ckpt, marker = run / "checkpoints" / "last.pt", tmp_path / "ran"
+    HOSTILE[how](ckpt, marker)
+    err = refused(command("eval", run, tmp_path), capsys, ckpt)
+    assert not marker.exists() and not (tmp_path.parent / "evil.sh").exists()
+    assert "could run code" in err or "damaged" in err
+
+
+@pytest.mark.parametrize("what", ["fifo", "dev-zero"])
+def test_a_checkpoint_that_is_a_pipe_or_a_device_is_refused_without_waiting(run, tmp_path, capsys, what):
+    ckpt = run / "checkpoints" / "last.pt"
+    ckpt.unlink()
+    os.mkfifo(ckpt) if what == "fifo" else os.symlink("/dev/zero", ckpt)
+    err = refused(command("eval", run, tmp_path), capsys, ckpt)  # reading either would wait, or read, forever
+    assert ("named pipe" if what == "fifo" else "a device") in err
+
+
+def _resume_state(**changes):
+    def change(state):
+        for key, value in changes.items():
+            if "." in key:
+                outer, inner = key.split(".")
+                state[outer] = {**state[outer], inner: value}
+            else:
+                state[key] = value
+    return change
+
+
+RESUME_DAMAGE = {
+    "sampler-not-a-mapping": (_resume_state(sampler="x"), "sampler state"),
+    "order-of-other-images": (_resume_state(**{"sampler.order": torch.full((80,), 10**9)}), "does not fit this run"),
+    "position-negative": (_resume_state(**{"sampler.position": -5}), "sampler state"),
+    "generator-state-short": (_resume_state(**{"sampler.generator": torch.zeros(3, dtype=torch.uint8)}), "does not fit this run"),
+    "optimiser-a-string": (_resume_state(optimizer="x"), "optimiser state"),
+    "elapsed-nan": (_resume_state(elapsed=float("nan")), "elapsed"),
+    "objective-extra-a-string": (_resume_state(objective_extra="x"), "objective_extra"),
+    "view-generators-a-string": (_resume_state(view_generators="abc"), "view_generators"),
+}
+
+
+@pytest.mark.parametrize("how", RESUME_DAMAGE)
+def test_a_damaged_resume_state_is_refused_before_anything_changes(run, tmp_path, capsys, how):
+    """Each of these once ended as exit 1 with a raw exception text ("string indices must be integers") and a failed
+    record, or trained on indices out of range; now: one sentence naming last.pt, exit 2, the folder as it was."""
+    ckpt = run / "checkpoints" / "last.pt"
+    change, words = RESUME_DAMAGE[how]
+    state = torch.load(ckpt, weights_only=True)
+    change(state)
+    torch.save(state, ckpt)
+    config = run / "config.toml"
+    config.write_text(config.read_text(encoding="utf-8").replace("steps = 2", "steps = 4"), encoding="utf-8")
+    before = {p: p.read_bytes() for p in (ckpt, run / "metrics.jsonl", config)}
+    err = refused(command("resume", run, tmp_path), capsys, ckpt)
+    assert words in err
+    assert {p: p.read_bytes() for p in before} == before and not (run / "error.txt").exists()
+
+
+@pytest.mark.parametrize("kind", ["resume", "eval"])
+def test_non_finite_weights_are_refused_not_scored(run, tmp_path, capsys, kind):
+    """The trainer never saves NaN weights; eval once scored such a file and printed a normal report."""
+    ckpt = run / "checkpoints" / "last.pt"
+    state = torch.load(ckpt, weights_only=True)
+    key = next(k for k, v in state["objective"].items() if v.is_floating_point())
+    state["objective"][key] = torch.full_like(state["objective"][key], float("nan"))
+    torch.save(state, ckpt)
+    report = (run / "report.json").read_bytes()
+    err = refused(command(kind, run, tmp_path), capsys, ckpt)
+    assert "NaN or infinite" in err and key in err
+    assert (run / "report.json").read_bytes() == report  # nothing scored, nothing overwritten

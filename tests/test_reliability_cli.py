@@ -380,3 +380,46 @@ def test_sigint_and_sigterm_stop_after_a_checkpoint_and_exit_130(tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+# -- issue 22, second pass: a named pipe where a file should be --------------------------------------------------
+
+def test_a_config_that_is_a_named_pipe_is_refused_not_waited_on(tmp_path, capsys):
+    pipe = tmp_path / "run.toml"
+    os.mkfifo(pipe)
+    code, err = run(["train", "--config", pipe, "--out", tmp_path / "runs", *TINY], capsys)
+    assert code == 2 and str(pipe) in last_sentence(err) and "named pipe" in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("command", ["resume", "eval"])
+def test_a_run_whose_config_toml_is_a_named_pipe_is_named_and_unchanged(command, run_copy, capsys):
+    """Once "is not a run folder (it has no config.toml)", which it has."""
+    (run_copy / "config.toml").unlink()
+    os.mkfifo(run_copy / "config.toml")
+    before = snapshot(run_copy)
+    code, err = run([command, run_copy], capsys)
+    sentence = last_sentence(err)
+    assert code == 2 and str(run_copy / "config.toml") in sentence and "named pipe" in sentence, err
+    assert snapshot(run_copy) == before
+
+
+def test_resume_into_a_metrics_pipe_ends_in_one_sentence_keeping_the_checkpoint(run_copy, capsys):
+    """The resumed run once blocked forever opening metrics.jsonl (a pipe) to append, and SIGTERM could not end it."""
+    edit_config(run_copy, "steps = 2", "steps = 3")
+    (run_copy / "metrics.jsonl").unlink()
+    os.mkfifo(run_copy / "metrics.jsonl")
+    checkpoint = (run_copy / "checkpoints" / "last.pt").read_bytes()
+    code, err = run(["resume", run_copy, "--quiet"], capsys)
+    sentence = last_sentence(err)
+    assert code == 1 and "metrics.jsonl" in sentence and "named pipe" in sentence and "ssl-studio resume" in sentence, err
+    assert (run_copy / "checkpoints" / "last.pt").read_bytes() == checkpoint
+
+
+@pytest.mark.parametrize("how", [["--out", ""], ["--set", "out= "]], ids=["--out ''", "--set out=' '"])
+def test_an_empty_out_is_refused_not_taken_as_the_current_folder(how, tmp_path, capsys, monkeypatch):
+    """An empty ``out`` once made the run folder wherever the command was run (inside a source checkout, here)."""
+    monkeypatch.chdir(tmp_path)
+    code, err = run(["train", "--objective", "simclr", "--steps", "1", *TINY, *how], capsys)
+    assert code == 2 and "out is empty" in last_sentence(err), err
+    assert list(tmp_path.iterdir()) == []

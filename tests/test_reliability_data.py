@@ -471,3 +471,23 @@ def test_skipped_files_and_links_are_named_where_the_run_starts(tmp_path, capsys
     (run,) = out.iterdir()
     started = next(e for e in replay_events(run)[0] if isinstance(e, Started))
     assert any("broken.png" in n for n in started.data_notes) and any("link" in n for n in started.data_notes)
+
+
+def test_named_pipes_in_a_folder_are_never_opened_and_are_named(tmp_path):
+    """A pipe called f.png (or captions.csv, or a caption sidecar) was skipped without a word; opening one would wait
+    for a writer forever.  Now each is named in a note, and the images beside them load."""
+    import threading
+
+    for label in ("a", "b"):
+        images(tmp_path / label, 3)
+    for rel in ("a/f.png", "captions.csv", "b/0.txt"):
+        os.mkfifo(tmp_path / rel)
+    box = {}
+    worker = threading.Thread(target=lambda: box.setdefault("raw", load_folder(tmp_path, resolution=8, workers=1)), daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "still loading after 30 s"
+    raw = box["raw"]
+    assert len(raw.images) == 6 and raw.class_names == ["a", "b"]
+    (note,) = [n for n in raw.notes if "special file" in n]
+    assert "3 special files" in note and all(rel in note for rel in ("a/f.png", "captions.csv", "b/0.txt")), raw.notes

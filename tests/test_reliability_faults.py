@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 
+from run_damage import made_run  # noqa: F401 - a fixture
 from ssl_studio.cli import main
 from ssl_studio.engine import runs as runs_module
 from ssl_studio.engine.run_model import summarize_run
@@ -278,3 +279,27 @@ def test_checkpoint_benchmark_times_the_real_save(tmp_path):
     assert row["size_mb"] > 0 and row["seconds"] > 0 and row["interval_s"] <= 30 and row["overhead"] == row["seconds"] / row["interval_s"]
     assert "| convnet |" in "\n".join(checkpoint_table([row]))
     assert list(tmp_path.iterdir()) == []  # nothing left behind
+
+
+def test_a_file_size_limit_at_the_checkpoint_is_one_sentence_and_keeps_the_previous_one(made_run, tmp_path):
+    """A real write limit, not a monkeypatched one: RLIMIT_FSIZE below the checkpoint's size (the kernel's EFBIG; Python
+    ignores SIGXFSZ).  Once "Writing checkpoints/last.pt failed (File too large); check the disk", which it is not."""
+    import resource
+    import shutil
+
+    run = Path(shutil.copytree(made_run, tmp_path / "run"))
+    config = run / "config.toml"
+    config.write_text(config.read_text(encoding="utf-8").replace("steps = 4", "steps = 6"), encoding="utf-8")
+    checkpoint = (run / "checkpoints" / "last.pt").read_bytes()
+    limit = len(checkpoint) // 2
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run([sys.executable, "-m", "ssl_studio", "resume", str(run), "--quiet"], capture_output=True, text=True,
+                          timeout=120, preexec_fn=cap, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "checkpoints/last.pt" in last and "ulimit -f" in last and f"ssl-studio resume {run}" in last, last
+    assert (run / "checkpoints" / "last.pt").read_bytes() == checkpoint
+    assert_no_temporary_files(run)

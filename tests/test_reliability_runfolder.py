@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from run_damage import DAMAGES, FILES, copy_run, damage, made_run, tiny_config  # noqa: F401 - made_run is a fixture
+from run_damage import DAMAGES, FILES, SPECIALS, copy_run, damage, made_run, put_special, tiny_config  # noqa: F401 - made_run is a fixture
 from ssl_studio.engine.run_lock import RunLock, run_is_live
 from ssl_studio.engine.run_model import list_runs, summarize_run
 from ssl_studio.engine.runs import RunFolder, new_run_dir, read_metrics, record_to_event, replay_events, scan_metrics
@@ -135,3 +135,116 @@ def test_a_second_process_cannot_train_a_held_run(made_run, tmp_path):
         lock.release()
     assert result.status == "failed" and "being trained by another process" in result.message and str(run) in result.message
     assert (run / "checkpoints" / "last.pt").read_bytes() == (made_run / "checkpoints" / "last.pt").read_bytes()
+
+
+# -- issue 22, second pass: what stands under a file's name may not be a file at all ---------------------------------
+
+def finishes_within(seconds: float, fn):
+    """``fn()``'s result, failing (not hanging the suite) if it has not returned within ``seconds``: a read of a
+    named pipe waits for a writer forever, and one of /dev/zero never ends."""
+    box: dict = {}
+
+    def call():
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"still reading after {seconds} s"
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+@pytest.mark.parametrize("what", SPECIALS)
+@pytest.mark.parametrize("name", list(FILES))
+def test_a_pipe_or_device_in_place_of_a_file_is_listed_without_waiting(made_run, tmp_path, name, what):
+    """The runs browser (and so the window) once waited forever on a named pipe called metrics.jsonl, config.toml or
+    report.json, and read /dev/zero until memory ran out; now the run is listed with one sentence naming the file."""
+    run = copy_run(made_run, tmp_path, "run")
+    put_special(run / name, what)
+    (summary,) = finishes_within(20, lambda: list_runs(tmp_path))
+    assert summary.problem is not None and FILES[name] in summary.problem and one_sentence(summary.problem), summary.problem
+    if name != "snapshots":
+        assert ("named pipe" if what == "fifo" else "a device") in summary.problem
+    events, _ = finishes_within(20, lambda: replay_events(run))
+    assert (len(events) == 0) == (name == "metrics.jsonl")
+
+
+@pytest.mark.parametrize("what", ["fifo", "dev-zero", "link-out"])
+def test_records_are_never_appended_through_a_pipe_a_device_or_a_link(tmp_path, what):
+    """A resumed run in such a folder would have blocked (a pipe), lost its records (a device), or appended them to
+    whatever file the link names; now the write is refused in one sentence and the other file is untouched."""
+    import os
+
+    from ssl_studio.engine.run_writes import RunWriteError
+
+    folder = RunFolder(tmp_path / "run")
+    victim = tmp_path / "someone-elses.txt"
+    victim.write_text("keep me", encoding="utf-8")
+    {"fifo": lambda p: os.mkfifo(p), "dev-zero": lambda p: os.symlink("/dev/zero", p),
+     "link-out": lambda p: os.symlink(victim, p)}[what](folder.metrics_path)
+    with pytest.raises(RunWriteError) as caught:
+        finishes_within(20, lambda: folder.append({"event": "step", "step": 1}))
+    assert "metrics.jsonl" in caught.value.message and "not a file" in caught.value.message
+    assert one_sentence(caught.value.message) and victim.read_text(encoding="utf-8") == "keep me"
+
+
+@pytest.mark.parametrize("what", ["fifo", "link-out"])
+def test_a_stale_temporary_file_is_never_written_through(tmp_path, what):
+    """A checkpoint's leftover ``last.pt.tmp`` that is a link (or a pipe) once made the next save overwrite the file
+    it names (or wait forever); the save now replaces it."""
+    import os
+
+    import torch
+
+    folder = RunFolder(tmp_path / "run")
+    victim = tmp_path / "someone-elses.txt"
+    victim.write_text("keep me", encoding="utf-8")
+    tmp = folder.checkpoint_path.with_suffix(".pt.tmp")
+    os.mkfifo(tmp) if what == "fifo" else os.symlink(victim, tmp)
+    finishes_within(20, lambda: folder.save_checkpoint({"step": 1, "objective": {"w": torch.ones(2)}}))
+    assert victim.read_text(encoding="utf-8") == "keep me" and not os.path.lexists(tmp)
+    assert torch.load(folder.checkpoint_path, weights_only=True)["step"] == 1
+
+
+@pytest.mark.parametrize("what", ["folder", "fifo", "link-out"])
+def test_a_lock_that_is_not_a_file_refuses_the_resume_and_changes_nothing(made_run, tmp_path, what):
+    """A ``.lock`` folder once ended the resume as a failed run (exit 1) and recorded the completed run as failed; a
+    ``.lock`` link made the lock write its JSON into the file it names."""
+    import os
+
+    run = copy_run(made_run, tmp_path, "run")
+    victim = tmp_path / "someone-elses.txt"
+    victim.write_text("keep me", encoding="utf-8")
+    lock = run / ".lock"
+    if lock.exists():
+        lock.unlink()
+    {"folder": lambda p: p.mkdir(), "fifo": lambda p: os.mkfifo(p), "link-out": lambda p: os.symlink(victim, p)}[what](lock)
+    metrics = (run / "metrics.jsonl").read_bytes()
+    result = finishes_within(60, lambda: Trainer(RunFolder(run, create=False).read_config(), run_dir=run, resume=True).run())
+    assert result.status == "failed" and str(lock) in result.message and "not a file" in result.message, result.message
+    assert one_sentence(result.message)
+    assert (run / "metrics.jsonl").read_bytes() == metrics and victim.read_text(encoding="utf-8") == "keep me"
+    assert summarize_run(run).status == "completed"
+    assert not run_is_live(run)
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_a_report_holding_nan_or_infinity_is_damaged_not_ranked(made_run, tmp_path, capsys, number):
+    """``compare`` once ranked a hand-edited ``"k20": NaN`` (or 1e400, read as inf) first; the lab's writers store
+    NaN as null, so such a report is named as damaged and its numbers are never shown as results."""
+    from ssl_studio.cli import main
+    from ssl_studio.engine.run_model import RunModel
+
+    run = copy_run(made_run, tmp_path, "run")
+    (run / "report.json").write_text('{"knn": {"k20": %s, "k5": 0.5}}' % number, encoding="utf-8")
+    (summary,) = list_runs(tmp_path)
+    assert "report.json is damaged" in summary.problem and one_sentence(summary.problem), summary.problem
+    assert RunModel(run).report() == {}
+    code = main(["compare", str(run)])
+    out = capsys.readouterr()
+    assert code == 2 and "nan" not in out.out.lower() and "inf" not in out.out.lower(), out

@@ -90,3 +90,30 @@ def test_text_chars_tokenises_by_character_and_a_single_file_has_no_labels(tmp_p
     data = load_textset(f"text-chars:{path}", 16, 0.2, seed=0)
     assert data.tokenizer.kind == "chars" and data.labels is None
     assert data.tokenizer.decode(data.images[0].tolist()) in ENGLISH.strip()
+
+
+@pytest.mark.parametrize("what, fragment", [("fifo", "is a named pipe (FIFO), not a text file"),
+                                            ("dev-zero", "is a device, not a text file")])
+@pytest.mark.parametrize("where", ["the-source", "inside-a-class-folder"])
+def test_a_pipe_or_device_named_like_text_is_refused_not_read(tmp_path, what, fragment, where):
+    """A named pipe waited for a writer forever (as the source itself: a NotADirectoryError traceback); a link to
+    /dev/zero called .txt was read until memory ran out."""
+    import os
+    import threading
+
+    root = _classes(tmp_path / "corpus", **{"a/good.txt": ENGLISH, "b/good.txt": ENGLISH})
+    special = tmp_path / "pipe.txt" if where == "the-source" else root / "b" / "odd.txt"
+    os.mkfifo(special) if what == "fifo" else os.symlink("/dev/zero", special)
+    box = {}
+
+    def read():
+        try:
+            read_text_path(special if where == "the-source" else root)
+        except DataError as exc:
+            box["error"] = exc
+
+    worker = threading.Thread(target=read, daemon=True)
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive(), "still reading after 20 s"
+    assert fragment in box["error"].message and str(special) in box["error"].message

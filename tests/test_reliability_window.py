@@ -17,7 +17,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
 
-from run_damage import DAMAGES, FILES, copy_run, damage, made_run  # noqa: E402,F401 - made_run is a fixture
+from run_damage import DAMAGES, FILES, SPECIALS, copy_run, damage, made_run, put_special  # noqa: E402,F401 - made_run is a fixture
 from ssl_studio.engine.events import Started  # noqa: E402
 from ssl_studio.engine.runs import read_metrics  # noqa: E402
 from ssl_studio.gui.main_window import MainWindow  # noqa: E402
@@ -25,6 +25,7 @@ from ssl_studio.gui.main_window import MainWindow  # noqa: E402
 pytestmark = pytest.mark.reliability
 
 CASES = [(name, how) for name in FILES for how in DAMAGES]
+SPECIAL_CASES = [(name, what) for name in FILES for what in SPECIALS]  # a named pipe or /dev/zero in place of the file
 
 
 def case_dir(name: str, how: str) -> str:
@@ -36,6 +37,9 @@ def runs_root(made_run, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("runs")
     for name, how in CASES:
         damage(copy_run(made_run, root, case_dir(name, how)), name, how)
+    for name, what in SPECIAL_CASES:
+        run = copy_run(made_run, root, case_dir(name, what))
+        put_special(run / name, what)
     interrupted = copy_run(made_run, root, "interrupted")  # killed after its last checkpoint: no finished record
     kept = [r for r in read_metrics(interrupted)[0] if r["event"] not in ("finished", "evaluated")]
     (interrupted / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
@@ -120,3 +124,20 @@ def test_curves_of_a_resumed_run_do_not_go_back_in_time(tmp_path):
     assert list(track.steps.view) == [1, 2, 3, 4, 5, 6, 7, 8] and track.step == 8
     assert track.status == "interrupted"  # says running, and nobody holds it
     assert "cut off" in track.problem
+
+
+@pytest.mark.parametrize("name, what", SPECIAL_CASES)
+def test_window_lists_and_opens_a_run_with_a_pipe_or_device_in_place_of_a_file(window, runs_root, name, what):
+    """Before the second pass the window never opened over such a folder: the runs browser waited on the pipe (or read
+    /dev/zero) while the window was built.  Now the run is listed with one sentence, and opening it does not wait."""
+    browser = window.runs_browser
+    path = browser.runs_dir / case_dir(name, what)
+    row = row_of(browser, path)
+    assert FILES[name] in row["Problem"] and row["Problem"].endswith(".") and "\n" not in row["Problem"], row
+    opened = window.open_run(path)  # never raises, never waits
+    window._stop_tail()
+    if name == "metrics.jsonl":
+        assert not opened or window.panel_errors == {}
+    else:
+        assert opened, window.banner_text
+        assert window.panel_errors == {}

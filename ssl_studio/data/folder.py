@@ -207,7 +207,7 @@ def _listed(names: list[str]) -> str:
     return ", ".join(names[:NOTE_EXAMPLES]) + (", ..." if len(names) > NOTE_EXAMPLES else "")
 
 
-def _skip_notes(files: list[_File], reasons: list[str | None], links: list[str]) -> list[str]:
+def _skip_notes(files: list[_File], reasons: list[str | None], links: list[str], special: list[str] = ()) -> list[str]:
     """One sentence for each kind of file skipped, naming the first few."""
     megapixels = f"{(Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f}"
     kinds = ((UNREADABLE, "unreadable file", "corrupt, empty or not an image"),
@@ -218,6 +218,9 @@ def _skip_notes(files: list[_File], reasons: list[str | None], links: list[str])
         names = [printable(f.rel) for f, r in zip(files, reasons) if r == kind]
         if names:
             notes.append(f"{plural(len(names), noun)} {'was' if len(names) == 1 else 'were'} skipped ({why}): {_listed(names)}.")
+    if special:
+        notes.append(f"{plural(len(special), 'special file')} (named pipes, sockets or devices) {'was' if len(special) == 1 else 'were'} "
+                     f"skipped, never opened: {_listed([printable(x) for x in special])}.")
     if links:
         notes.append(f"{plural(len(links), 'link')} {'was' if len(links) == 1 else 'were'} not followed (leading out of the "
                      f"folder, broken, or to images already read): {_listed([printable(x) for x in links])}.")
@@ -292,7 +295,7 @@ def load_folder(
     bad = [printable(files[i].rel) for i, why in enumerate(reasons) if why is not None]
     if not ok:
         raise _nothing_usable(root, files, reasons)
-    notes = _skip_notes(files, reasons, tree.skipped_links) + notes
+    notes = _skip_notes(files, reasons, tree.skipped_links, tree.special) + notes
     good = [files[i] for i in ok]
     if bad:
         array = array[ok]

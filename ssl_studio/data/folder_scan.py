@@ -47,6 +47,7 @@ class FolderTree:
     dirs: dict[str, list[str]] = field(default_factory=dict)
     files: dict[str, list[str]] = field(default_factory=dict)
     skipped_links: list[str] = field(default_factory=list)
+    special: list[str] = field(default_factory=list)  # named pipes, sockets, devices: never opened (a read could wait forever)
     split: tuple[str, str] | None = None
 
     def files_under(self, rel_dir: str) -> list[str]:
@@ -114,6 +115,8 @@ class _Scanner:
                         else:
                             self.seen_files.add(key)
                             files.append(e.name)
+                    else:
+                        self.tree.special.append(child)
                 except OSError:
                     continue
 
@@ -153,6 +156,7 @@ class _Scanner:
             for names in listing.values():
                 names.sort()
         self.tree.skipped_links.sort()
+        self.tree.special.sort()
 
 
 def find_split(root: str) -> tuple[str, str] | None:

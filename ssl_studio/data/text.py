@@ -28,6 +28,7 @@ import torch
 
 from ssl_studio.data.imageset import DataError, ImageSet, limit_order, plural, printable, split_indices
 from ssl_studio.models.text_tokenizers import TOKENIZERS, CharTokenizer
+from ssl_studio.regular_file import NotRegularFile, read_regular
 
 TEXT_PREFIXES = {"text:": "bpe", "text-chars:": "chars"}
 BPE_VOCAB = 1024  # ~3.4 characters a token on the built-in corpus; the embedding stays a tenth of the network
@@ -70,7 +71,9 @@ class TokenViews:
 def _read_text_file(path: Path) -> str:
     """The file's text, or a DataError naming it: unreadable, binary (NUL bytes), not UTF-8, or empty."""
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path)
+    except NotRegularFile as exc:
+        raise DataError("data.source", f"{path} is {exc.what}, not a text file; remove it or point text: at .txt files only.") from None
     except OSError as exc:
         raise DataError("data.source", f"cannot read {path} ({exc.strerror}); check that it exists and is readable.") from None
     if b"\x00" in raw[:65536]:
@@ -103,7 +106,7 @@ def read_text_path(path: Path) -> tuple[list[str], list[int] | None, list[str] |
     """(passages, labels or None, class names or None) of a .txt file or a folder of them."""
     if not path.exists():
         raise DataError("data.source", f"{path} does not exist; pass a .txt file or a folder of them.")
-    if path.is_file():
+    if not path.is_dir():  # a file, or a named pipe or device that _read_text_file refuses by name
         return _paragraphs(_read_text_file(path)), None, None
     classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and any(p.rglob("*.txt")))
     if len(classes) == 1:

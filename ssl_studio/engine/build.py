@@ -142,7 +142,7 @@ def pretrained_backbone_state(cfg: RunConfig, resolution: int) -> dict[str, torc
     field = "model.init_from"
     path = Path(cfg.model.init_from).expanduser()
     folder = RunFolder(path, create=False)
-    if not folder.config_path.is_file():
+    if not folder.config_path.exists():
         raise ConfigError(field, f"{path} is not a run folder (it has no config.toml); choose a folder a finished run wrote.")
     source = folder.read_config()
     ours, theirs = _built_backbone(cfg.model, resolution), _built_backbone(source.model, source.data.resolution)

@@ -12,25 +12,50 @@ text files.  Nothing here raises for a damaged file.
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Iterable
+
+from ssl_studio.regular_file import open_regular, read_regular, special_kind
 
 ZIP_MAGIC = b"PK\x03\x04"
 ZIP_END = b"PK\x05\x06"
 ZIP_END_MIN = 22  # an end-of-central-directory record without a comment
 
 
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def loads_finite(raw: bytes) -> object:
+    """JSON as the lab writes it: UTF-8, and every number finite (its writers store NaN as null), so a NaN or 1e400
+    that a hand edit or another tool put in a report is refused (``ValueError``), never ranked as a result."""
+    return json.loads(raw.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite)
+
+
 def _kind(path: Path) -> str | None:
-    """'missing', 'folder', 'unreadable' or None (a plain file)."""
+    """'missing', 'unreadable', what stands there when it is not a file ("a folder", "a named pipe (FIFO)",
+    "a device", ...), or None (a regular file)."""
     try:
         if not path.exists():
             return "missing"
         if not path.is_file():
-            return "folder"
+            return special_kind(path) or "not a regular file"
     except OSError:
         return "unreadable"
     return None
+
+
+def _not_a_file(kind: str) -> str:
+    return f"is {kind}, not a file"
 
 
 def zip_problem(path: Path) -> str | None:
@@ -38,13 +63,13 @@ def zip_problem(path: Path) -> str | None:
     kind = _kind(path)
     if kind == "missing":
         return "is missing"
-    if kind == "folder":
-        return "is a folder, not a file"
+    if kind not in (None, "unreadable"):
+        return _not_a_file(kind)
     try:
         size = path.stat().st_size
         if size == 0:
             return "is empty"
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             head = fh.read(4)
             if head != ZIP_MAGIC:
                 return "is damaged (zeroed or garbage)" if size >= ZIP_END_MIN else "is cut off"
@@ -64,10 +89,10 @@ def config_problem(run_dir: Path) -> str | None:
     kind = _kind(path)
     if kind == "missing":
         return "config.toml is missing, so the run cannot be re-run, resumed or evaluated"
-    if kind == "folder":
-        return "config.toml is a folder, not a file, so the run cannot be re-run, resumed or evaluated"
+    if kind not in (None, "unreadable"):
+        return f"config.toml {_not_a_file(kind)}, so the run cannot be re-run, resumed or evaluated"
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path)
     except OSError as exc:
         return f"config.toml cannot be read ({exc.strerror or type(exc).__name__})"
     if not raw.strip(b"\x00 \t\r\n"):
@@ -102,16 +127,16 @@ def report_problem(run_dir: Path) -> str | None:
     kind = _kind(path)
     if kind == "missing":
         return None  # not evaluated yet: nothing wrong
-    if kind == "folder":
-        return "report.json is a folder, not a file, so evaluation results cannot be shown or saved"
+    if kind not in (None, "unreadable"):
+        return f"report.json {_not_a_file(kind)}, so evaluation results cannot be shown or saved"
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path)
     except OSError as exc:
         return f"report.json cannot be read ({exc.strerror or type(exc).__name__})"
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return "report.json is damaged (not valid JSON); evaluate the run again to rewrite it"
+        data = loads_finite(raw)
+    except ValueError:  # not UTF-8, not JSON, or a number that is NaN or infinite
+        return "report.json is damaged (not valid JSON, or a result that is NaN or infinite); evaluate the run again to rewrite it"
     if not isinstance(data, dict):
         return "report.json does not hold evaluation results; evaluate the run again to rewrite it"
     return None
@@ -149,8 +174,8 @@ def metrics_problem(run_dir: Path, records: int, skipped: int, tail: int, live: 
     kind = _kind(path)
     if kind == "missing":
         return "metrics.jsonl is missing, so there are no curves to show"
-    if kind == "folder":
-        return "metrics.jsonl is a folder, not a file, so there are no curves to show"
+    if kind not in (None, "unreadable"):
+        return f"metrics.jsonl {_not_a_file(kind)}, so there are no curves to show"
     if kind == "unreadable":
         return "metrics.jsonl cannot be read"
     if live:

@@ -19,6 +19,8 @@ import socket
 import time
 from pathlib import Path
 
+from ssl_studio.regular_file import NotRegularFile, kind_of, open_regular, read_regular, special_kind
+
 try:
     import fcntl
 except ImportError:  # Windows
@@ -44,8 +46,21 @@ class RunLock:
         self._last_beat = 0.0
 
     def acquire(self) -> "RunLock":
-        """Take the lock; ``RunBusyError`` if a live process holds it, ``OSError`` if the file cannot be made."""
-        fh = open(self.path, "a+", encoding="utf-8")
+        """Take the lock; ``RunBusyError`` if a live process holds it, ``OSError`` if the file cannot be made
+        (``NotRegularFile`` when a folder, pipe, device or link stands in its place: the lock never writes through one)."""
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.path, flags, 0o666)
+        except OSError:
+            what = "a link" if self.path.is_symlink() else special_kind(self.path)
+            if what is not None:
+                raise NotRegularFile(self.path, what) from None
+            raise
+        what = kind_of(os.fstat(fd).st_mode)
+        if what is not None:
+            os.close(fd)
+            raise NotRegularFile(self.path, what)
+        fh = os.fdopen(fd, "r+", encoding="utf-8")
         try:
             if fcntl is not None:
                 try:
@@ -100,7 +115,7 @@ def heartbeat_fresh(path: Path) -> bool:
 
 def _mode(path: Path) -> str:
     try:
-        return str(json.loads(path.read_text(encoding="utf-8")).get("mode", "flock"))
+        return str(json.loads(read_regular(path).decode("utf-8")).get("mode", "flock"))
     except (OSError, ValueError, AttributeError):
         return "flock"
 
@@ -110,6 +125,8 @@ def run_is_live(run_dir: str | Path) -> bool:
     run_dir = Path(run_dir)
     path = run_dir / LOCK_NAME
     if not path.is_file():
+        if os.path.lexists(path):  # a folder, pipe or link in its place: no process can hold that lock
+            return False
         try:  # written before the lock existed: alive while it keeps writing metrics
             return time.time() - (run_dir / "metrics.jsonl").stat().st_mtime < NO_LOCK_STALE_S
         except OSError:
@@ -117,7 +134,7 @@ def run_is_live(run_dir: str | Path) -> bool:
     if fcntl is None or _mode(path) == "heartbeat":
         return heartbeat_fresh(path)
     try:
-        fh = open(path, "rb")
+        fh = open_regular(path)
     except OSError:
         return heartbeat_fresh(path)
     try:

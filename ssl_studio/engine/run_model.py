@@ -24,6 +24,7 @@ from ssl_studio.engine.evaluate import PROTOCOLS
 from ssl_studio.engine.run_lock import run_is_live
 from ssl_studio.engine.grow_array import GrowArray
 from ssl_studio.engine.runs import RunFolder, scan_metrics
+from ssl_studio.regular_file import read_regular
 
 RESUMABLE = ("interrupted", "stopped", "failed")
 
@@ -198,7 +199,7 @@ class RunModel:
     @staticmethod
     def _raw_config(path: Path) -> dict[str, Any] | None:
         try:
-            return flatten(tomllib.loads(path.read_text(encoding="utf-8")))
+            return flatten(tomllib.loads(read_regular(path).decode("utf-8")))
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
             return None
 

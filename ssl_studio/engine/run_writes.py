@@ -16,6 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Callable, IO
 
+from ssl_studio.regular_file import NotRegularFile
+
 
 class RunWriteError(Exception):
     """A file of the run folder could not be written; ``message`` is the one sentence to show."""
@@ -43,11 +45,16 @@ def describe_write_error(exc: OSError, file: str | Path, run_dir: str | Path, re
     run = str(run_dir)
     then = f"then run ssl-studio resume {run}" if resumable else "then start the run again"
     code = getattr(exc, "errno", None)
+    if isinstance(exc, NotRegularFile):
+        return f"{file} in {run} is {exc.what}, not a file, so it could not be written; move it away, {then}."
     if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
         mb = free_mb(run_dir)
         free = "free space unknown" if mb is None else f"{mb:.1f} MB free" if mb < 10 else f"{mb:,.0f} MB free"
         quota = " (or your quota on it is used up)" if code != errno.ENOSPC else ""
         return f"The disk holding {run} is full{quota} ({free}), so {file} could not be written; free space, {then}."
+    if code == errno.EFBIG:
+        return (f"{file} is larger than this process may write (ulimit -f) or the disk holding {run} allows; raise the limit, "
+                f"{then}.")
     if code == errno.EROFS:
         return f"The disk holding {run} is read-only, so {file} could not be written; make it writable, {then}."
     if code in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
@@ -72,7 +79,10 @@ def atomic_write(final: Path, write: Callable[[IO[bytes]], None], run_dir: Path,
     removed, ``final`` keeps its previous content, and an ``OSError`` becomes a ``RunWriteError``."""
     tmp = tmp or final.with_name(final.name + ".tmp")
     try:
-        with open(tmp, "wb") as fh:
+        # a temporary file left behind may be a link or a named pipe (a copied or hostile folder): writing through it
+        # would overwrite the file it names, or wait for a reader forever, so it is removed first
+        remove_quietly(tmp)
+        with open(tmp, "xb") as fh:
             write(fh)
             fh.flush()
             if sync:

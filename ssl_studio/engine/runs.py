@@ -18,7 +18,6 @@ half-written file in place of a good one and turn a failed write into a ``RunWri
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import os
@@ -33,7 +32,9 @@ import torch
 
 from ssl_studio.config import RunConfig, load_config, save_config
 from ssl_studio.engine.events import Event, Failed, Finished, Probe, Visuals
+from ssl_studio.engine.run_health import loads_finite
 from ssl_studio.engine.run_writes import RunWriteError, atomic_write, describe_write_error, remove_quietly
+from ssl_studio.regular_file import NotRegularFile, kind_of, open_regular, read_regular, special_kind
 
 
 def _slug(text: str) -> str:
@@ -88,6 +89,24 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return _json_safe(value.item() if value.numel() == 1 else value.tolist())
     return value
+
+
+class _KeepWriteError:
+    """A binary file's ``write`` that remembers the ``OSError`` it raised (torch.save reports only its own)."""
+
+    def __init__(self, fh):
+        self.fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
 
 
 class RunFolder:
@@ -158,8 +177,25 @@ class RunFolder:
             return False
 
     def _open_metrics(self):
-        """Append mode, starting on a fresh line: a line cut off by a crash must not swallow the next record."""
-        fh = open(self.metrics_path, "a", encoding="utf-8")
+        """Append mode, starting on a fresh line: a line cut off by a crash must not swallow the next record.
+
+        Only a regular file of the folder itself is appended to: a named pipe would block the run, a device
+        swallow its records, and a link write them into whatever file it names."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.metrics_path, flags, 0o666)
+        except OSError:
+            what = "a link" if self.metrics_path.is_symlink() else special_kind(self.metrics_path)
+            if what is not None:  # ELOOP for a link, ENXIO for a named pipe nobody reads
+                raise NotRegularFile(self.metrics_path, what) from None
+            raise
+        what = kind_of(os.fstat(fd).st_mode)
+        if what is not None:
+            os.close(fd)
+            raise NotRegularFile(self.metrics_path, what)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        fh = os.fdopen(fd, "a", encoding="utf-8")
         try:
             if fh.tell() > 0:
                 with open(self.metrics_path, "rb") as rb:
@@ -219,14 +255,19 @@ class RunFolder:
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Atomic: a crash or a full disk mid-write leaves the previous checkpoint intact and no temporary file.
 
-        Serialised in memory first, so that a failed write is the file system's ``OSError``
-        (torch's own writer reports a full disk as a bare RuntimeError), and synced before
-        the rename, so that a power cut cannot leave an empty ``last.pt`` behind.
+        Serialised straight into the temporary file (an in-memory copy first doubled the cost),
+        through a writer that keeps the file system's ``OSError``: torch wraps it in a bare
+        RuntimeError, and the sentence for a full disk needs its errno.  Synced before the
+        rename, so that a power cut cannot leave an empty ``last.pt`` behind.
         """
         def write(fh) -> None:
-            buffer = io.BytesIO()
-            torch.save(state, buffer)
-            fh.write(buffer.getbuffer())
+            out = _KeepWriteError(fh)
+            try:
+                torch.save(state, out)
+            except RuntimeError:
+                if out.error is not None:
+                    raise out.error from None
+                raise
 
         atomic_write(self.checkpoint_path, write, self.path, self.has_checkpoint, tmp=self.checkpoint_path.with_suffix(".pt.tmp"),
                      sync=True)
@@ -246,8 +287,8 @@ class RunFolder:
     def read_report(self) -> dict[str, Any]:
         """report.json's sections; {} when it is missing or damaged (a new evaluation rewrites it whole)."""
         try:
-            data = json.loads(self.report_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):  # missing, a folder, not UTF-8, not JSON
+            data = loads_finite(read_regular(self.report_path))
+        except (OSError, ValueError):  # missing, a folder, a named pipe or device, not UTF-8, not JSON, NaN or infinite
             return {}
         return data if isinstance(data, dict) else {}
 
@@ -258,7 +299,7 @@ class RunFolder:
         return read_checkpoint(self.checkpoint_path, map_location=map_location, resume=resume)
 
     def read_snapshot(self, name: str) -> dict[str, np.ndarray]:
-        with np.load(self.path / "snapshots" / name, allow_pickle=False) as data:
+        with open_regular(self.path / "snapshots" / name) as fh, np.load(fh, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
 
 
@@ -278,10 +319,10 @@ def scan_metrics(path: str | Path, offset: int = 0) -> MetricsChunk:
     if path.is_dir() and path.name != "metrics.jsonl":
         path = path / "metrics.jsonl"
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             fh.seek(offset)
             data = fh.read()
-    except OSError:  # missing, a folder, unreadable: nothing to read (run_health says why)
+    except OSError:  # missing, a folder, a named pipe or device, unreadable: nothing to read (run_health says why)
         return MetricsChunk([], offset)
     end = data.rfind(b"\n")
     if end < 0:

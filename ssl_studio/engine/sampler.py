@@ -42,5 +42,12 @@ class EpochSampler:
         return {"epoch": self.epoch, "position": self.position, "order": self.order, "generator": self.generator.get_state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.epoch, self.position, self.order = state["epoch"], state["position"], state["order"]
+        """Go on from ``state``; ValueError when its order is not a shuffle of this sampler's images (and the
+        generator's own error when its state has another size), so a damaged state is never trained on."""
+        order, position = state["order"], state["position"]
+        if len(order) != len(self.train_index) or not torch.equal(order.sort().values, self.train_index.sort().values):
+            raise ValueError("the saved order is not a shuffle of the training images")
+        if not 0 <= position <= len(order):
+            raise ValueError(f"the saved position {position} is outside the order")
         self.generator.set_state(state["generator"])
+        self.epoch, self.position, self.order = state["epoch"], position, order

@@ -24,6 +24,7 @@ from ssl_studio.config import RunConfig, changed_settings, checkpoint_mismatch, 
 from ssl_studio.data import ImageSet
 from ssl_studio.engine import diagnostics, distributed
 from ssl_studio.engine.build import build_objective, build_views, effective_batch_size, load_data, resolved_optim
+from ssl_studio.engine.checkpoint_file import all_finite, unfitting
 from ssl_studio.engine.control import RunControl
 from ssl_studio.engine.device import autocast, pick_channels_last, pick_device, pick_precision
 from ssl_studio.engine.device_data import DeviceImages
@@ -37,6 +38,7 @@ from ssl_studio.engine.sampler import EpochSampler
 from ssl_studio.engine.step_values import StepValues
 from ssl_studio.objectives import Batch
 from ssl_studio.params import ConfigError
+from ssl_studio.regular_file import NotRegularFile
 
 DEFAULT_MINUTES = 5.0
 # A run killed at any moment loses at most this much training; one checkpoint costs well under 2 % of it
@@ -77,6 +79,7 @@ class Trainer:
         self.data_progress = data_progress
         self.folder: RunFolder | None = None
         self.lock: RunLock | None = None
+        self._last_agreed: float | None = None  # when the loop last asked whether a checkpoint is due
         self.resumed_from_time: float | None = None  # when the checkpoint a resume starts from was written
         self.step = 0
         self.world = distributed.World(rank=distributed.env_rank())  # joined in _setup; rank 0 alone writes and reports
@@ -295,6 +298,9 @@ class Trainer:
         except RunBusyError:
             raise ConfigError("RUN", f"{self.folder.path} is being trained by another process right now; wait for it to "
                                      "end (or stop it), then try again") from None
+        except NotRegularFile as exc:  # a damaged folder, not a failed run: refused, nothing written
+            raise ConfigError("", f"{lock.path} {exc.strerror}, so this process cannot mark the run as its own; move it "
+                                  "away, then try again.") from None
         except OSError as exc:
             raise RunWriteError(describe_write_error(exc, lock.path.name, self.folder.path, self.folder.has_checkpoint()),
                                 lock.path, exc.errno) from None
@@ -310,23 +316,27 @@ class Trainer:
             since = f" (changed since it was saved: {'; '.join(changed[:4])})" if changed else ""
             raise ConfigError("", f"The checkpoint of {self.requested_dir} does not fit the run its config.toml describes{since}; "
                                   "restore config.toml or start a new run.") from exc
-        self.sampler.load_state(ckpt["sampler"])
-        # Per-rank draws: this rank's own state when the checkpoint has one (same or more processes before),
-        # else the fresh per-rank seed (the augmentations then differ from an uninterrupted run).
-        rank = self.world.rank
-        views, rngs = ckpt.get("view_generators", [ckpt["view_generator"]]), ckpt.get("torch_rngs", [ckpt["torch_rng"]])
-        if rank < len(views):
-            self.view_generator.set_state(views[rank])
-            torch.set_rng_state(rngs[rank])
-        if "draw_generator" in ckpt:
-            self.objective.draw_generator.set_state(ckpt["draw_generator"])
+        # read_checkpoint checked the types; a size that does not fit (a generator state of another length, an image
+        # order over other images) is a damaged checkpoint or changed data settings: refused before anything is written
+        try:
+            self.sampler.load_state(ckpt["sampler"])
+            # Per-rank draws: this rank's own state when the checkpoint has one (same or more processes before),
+            # else the fresh per-rank seed (the augmentations then differ from an uninterrupted run).
+            rank = self.world.rank
+            views, rngs = ckpt.get("view_generators", [ckpt["view_generator"]]), ckpt.get("torch_rngs", [ckpt["torch_rng"]])
+            if rank < len(views):
+                self.view_generator.set_state(views[rank])
+                torch.set_rng_state(rngs[rank])
+            if "draw_generator" in ckpt:
+                self.objective.draw_generator.set_state(ckpt["draw_generator"])
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError):
+            raise unfitting(RunFolder(self.requested_dir, create=False).checkpoint_path,
+                            "sampler or random-generator state") from None
         self.step = ckpt["step"]
         self.elapsed = ckpt["elapsed"]
 
     def _checkpoint(self) -> None:
-        state = [v for v in self.objective.state_dict().values() if v.is_floating_point()]  # weights and buffers (BN statistics)
-        finite = torch.stack([torch.isfinite(v).all() for v in state]).all() if state else torch.tensor(True)
-        if not bool(finite):  # a finite loss can still take a step to inf weights: never save those over the last good ones
+        if not all_finite(self.objective.state_dict().values()):  # weights and buffers (BN statistics)  # a finite loss can still take a step to inf weights: never save those over the last good ones
             raise Diverged(f"The weights became infinite or NaN by step {self.step}; lower optim.lr (now {self.peak_lr:.3g} at this "
                            "batch size) or set optim.grad_clip, then start again (the last good checkpoint is kept).")
         views, rngs = distributed.gather_states(self.view_generator.get_state()), distributed.gather_states(torch.get_rng_state())
@@ -429,6 +439,7 @@ class Trainer:
         cfg = self.cfg
         self.last_checkpoint = time.perf_counter()
         self.throughput = None
+        self._last_agreed = None
         status = "completed"
         main = self.world.is_main
         pending: StepValues | None = None  # the last step's values, not read yet (CUDA)
@@ -508,7 +519,12 @@ class Trainer:
         """(stop, budget done, progress, checkpoint due): every rank's stop request, rank 0's clock for the rest,
         so all ranks take the same step, stop at the same step and checkpoint together."""
         main = self.world.is_main
-        due = time.perf_counter() - self.last_checkpoint > CHECKPOINT_EVERY_S
+        now = time.perf_counter()
+        # due one loop early when the next step (and its probe) would carry the work at risk past the interval, so
+        # that a kill -9 loses at most CHECKPOINT_EVERY_S of work even when a step takes seconds
+        loop = now - self._last_agreed if self._last_agreed is not None else 0.0
+        self._last_agreed = now
+        due = now - self.last_checkpoint + loop > CHECKPOINT_EVERY_S
         progress = self.progress()
         if self.world.world_size == 1:
             return self.control.stop_requested, progress >= 1.0, progress, due
