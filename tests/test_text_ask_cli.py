@@ -116,3 +116,20 @@ def test_a_run_without_a_checkpoint_is_refused_and_a_damaged_vocabulary_is_learn
     damaged_out = capsys.readouterr().out
     assert main(["ask", str(causal), "read the file", "--alone", "--temperature", "0"]) == 0
     assert capsys.readouterr().out.replace(causal.name, "") == damaged_out.replace(damaged.name, "")  # the same answer
+
+
+@pytest.mark.reliability
+def test_a_named_pipe_in_place_of_tokenizer_json_never_hangs_ask(runs, capsys, tmp_path):
+    """Opening a FIFO waits for a writer forever: the run's vocabulary is learned again from its text instead."""
+    import os
+    import shutil
+
+    causal, masked, _ = runs
+    for run in (causal, masked):
+        copy = tmp_path / run.name
+        shutil.copytree(run, copy)
+        (copy / "tokenizer.json").unlink()
+        os.mkfifo(copy / "tokenizer.json")
+    assert main(["ask", str(tmp_path / causal.name), "read the file", "--temperature", "0", "--tokens", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"causal LM ({causal.name})" in out and f"({masked.name})" not in out  # a partner without a readable vocabulary is not offered

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ssl_studio.engine.trained import TEXT_OBJECTIVES
+from ssl_studio.regular_file import read_regular
 
 
 @dataclass
@@ -42,7 +43,7 @@ def other_objective(objective: str) -> str:
 
 def _tokenizer_text(run: Path) -> str | None:
     try:
-        return (Path(run) / "tokenizer.json").read_text(encoding="utf-8")
+        return read_regular(Path(run) / "tokenizer.json").decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return None
 

@@ -13,6 +13,7 @@ from ssl_studio.engine.events import Visuals
 from ssl_studio.engine.runs import RunFolder
 from ssl_studio.objectives.mae import MAE
 from ssl_studio.params import ConfigError
+from ssl_studio.regular_file import read_regular
 
 
 def load_trained(run_dir, device: str = "auto"):
@@ -94,8 +95,8 @@ def load_text_model(run_dir, device: str = "cpu"):
     if mismatch is not None:
         raise mismatch
     try:
-        tokenizer = tokenizer_from_json((folder.path / "tokenizer.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        tokenizer = tokenizer_from_json(read_regular(folder.path / "tokenizer.json").decode("utf-8"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # a pipe or device is an OSError too
         data = load_data(cfg)
         if not isinstance(data, TextSet):  # pragma: no cover - a text objective on images is refused at training
             raise ConfigError("", f"{folder.path} did not train on text; ask a causal-lm or masked-lm run.")
