@@ -95,9 +95,10 @@ def test_text_chars_tokenises_by_character_and_a_single_file_has_no_labels(tmp_p
 @pytest.mark.parametrize("what, fragment", [("fifo", "is a named pipe (FIFO), not a text file"),
                                             ("dev-zero", "is a device, not a text file")])
 @pytest.mark.parametrize("where", ["the-source", "inside-a-class-folder"])
-def test_a_pipe_or_device_named_like_text_is_refused_not_read(tmp_path, what, fragment, where):
+def test_a_pipe_or_device_named_like_text_is_refused_or_skipped_never_read(tmp_path, what, fragment, where):
     """A named pipe waited for a writer forever (as the source itself: a NotADirectoryError traceback); a link to
-    /dev/zero called .txt was read until memory ran out."""
+    /dev/zero called .txt was read until memory ran out.  As the source it is refused; inside a folder it is
+    skipped, never opened, and named in a note, as in an image folder."""
     import os
     import threading
 
@@ -108,7 +109,7 @@ def test_a_pipe_or_device_named_like_text_is_refused_not_read(tmp_path, what, fr
 
     def read():
         try:
-            read_text_path(special if where == "the-source" else root)
+            box["read"] = read_text_path(special if where == "the-source" else root)
         except DataError as exc:
             box["error"] = exc
 
@@ -116,4 +117,29 @@ def test_a_pipe_or_device_named_like_text_is_refused_not_read(tmp_path, what, fr
     worker.start()
     worker.join(20)
     assert not worker.is_alive(), "still reading after 20 s"
-    assert fragment in box["error"].message and str(special) in box["error"].message
+    if where == "the-source":
+        assert fragment in box["error"].message and str(special) in box["error"].message
+    else:
+        passages, labels, names, notes = box["read"]
+        assert names == ["a", "b"] and sorted(set(labels)) == [0, 1] and "b/odd.txt" in " ".join(notes)
+
+
+def test_links_out_of_a_text_folder_or_in_a_loop_are_not_followed_and_are_counted(tmp_path):
+    """The image scan's rule for text folders too: a .txt link to a file outside is not read (its text would
+    leak into the probe set), a link to .. is not walked again and again, and the notes say how many were skipped."""
+    import os
+
+    root = _classes(tmp_path / "corpus", **{"a/good.txt": ENGLISH, "b/good.txt": ENGLISH})
+    secret = tmp_path / "secret.txt"
+    secret.write_text("Private words that must never be read. " * 20)
+    os.symlink(secret, root / "a" / "leak.txt")
+    os.symlink("..", root / "b" / "loop")
+    passages, labels, names, notes = read_text_path(root)
+    clean, _, _, _ = read_text_path(_classes(tmp_path / "clean", **{"a/good.txt": ENGLISH, "b/good.txt": ENGLISH}))
+    assert names == ["a", "b"] and sorted(set(labels)) == [0, 1] and passages == clean  # nothing read twice, nothing from outside
+    assert "2 links were not followed" in " ".join(notes) and "a/leak.txt" in " ".join(notes)
+    flat = _classes(tmp_path / "flat", **{"one.txt": ENGLISH})
+    os.symlink(".", flat / "again")
+    os.symlink(secret, flat / "leak.txt")
+    passages, labels, names, notes = read_text_path(flat)
+    assert names is None and passages == clean[:len(passages)] and len(passages) == len(clean) // 2 and "2 links were not followed" in " ".join(notes)

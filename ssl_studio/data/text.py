@@ -26,6 +26,7 @@ from typing import ClassVar
 
 import torch
 
+from ssl_studio.data.folder_scan import scan_folder
 from ssl_studio.data.imageset import DataError, ImageSet, limit_order, plural, printable, split_indices
 from ssl_studio.models.text_tokenizers import TOKENIZERS, CharTokenizer
 from ssl_studio.regular_file import NotRegularFile, read_regular
@@ -102,29 +103,59 @@ def _paragraphs(text: str) -> list[str]:
     return out
 
 
-def read_text_path(path: Path) -> tuple[list[str], list[int] | None, list[str] | None]:
-    """(passages, labels or None, class names or None) of a .txt file or a folder of them."""
+def _is_txt(rel: str) -> bool:
+    return rel.lower().endswith(".txt")
+
+
+def _skipped_notes(tree) -> list[str]:
+    """One sentence each for the special files never opened and the links not followed, naming the first few."""
+    def named(names: list[str]) -> str:
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        return ", ".join(printable(n) for n in names[:3]) + more
+
+    notes = []
+    if tree.special:
+        were = "was" if len(tree.special) == 1 else "were"
+        notes.append(f"{plural(len(tree.special), 'special file')} (named pipes, sockets or devices) {were} skipped, never "
+                     f"opened: {named(tree.special)}.")
+    if tree.skipped_links:
+        were = "was" if len(tree.skipped_links) == 1 else "were"
+        notes.append(f"{plural(len(tree.skipped_links), 'link')} {were} not followed (leading out of the folder, broken, or "
+                     f"to text already read): {named(tree.skipped_links)}.")
+    return notes
+
+
+def read_text_path(path: Path) -> tuple[list[str], list[int] | None, list[str] | None, list[str]]:
+    """(passages, labels or None, class names or None, notes) of a .txt file or a folder of them.
+
+    A folder is listed by the image folders' scan (data/folder_scan.py): each real file read once, no link
+    followed out of the folder, named pipes and devices never opened; the notes say what was skipped."""
     if not path.exists():
         raise DataError("data.source", f"{path} does not exist; pass a .txt file or a folder of them.")
     if not path.is_dir():  # a file, or a named pipe or device that _read_text_file refuses by name
-        return _paragraphs(_read_text_file(path)), None, None
-    classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and any(p.rglob("*.txt")))
+        return _paragraphs(_read_text_file(path)), None, None, []
+    tree = scan_folder(str(path))
+    classes = sorted(d for d in tree.dirs.get("", []) if any(_is_txt(f) for f in tree.files_under(d)))
     if len(classes) == 1:
-        raise DataError("data.source", f"{path} has only one class folder ({printable(classes[0].name)}); a probe needs at least 2 "
+        raise DataError("data.source", f"{path} has only one class folder ({printable(classes[0])}); a probe needs at least 2 "
                                        "classes: add a sub-folder of .txt files for each further class, or put the files directly in "
                                        f"{path} to train without labels.")
-    groups = [(c, sorted(c.rglob("*.txt"))) for c in classes] if classes else [(path, sorted(path.glob("*.txt")))]
-    if not any(files for _, files in groups):
+    if classes:
+        groups = [sorted(f for f in tree.files_under(c) if _is_txt(f)) for c in classes]
+    else:
+        groups = [sorted(f for f in tree.files.get("", []) if _is_txt(f))]
+    if not any(groups):
         raise DataError("data.source", f"{path} holds no .txt files; add some (sub-folders give classes).")
     passages, labels = [], []
-    for label, (_, files) in enumerate(groups):
-        for f in files:
-            for p in _paragraphs(_read_text_file(f)):
+    for label, files in enumerate(groups):
+        for rel in files:
+            for p in _paragraphs(_read_text_file(path / rel)):
                 passages.append(p)
                 labels.append(label)
+    notes = _skipped_notes(tree)
     if not classes:
-        return passages, None, None
-    return passages, labels, [printable(c.name) for c in classes]
+        return passages, None, None, notes
+    return passages, labels, [printable(c) for c in classes], notes
 
 
 def _windows(passages: list[str], labels: list[int], index: torch.Tensor, tokenizer, length: int,
@@ -167,10 +198,10 @@ def load_textset(source: str, context: int, val_fraction: float, seed: int, limi
         from ssl_studio.data.text_corpus import builtin_passages
 
         passages, labels, names = builtin_passages()
-        name = "text-builtin"
+        name, skipped = "text-builtin", []
     else:
         path = Path(where).expanduser()
-        passages, labels, names = read_text_path(path)
+        passages, labels, names, skipped = read_text_path(path)
         name = f"text-{printable(path.stem) or 'text'}"
     if not 0 < val_fraction < 1:
         raise DataError("data.val_fraction", f"is {val_fraction} but text needs held-out passages for its continuations and probe; set it between 0.05 and 0.5.")
@@ -197,7 +228,7 @@ def load_textset(source: str, context: int, val_fraction: float, seed: int, limi
         class_names=names, captions=None, masks=None, train_index=torch.arange(n_train),
         val_index=torch.arange(n_train, n_train + len(val_x)), tokenizer=tokenizer, unigram=unigram, sources=list(names or []),
         notes=[f"{len(passages)} passages, {tokenizer.kind} vocabulary of {tokenizer.vocab_size} tokens, "
-               f"{n_train} training and {len(val_x)} held-out windows of {context} tokens."],
+               f"{n_train} training and {len(val_x)} held-out windows of {context} tokens.", *skipped],
     )
 
 
