@@ -97,18 +97,20 @@ def _make_method(name: str, backbone: str, batch_size: int, image_size: int, mod
             times[part].append(dt)
 
     sizes = obj.backbone.describe() if hasattr(obj.backbone, "describe") else backbone
-    method = _Method(name, backbone, sizes, batch_size, step)
+    label = name + "".join(f", {k} {v}" for k, v in (objective or {}).items())
+    method = _Method(label, backbone, sizes, batch_size, step)
     method.times = times
     return method
 
 
-def bench_methods(methods: Sequence[tuple[str, str]] = DEFAULT_METHODS, batch_size: int = 128, image_size: int = 32,
+def bench_methods(methods: Sequence[tuple] = DEFAULT_METHODS, batch_size: int = 128, image_size: int = 32,
                   seconds: float = 5.0, warmup: int = 1) -> list[dict]:
     """One row per (method, backbone): ``images_per_s``, ``seconds_per_step`` and each part's share of the step.
 
-    Each method gets ``seconds`` of timed steps (at least 2), after ``warmup`` untimed ones.
+    ``methods``: (objective, backbone) pairs, or (objective, backbone, {objective setting: value}) to time a
+    variant beside the default.  Each gets ``seconds`` of timed steps (at least 2), after ``warmup`` untimed ones.
     """
-    runs = [_make_method(m, b, batch_size, image_size) for m, b in methods]
+    runs = [_make_method(m[0], m[1], batch_size, image_size, objective=m[2] if len(m) > 2 else None) for m in methods]
     for r in runs:
         for _ in range(warmup):
             r.step()
