@@ -3,7 +3,8 @@
 Architecture (Dosovitskiy et al. 2021): non-overlapping patches, a linear patch embedding, a [CLS]
 token, pre-norm Transformer blocks (LayerNorm -> attention -> residual, LayerNorm -> GELU MLP ->
 residual), a final LayerNorm; the [CLS] token after it is the feature (``feature_dim = embed_dim``).
-Sizes: patch ``image_size // 8`` (an 8x8 grid), embed ``3 x width``, depth 6, 3 heads, MLP ratio 4.
+Sizes: patch ``image_size // 8`` (an 8x8 grid; ``model.patch_size`` sets another), embed ``3 x width``,
+depth 6, 3 heads, MLP ratio 4.
 Default width 32 (embed 96, half ViT-Tiny): 2.4x ViT-Tiny's training speed on a CPU core, and at a
 few hundred steps steps matter more than width (docs/studies/vit-on-shapes.md, also for what a ViT
 learns on shapes in CPU-minutes, and why no convolutional stem).
