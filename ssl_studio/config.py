@@ -101,6 +101,8 @@ class ModelConfig:
     registers: int = param(0, help="ViT only: learnable register tokens that join the sequence and are dropped at the output "
                                    "(Darcet et al. 2024, 'Vision Transformers Need Registers'; DINOv2 uses 4).", min=0, max=16)
     depth: int = param(0, help="ViT only: Transformer blocks; 0 takes the ViT's default (6).", min=0, max=24)
+    patch_size: int = param(0, help="ViT only: side of a patch in pixels (it must divide data.resolution); 0 takes the ViT's "
+                                    "default (resolution / 8, an 8x8 grid of patches).", min=0, max=512, unit="px")
     init_from: str = param("", help="A run folder whose trained backbone this run starts from (e.g. an MAE run before DINO); "
                                     "empty starts from random weights. Backbone, width, depth, registers and resolution must match that run's.")
 
@@ -195,6 +197,12 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError("data.source", f"must be shapes, digits, folder:PATH, cifar:PATH or text:PATH (text:builtin), got {src!r}")
     if cfg.model.registers and cfg.model.backbone != "vit":
         raise ConfigError("model.registers", f"only applies to the ViT, but model.backbone is {cfg.model.backbone!r}; set it to 0 or choose vit.")
+    if cfg.model.patch_size and cfg.model.backbone != "vit":
+        raise ConfigError("model.patch_size", f"only applies to the ViT, but model.backbone is {cfg.model.backbone!r}; set it to 0 or choose vit.")
+    patch, side = cfg.model.patch_size, cfg.data.resolution
+    if patch and not text and (patch < 2 or 2 * patch > side or side % patch):
+        raise ConfigError("model.patch_size", f"must be at least 2 and split data.resolution ({side}) into a grid of at least 2x2 "
+                                              f"whole patches, got {patch}; choose a divisor such as {_patch_hint(side)}, or 0.")
     if cfg.model.depth and cfg.model.backbone != "vit" and not text:
         raise ConfigError("model.depth", f"only applies to the ViT, but model.backbone is {cfg.model.backbone!r}; set it to 0 or choose vit.")
     objective_cls = get_objective(cfg.objective.name)  # raises ConfigError for an unknown name
@@ -205,6 +213,11 @@ def validate_config(cfg: RunConfig) -> None:
         if ab not in objective_cls.ablation_switches():
             allowed = ", ".join(sorted(objective_cls.ablation_switches()))
             raise ConfigError("ablations", f"switch {ab!r} does not apply to {objective_cls.name} (it honours: {allowed})")
+
+
+def _patch_hint(resolution: int) -> str:
+    divisors = [p for p in range(2, resolution // 2 + 1) if resolution % p == 0]
+    return ", ".join(str(p) for p in divisors[:4]) if divisors else "another data.resolution"
 
 
 def config_from_mapping(data: dict[str, Any]) -> RunConfig:
@@ -251,7 +264,8 @@ def _typed_params(cfg: RunConfig) -> dict[str, Any]:
 
 
 # Settings that decide the network's shape: a checkpoint fits only a config that agrees on all of them.
-ARCHITECTURE_FIELDS = ("objective.name", "model.backbone", "model.width", "model.depth", "model.registers", "data.resolution")
+ARCHITECTURE_FIELDS = ("objective.name", "model.backbone", "model.width", "model.depth", "model.patch_size", "model.registers",
+                       "data.resolution")
 
 
 def checkpoint_mismatch(stored: Mapping[str, Any] | None, cfg: RunConfig, run: str | Path) -> ConfigError | None:

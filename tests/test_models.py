@@ -268,3 +268,35 @@ def test_bench_training_smoke() -> None:
     assert row["backbone"] == "convnet" and row["mode"] == "channels_last" and row["batch_size"] == 4
     assert row["images_per_s"] > 0 and row["matmul_flops_per_s"] > 0 and row["ratio"] > 0
     assert "convnet" in format_table(rows)
+
+
+def test_bf16_cpu_attention_is_explicit_and_matches_the_fused_kernel() -> None:
+    """Under bf16 autocast on a CPU the ViT takes explicit attention (faster there); it must give what SDPA gives."""
+    from ssl_studio.models.vit import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(32, 4)
+    x = torch.randn(3, 17, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, probs = attn(x)
+        qkv = attn.qkv(x).reshape(3, 17, 3, 4, 8).permute(2, 0, 3, 1, 4)
+        fused = torch.nn.functional.scaled_dot_product_attention(*qkv.unbind(0)).transpose(1, 2).reshape(3, 17, 32)
+        fused = attn.proj(fused)
+    assert probs is None and out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), fused.float(), rtol=0.05, atol=0.02)
+    out.float().square().mean().backward()
+    assert attn.qkv.weight.grad is not None and attn.qkv.weight.grad.abs().sum() > 0
+
+
+def test_vit_patch_size_is_a_setting_checked_against_the_resolution() -> None:
+    vit = build_backbone(ModelConfig(backbone="vit", width=8, patch_size=8), 32)
+    assert vit.patch_size == 8 and vit.grid_size == 4 and "8-px patches (4x4)" in vit.describe()
+    assert build_backbone(ModelConfig(backbone="vit", width=8), 32).patch_size == default_patch_size(32) == 4
+    for model, resolution, words in ((ModelConfig(backbone="convnet", patch_size=8), 32, "only applies to the ViT"),
+                                     (ModelConfig(backbone="vit", patch_size=5), 32, "data.resolution (32) into a grid"),
+                                     (ModelConfig(backbone="vit", patch_size=32), 32, "data.resolution (32) into a grid")):
+        cfg = RunConfig(model=model)
+        cfg.data.resolution = resolution
+        with pytest.raises(ConfigError) as err:
+            validate_config(cfg)
+        assert err.value.field == "model.patch_size" and words in str(err.value)

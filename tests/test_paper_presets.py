@@ -18,3 +18,7 @@ def test_the_paper_presets_hold_the_published_recipes():
     q = objective_params(dino)
     assert (q.use_bn_in_head, q.base_momentum, q.local_crops) == (False, 0.996, 2)
     assert resolved_optim(dino) == ("adamw", 5e-4, 0.04)
+    mae = load_config(presets_dir() / "mae-paper.toml")
+    m = objective_params(mae)
+    assert (m.decoder_dim, m.decoder_depth, m.decoder_heads) == (512, 8, 16) and resolved_optim(mae) == ("adamw", 1.5e-4, 0.05)
+    assert mae.model.backbone == "vit"

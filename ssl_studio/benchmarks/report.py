@@ -44,6 +44,10 @@ def run_bench(parts: list[str], seconds: float = 3.0, backbones: list[str] | Non
             lines.append(f"| {row['backbone']} | {row['mode']} | {row.get('batch_size', '')} | {row['images_per_s']:,.0f} | {row['step_flops_per_s'] / 1e9:,.1f} | "
                          f"{row['matmul_flops_per_s'] / 1e9:,.1f} | {row['ratio']:.2f} |")
         lines.append("")
+    if "methods" in parts:
+        from ssl_studio.benchmarks.methods import bench_methods, methods_table
+
+        lines += methods_table(bench_methods(seconds=max(seconds, 2.0)))
     if "checkpoint" in parts:
         from ssl_studio.benchmarks.checkpoint import bench_checkpoint, checkpoint_table
 

@@ -14,6 +14,7 @@ from ssl_studio.data.views import ViewMaker
 from ssl_studio.engine.prompts import default_templates
 from ssl_studio.engine.runs import RunFolder
 from ssl_studio.models import DEFAULT_DEPTH, DEFAULT_WIDTH, build_backbone
+from ssl_studio.models.vit import default_patch_size
 from ssl_studio.objectives import Objective, ObjectiveContext, get_objective
 from ssl_studio.objectives.clip import class_captions
 from ssl_studio.params import ConfigError
@@ -125,9 +126,11 @@ def effective_batch_size(cfg: RunConfig, num_train: int) -> int:
 
 
 def _built_backbone(model, resolution: int) -> tuple:
-    """What decides a backbone's weights: kind, width and depth (0 resolved to the backbone's default), registers, resolution."""
-    depth = (model.depth or DEFAULT_DEPTH) if model.backbone == "vit" else 0
-    return model.backbone, model.width or DEFAULT_WIDTH.get(model.backbone, 64), depth, model.registers, resolution
+    """What decides a backbone's weights: kind, width, depth and patch size (0 resolved to the backbone's default), registers, resolution."""
+    vit = model.backbone == "vit"
+    depth = (model.depth or DEFAULT_DEPTH) if vit else 0
+    patch = (getattr(model, "patch_size", 0) or default_patch_size(resolution)) if vit else 0
+    return model.backbone, model.width or DEFAULT_WIDTH.get(model.backbone, 64), depth, patch, model.registers, resolution
 
 
 def pretrained_backbone_state(cfg: RunConfig, resolution: int) -> dict[str, torch.Tensor]:
@@ -146,7 +149,8 @@ def pretrained_backbone_state(cfg: RunConfig, resolution: int) -> dict[str, torc
         raise ConfigError(field, f"{path} is not a run folder (it has no config.toml); choose a folder a finished run wrote.")
     source = folder.read_config()
     ours, theirs = _built_backbone(cfg.model, resolution), _built_backbone(source.model, source.data.resolution)
-    for name, mine, other in zip(("model.backbone", "model.width", "model.depth", "model.registers", "data.resolution"), ours, theirs):
+    for name, mine, other in zip(("model.backbone", "model.width", "model.depth", "model.patch_size", "model.registers", "data.resolution"),
+                                 ours, theirs):
         if mine != other:
             raise ConfigError(field, f"run {path.name} trained with {name} = {other!r} but this run has {mine!r}; "
                                      f"set {name} to {other!r} to start from its weights.")

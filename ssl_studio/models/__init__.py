@@ -36,7 +36,8 @@ def build_backbone(cfg, image_size: int, in_channels: int = 3) -> Backbone:
     if name == "resnet18":
         return ResNet18(image_size=image_size, in_channels=in_channels, width=width)
     if name == "vit":
-        return ViT(image_size=image_size, in_channels=in_channels, width=width, depth=cfg.depth or DEFAULT_DEPTH, registers=cfg.registers)
+        return ViT(image_size=image_size, in_channels=in_channels, width=width, depth=cfg.depth or DEFAULT_DEPTH, registers=cfg.registers,
+                   patch_size=getattr(cfg, "patch_size", 0) or None)
     raise ValueError(f"model.backbone must be one of {', '.join(BACKBONES)}, got {name!r}")
 
 

@@ -3,7 +3,8 @@
 Architecture (Dosovitskiy et al. 2021): non-overlapping patches, a linear patch embedding, a [CLS]
 token, pre-norm Transformer blocks (LayerNorm -> attention -> residual, LayerNorm -> GELU MLP ->
 residual), a final LayerNorm; the [CLS] token after it is the feature (``feature_dim = embed_dim``).
-Sizes: patch ``image_size // 8`` (an 8x8 grid), embed ``3 x width``, depth 6, 3 heads, MLP ratio 4.
+Sizes: patch ``image_size // 8`` (an 8x8 grid; ``model.patch_size`` sets another), embed ``3 x width``,
+depth 6, 3 heads, MLP ratio 4.
 Default width 32 (embed 96, half ViT-Tiny): 2.4x ViT-Tiny's training speed on a CPU core, and at a
 few hundred steps steps matter more than width (docs/studies/vit-on-shapes.md, also for what a ViT
 learns on shapes in CPU-minutes, and why no convolutional stem).
@@ -20,7 +21,7 @@ Hooks: ``patchify`` / ``unpatchify`` (images <-> ``B x N x (p*p*C)`` pixel patch
 exact round trip); ``forward_tokens(x, keep)`` (final-normed ``B x (1+n) x D`` tokens of only the
 patches in ``keep``: MAE's visible set, I-JEPA's context block); ``attention_maps(x)`` (every layer's
 attention probabilities for DINO's heat-maps; the normal forward uses fused
-``F.scaled_dot_product_attention``, and explicit attention, built only here, gives the same outputs).
+``F.scaled_dot_product_attention``, except under bf16 on a CPU, where explicit attention is faster).
 """
 
 from __future__ import annotations
@@ -106,10 +107,13 @@ class Attention(nn.Module):
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each B x H x N x Dh
         attn: Tensor | None = None
-        if return_attention:
+        if return_attention or (q.device.type == "cpu" and q.dtype == torch.bfloat16):
+            # Explicit attention (softmax in float32): on a CPU core under bf16 autocast it is about twice as fast,
+            # forward and backward, as PyTorch's fused CPU kernel for the lab's short sequences (docs/studies/recipes.md).
             scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)
-            attn = scores.float().softmax(dim=-1)
-            out = attn.to(v.dtype) @ v
+            probs = scores.float().softmax(dim=-1)
+            out = probs.to(v.dtype) @ v
+            attn = probs if return_attention else None
         else:
             out = F.scaled_dot_product_attention(q, k, v)
         out = out.transpose(1, 2).reshape(b, n, d)

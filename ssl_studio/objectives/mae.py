@@ -26,9 +26,9 @@ class MAEParams:
     Published: mask ratio 0.75, an 8-block 512-wide decoder (16 heads) with its
     own fixed sine-cosine position embeddings, per-patch normalised pixel targets
     (``norm_pix_loss``, their best setting), MSE on masked patches only.  Adapted to
-    a 2-core CPU and an 8x8 patch grid: a 2-block, 128-wide decoder (the paper's
-    ablation, table 1a-b, shows depth 1-2 decoders still learn, with a lower
-    linear-probe score than depth 8 but the same fine-tuning score).
+    a 2-core CPU and an 8x8 patch grid: a 1-block, 64-wide decoder (the paper's
+    table 1a-b: a depth-1 decoder still learns); the decoder sees all 65 tokens, the
+    encoder 17, so a light one buys twice the steps (docs/studies/recipes.md, "The ViT").
 
     ``pool``: the feature every evaluation reads.  The reference linear-probe
     script reads the [CLS] token, its fine-tuning script the mean of the patch
@@ -39,8 +39,8 @@ class MAEParams:
 
     mask_ratio: float = param(0.75, help="Share of patches hidden from the encoder (paper: 0.75).", min=0.0, max=0.95)
     norm_pix_loss: bool = param(True, help="Reconstruct each patch normalised by its own mean and std (paper's best target).")
-    decoder_dim: int = param(128, help="Width of the decoder (paper: 512).", min=8, max=4096)
-    decoder_depth: int = param(2, help="Transformer blocks in the decoder (paper: 8).", min=1, max=24)
+    decoder_dim: int = param(64, help="Width of the decoder (paper: 512).", min=8, max=4096)
+    decoder_depth: int = param(1, help="Transformer blocks in the decoder (paper: 8).", min=1, max=24)
     decoder_heads: int = param(4, help="Attention heads in the decoder (paper: 16).", min=1, max=64)
     pool: str = param("mean", help="Evaluation feature: mean of the patch tokens or the [CLS] token of the full, unmasked encoder.",
                       choices=("mean", "cls"))
