@@ -261,7 +261,8 @@ def test_start_from_a_run_is_typed_chosen_and_loaded(panel, monkeypatch, tmp_pat
     assert edit.text() == "/runs/mae" and same_run(panel.to_config(), cfg)
 
 
-@pytest.mark.parametrize("name, shown_at_0, chosen, loaded", [("registers", "none", 4, 2), ("depth", "default (6)", 2, 3)])
+@pytest.mark.parametrize("name, shown_at_0, chosen, loaded", [("registers", "none", 4, 2), ("depth", "default (6)", 2, 3),
+                                                              ("patch_size", "default (side / 8)", 8, 4)])
 def test_registers_and_depth_are_vit_settings(panel, name, shown_at_0, chosen, loaded):
     spin = panel.findChild(QSpinBox, f"{name}Spin")
     combo = panel.backbone_combo

@@ -80,6 +80,7 @@ def test_a_language_model_offers_width_and_depth_of_its_own_network_and_no_backb
     panel._select_objective("masked-lm")
     depth = panel.vit_spins["depth"]
     assert not panel.backbone_combo.isVisibleTo(panel) and not panel.vit_spins["registers"].isVisibleTo(panel)
+    assert not panel.vit_spins["patch_size"].isVisibleTo(panel)
     assert depth.isEnabled() and depth.specialValueText() == f"default ({DEFAULT_TEXT_DEPTH})"
     depth.setValue(2)
     assert panel.to_config().model.depth == 2

@@ -91,7 +91,8 @@ class ObjectiveSection:
         form.addRow("Width", self.width_spin)
         # Settings of the ViT's token sequence, by ModelConfig field: enabled for the ViT only, 0 elsewhere.
         self.vit_spins: dict[str, QSpinBox] = {}
-        for field, label, at_zero in (("depth", "Depth", f"default ({DEFAULT_DEPTH})"), ("registers", "Registers", "none")):
+        for field, label, at_zero in (("depth", "Depth", f"default ({DEFAULT_DEPTH})"), ("patch_size", "Patch size", "default (side / 8)"),
+                                      ("registers", "Registers", "none")):
             spin = name_control(QSpinBox(), f"{field}Spin", f"ViT {field}", _tooltip(ModelConfig, field))
             spec = _spec(ModelConfig, field)
             spin.setRange(int(spec.min), int(spec.max))
@@ -223,6 +224,7 @@ class ObjectiveSection:
         text = getattr(cls, "modality", "images") == "text"
         self.model_form.setRowVisible(self.backbone_combo, not text)
         self.model_form.setRowVisible(self.vit_spins["registers"], not text)
+        self.model_form.setRowVisible(self.vit_spins["patch_size"], not text)
         if text:
             from ssl_studio.models.text_lm import DEFAULT_TEXT_DEPTH, DEFAULT_TEXT_WIDTH, TEXT_HEAD_DIM
 
@@ -237,7 +239,7 @@ class ObjectiveSection:
             spin.setEnabled(self.model_field_applies(field))
 
     def model_field_applies(self, field: str) -> bool:
-        """Whether the ViT's ``depth`` or ``registers`` spin sizes this run's network (the form hands on 0 otherwise)."""
+        """Whether the ViT's ``depth``, ``patch_size`` or ``registers`` spin sizes this run's network (the form hands on 0 otherwise)."""
         text = getattr(self.objective_class(), "modality", "images") == "text"
         return (field == "depth" and text) or (self.backbone_combo.currentData() == "vit" and not text)
 
