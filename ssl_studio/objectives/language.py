@@ -47,7 +47,7 @@ class LanguageModel(Objective):
     modality: ClassVar[str] = "text"
     num_global_views = 1
     honours = frozenset()  # tiny_batch comes from the engine (ablation_switches); no_augmentation is a no-op on text
-    recipe = OptimRecipe(optimizer="adamw", lr=8e-3, weight_decay=0.01)  # 2e-3 at batch 64 (docs/studies/text-lm.md), warm-up from the config
+    recipe = OptimRecipe(optimizer="adamw", lr=4e-3, weight_decay=0.01)  # 1e-3 at batch 64, warm-up from the config
     metric_specs = {"token_acc": MetricSpec("Token accuracy", "", "accuracy")}
     causal: ClassVar[bool] = True
 
