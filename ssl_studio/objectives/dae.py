@@ -11,8 +11,8 @@ location decoded to the pixels it covers by a per-location MLP) or its pooled fe
 normalised image.
 
 Its broken twin is the ``no_noise`` ablation: no corruption, and an autoencoder whose code can
-carry the image (a spatial code with more numbers than the image has: the ViT's patch tokens)
-learns to copy.  ``reconstruction_errors`` measures that: the error on clean inputs, and on
+carry the image (``decoder = spatial`` on the ViT: its patch tokens hold more numbers than the
+image) learns to copy; the pooled feature is too small to copy through.  ``reconstruction_errors`` measures that: the error on clean inputs, and on
 corrupted inputs against the clean image.
 """
 
@@ -39,7 +39,7 @@ class DAEParams:
                        choices=("masking", "gaussian"))
     strength: float = param(0.5, help="Masking: share of pixels hidden; Gaussian: noise std in units of the data's std.",
                             min=0.0, max=3.0)
-    decoder: str = param("spatial", help="What the decoder reads: the backbone's spatial code (last feature map or patch "
+    decoder: str = param("pooled", help="What the decoder reads: the backbone's spatial code (last feature map or patch "
                          "tokens) or its pooled feature.", choices=("spatial", "pooled"))
     decoder_hidden: int = param(512, help="Hidden width of the MLP decoder.", min=16, max=8192)
 
