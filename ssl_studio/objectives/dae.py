@@ -4,12 +4,16 @@ The ancestor of masked prediction: an autoencoder that must undo a corruption ca
 input, so its code has to capture what the corruption destroys.  Two corruptions from the paper's
 line of work: Gaussian noise added to every pixel (``strength`` = its standard deviation, in units
 of the data's per-channel std) and masking noise (``strength`` = the share of pixel locations set
-to the data mean, all channels together).  The encoder is the lab backbone; the decoder is an MLP
-from the pooled feature to every pixel (small and backbone-agnostic: the feature is all the
-decoder gets, so it is the feature that must hold the image).  The loss is the mean squared error
-against the clean, normalised image.
+to the data mean, all channels together).  The encoder is the lab backbone.  The decoder reads
+either its spatial code (``spatial``: the last feature map, or the ViT's patch tokens, each
+location decoded to the pixels it covers by a per-location MLP) or its pooled feature
+(``pooled``: an MLP to every pixel).  The loss is the mean squared error against the clean,
+normalised image.
 
-Its broken twin is the ``no_noise`` ablation: no corruption, and the autoencoder can learn to copy.
+Its broken twin is the ``no_noise`` ablation: no corruption, and an autoencoder whose code can
+carry the image (``decoder = spatial`` on the ViT: its patch tokens hold more numbers than the
+image) learns to copy; the pooled feature is too small to copy through.  ``reconstruction_errors`` measures that: the error on clean inputs, and on
+corrupted inputs against the clean image.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ class DAEParams:
                        choices=("masking", "gaussian"))
     strength: float = param(0.5, help="Masking: share of pixels hidden; Gaussian: noise std in units of the data's std.",
                             min=0.0, max=3.0)
+    decoder: str = param("pooled", help="What the decoder reads: the backbone's spatial code (last feature map or patch "
+                         "tokens) or its pooled feature.", choices=("spatial", "pooled"))
     decoder_hidden: int = param(512, help="Hidden width of the MLP decoder.", min=16, max=8192)
 
 
@@ -65,6 +71,32 @@ def corrupt(x: torch.Tensor, noise: str, strength: float, generator: torch.Gener
     return apply_noise(x, noise, strength, noise_draw(noise, x.shape[0], tuple(x.shape[1:]), generator))
 
 
+def spatial_code(backbone, x: torch.Tensor) -> torch.Tensor:
+    """The backbone's code before pooling, B×C×h×w: its last feature map, or the ViT's patch tokens on their grid."""
+    if hasattr(backbone, "forward_tokens"):
+        tokens = backbone.forward_tokens(x)[:, 1:]
+        g = backbone.grid_size
+        return tokens.transpose(1, 2).reshape(x.shape[0], tokens.shape[-1], g, g)
+    return backbone.forward_map(x)
+
+
+def spatial_code_shape(backbone, channels: int, size: int) -> tuple[int, int] | None:
+    """(channels, grid side) of ``spatial_code`` for ``size``-px images; None when the backbone has no
+    square spatial code whose grid divides the image (the decoder then reads the pooled feature)."""
+    if not (hasattr(backbone, "forward_tokens") or hasattr(backbone, "forward_map")):
+        return None
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            code = spatial_code(backbone, torch.zeros(1, channels, size, size))
+    finally:
+        backbone.train(was_training)
+    if code.dim() != 4 or code.shape[-1] != code.shape[-2] or size % code.shape[-1]:
+        return None
+    return int(code.shape[1]), int(code.shape[-1])
+
+
 class DenoisingAE(Objective):
     name = "denoising-ae"
     title = "Denoising autoencoder"
@@ -81,17 +113,35 @@ class DenoisingAE(Objective):
     def __init__(self, backbone, params: DAEParams, context):
         super().__init__(backbone, params, context)
         size = context.image_size
-        self.out_shape = (getattr(backbone, "in_channels", 3), size, size)
-        out = self.out_shape[0] * size * size
-        self.decoder = nn.Sequential(nn.Linear(backbone.feature_dim, params.decoder_hidden), nn.GELU(),
-                                     nn.Linear(params.decoder_hidden, out))
+        channels = getattr(backbone, "in_channels", 3)
+        self.out_shape = (channels, size, size)
+        self.spatial = params.decoder == "spatial" and spatial_code_shape(backbone, channels, size) is not None
+        if self.spatial:
+            code_channels, grid = spatial_code_shape(backbone, channels, size)
+            self.scale = size // grid
+            self.decoder = nn.Sequential(nn.Conv2d(code_channels, params.decoder_hidden, 1), nn.GELU(),
+                                         nn.Conv2d(params.decoder_hidden, channels * self.scale ** 2, 1))
+        else:
+            self.decoder = nn.Sequential(nn.Linear(backbone.feature_dim, params.decoder_hidden), nn.GELU(),
+                                         nn.Linear(params.decoder_hidden, channels * size * size))
 
     @property
     def strength(self) -> float:
         return 0.0 if self.ablated("no_noise") else self.params.strength
 
     def reconstruct_from(self, noisy: torch.Tensor) -> torch.Tensor:
+        if self.spatial:
+            return F.pixel_shuffle(self.decoder(spatial_code(self.backbone, noisy)), self.scale)
         return self.decoder(self.backbone(noisy)).view(noisy.shape[0], *self.out_shape)
+
+    @torch.no_grad()
+    def reconstruction_errors(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, float]:
+        """MSE against the clean images ``x`` of: the corrupted input itself, the reconstruction of the
+        corrupted input, and the reconstruction of the clean input (near zero and equal to the first for a copier)."""
+        noisy = corrupt(x, self.params.noise, self.params.strength, generator)
+        return {"noisy_input": float(F.mse_loss(noisy.float(), x.float())),
+                "from_noisy": float(F.mse_loss(self.reconstruct_from(noisy).float(), x.float())),
+                "from_clean": float(F.mse_loss(self.reconstruct_from(x).float(), x.float()))}
 
     def training_step(self, batch: Batch, progress: float) -> StepOutput:
         clean = batch.views[0]

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_studio.models.text_tokenizers import MASK_ID
-from ssl_studio.objectives.base import Batch, MetricSpec, StepOutput
+from ssl_studio.objectives.base import Batch, MetricSpec, OptimRecipe, StepOutput
 from ssl_studio.objectives.language import VISUAL_SEED, LanguageModel, bert_corruption
 from ssl_studio.params import param
 
@@ -96,6 +96,8 @@ class MaskedLM(LanguageModel):
                    "from both sides (bidirectional attention), as BERT does: the understanding side of exercise E2.")
     Params = MaskedLMParams
     causal = False
+    # twice the causal LM's rate: it learns from 15 % of the tokens a step (docs/studies/text-lm.md, ablations)
+    recipe = OptimRecipe(optimizer="adamw", lr=8e-3, weight_decay=0.01)
     metric_specs = {"token_acc": MetricSpec("Masked-token accuracy", "", "accuracy")}
 
     @classmethod
