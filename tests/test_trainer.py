@@ -124,6 +124,16 @@ def test_divergence_stops_with_a_status_and_keeps_a_checkpoint(tmp_path):
     assert (Path(result.run_dir) / "checkpoints" / "last.pt").exists()
 
 
+def test_a_loss_that_is_not_finite_before_any_update_names_the_chosen_setting_not_the_learning_rate(tmp_path):
+    """A temperature of 1e-300 makes SimCLR's very first loss infinite: blaming optim.lr sent people the wrong way."""
+    cfg = tiny(tmp_path, objective={"name": "simclr", "temperature": 1e-300}, budget={"steps": 5})
+    rec = Recorder()
+    result = Trainer(cfg, callback=rec).run()
+    assert result.status.startswith("diverged"), result.status
+    message = rec.of(Failed)[0].message
+    assert "first step" in message and "objective.temperature = 1e-300" in message and "lower optim.lr" not in message
+
+
 def test_bad_data_fails_with_one_sentence(tmp_path):
     cfg = tiny(tmp_path, data={"source": f"folder:{tmp_path / 'nothing-here'}"})
     rec = Recorder()

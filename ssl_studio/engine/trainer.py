@@ -413,8 +413,18 @@ class Trainer:
         loss = values.read()[0]
         if not math.isfinite(loss):
             self.step = values.step - 1  # the steps that count are those before it
+            if values.step == 1:  # computed from the initial weights: no learning rate is to blame
+                raise Diverged(f"The loss was {loss} at the first step, before any weight was updated, so the learning rate is not "
+                               f"the cause; {self._extreme_settings_hint()}")
             raise Diverged(f"The loss became {loss} at step {values.step}; lower optim.lr (now {self.peak_lr:.3g} at this batch size) "
                            "or set optim.grad_clip, then start again (the last good checkpoint is kept).")
+
+    def _extreme_settings_hint(self) -> str:
+        """What to look at when the untrained network's loss is not finite: the objective settings the user chose."""
+        chosen = ", ".join(f"objective.{k} = {v!r}" for k, v in sorted(self.cfg.objective.params.items()))
+        if chosen:
+            return f"check the objective settings you chose ({chosen}) for an extreme value, then start again."
+        return "check the data (images that are all one value) and the objective's settings, then start again."
 
     def _report(self, values: StepValues | None) -> None:
         """Read a step's values (a CUDA step's one step late, see step_values), stop a diverged run, emit its Step event.
