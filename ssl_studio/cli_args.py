@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--seconds", type=positive_number, default=3.0, help="time per measurement")
     p_bench.add_argument("--only", default="views,training,methods", help="comma-separated parts: views, training, methods (each "
                          "method's own step on its default backbone: SimCLR on the ConvNet, MAE and I-JEPA on the ViT, with the share of "
-                         "each part), checkpoint, distributed (2 gloo processes against 1 process of 2 threads), gpu (needs CUDA)")
+                         "each part), loop (a real 100-step SimCLR run: the share of the step, the host work and events, metrics writing, probes and "
+                         "checkpoints), checkpoint, distributed (2 gloo processes against 1 process of 2 threads), gpu (needs CUDA)")
     p_bench.add_argument("--backbones", default="convnet,resnet18,vit")
     p_bench.add_argument("--gui", action="store_true", help="also measure the window: throughput with panels live, event-loop lateness, scatter redraw")
     p_bench.add_argument("--gui-seconds", type=positive_number, default=20.0, help="training time per side of the window benchmark")

@@ -48,6 +48,10 @@ def run_bench(parts: list[str], seconds: float = 3.0, backbones: list[str] | Non
         from ssl_studio.benchmarks.methods import bench_methods, methods_table
 
         lines += methods_table(bench_methods(seconds=max(seconds, 2.0)))
+    if "loop" in parts:
+        from ssl_studio.benchmarks.loop import bench_loop, loop_table
+
+        lines += loop_table([bench_loop()])
     if "checkpoint" in parts:
         from ssl_studio.benchmarks.checkpoint import bench_checkpoint, checkpoint_table
 

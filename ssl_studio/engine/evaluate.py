@@ -29,9 +29,12 @@ from ssl_studio.params import ConfigError
 KNN_TEMPERATURE = 0.1  # the weighting used by the reference numbers in shared/data/README.md
 
 
+EMBED_BATCH = 512  # images per forward pass when embedding a set
+
+
 @torch.no_grad()
 def embed_images(embed: Callable[[torch.Tensor], torch.Tensor], images_uint8: torch.Tensor, to_input: Callable[[torch.Tensor], torch.Tensor],
-                 batch_size: int = 512, device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+                 batch_size: int = EMBED_BATCH, device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Features of uint8 images, batched, on ``device``; returned as float32 on the CPU."""
     out = []
     device = torch.device(device)

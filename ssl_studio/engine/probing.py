@@ -19,9 +19,15 @@ from ssl_studio.config import RunConfig
 from ssl_studio.data import ImageSet
 from ssl_studio.engine import attention, diagnostics
 from ssl_studio.engine.device import autocast
-from ssl_studio.engine.evaluate import attribute_knn, embed_images, fit_linear, knn_accuracy, knn_protocol, linear_protocol, standardise
+from ssl_studio.engine.evaluate import EMBED_BATCH, attribute_knn, embed_images, fit_linear, knn_accuracy, knn_protocol, linear_protocol, standardise
 from ssl_studio.engine.events import Probe, Visuals
 from ssl_studio.engine.zeroshot import zeroshot_protocol
+from ssl_studio.objectives.base import Objective
+
+# The projector rank is measured on the first this many probe images: exactly the first batch ``embed`` runs,
+# so their backbone features are reused rather than computed a second time.
+PROJECTOR_IMAGES = EMBED_BATCH
+_NOT_REUSED = object()
 
 
 class Prober:
@@ -50,11 +56,44 @@ class Prober:
         return embed_images(self.objective.embed, self.imageset.images[index], to_input, device=self.device,
                             autocast_dtype=self.autocast_dtype)
 
+    def _reuses_backbone_features(self) -> bool:
+        """Whether the objective's projector embedding is its projector applied to ``embed``'s features (the base
+        class's ``embed``, ``project`` and ``projector_embed``), so that a probe need not run the backbone again."""
+        cls = type(self.objective)
+        return (cls.embed is Objective.embed and cls.project is Objective.project
+                and cls.projector_embed is Objective.projector_embed)
+
+    def _project_features(self, feats: torch.Tensor):
+        """The projector's embedding of the first probe images from their backbone features, or ``_NOT_REUSED``.
+
+        The features come from the same first batch of ``embed`` (``PROJECTOR_IMAGES`` images, eval mode), so the
+        projector sees what a fresh forward pass would give it; its first layer is a Linear that autocast casts
+        to the same precision either way."""
+        if not self._reuses_backbone_features():
+            return _NOT_REUSED
+        if not self.objective.has_projector:
+            return None
+        projector = self.objective.projector
+        if projector is None:  # the no_projector ablation: the loss sees the backbone's features
+            return feats
+        with autocast(self.device, self.autocast_dtype):
+            return projector(feats.to(self.device))
+
+    def _projector_embed_images(self):
+        """The projector's embedding of the first probe images by a forward pass of the objective's own."""
+        self.objective.eval()
+        x = self.views.plain(self.imageset.images[self.probe_index[:PROJECTOR_IMAGES]].to(self.device))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.autocast_dtype):
+            return self.objective.projector_embed(x)
+
     @torch.no_grad()
     def probe(self, step: int, final: bool) -> Probe:
         """The diagnostics of the features of the fixed probe images at ``step``."""
         data = self.imageset
         feats = self.embed(self.probe_index)
+        projected = self._project_features(feats[:PROJECTOR_IMAGES])  # before NaNs are zeroed, as a fresh forward would see them
         finite = torch.isfinite(feats).all()
         if not finite:
             feats = torch.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0)
@@ -70,12 +109,7 @@ class Prober:
             with torch.no_grad():
                 linear = float((head(probe_std).argmax(1) == labels).float().mean())
         projector_rank = None
-        self.objective.eval()
-        x = self.views.plain(data.images[self.probe_index[:512]].to(self.device))
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device, self.autocast_dtype):
-            z = self.objective.projector_embed(x)
+        z = projected if projected is not _NOT_REUSED else self._projector_embed_images()
         if z is not None:
             projector_rank = diagnostics.effective_rank(torch.nan_to_num(z.float().cpu()))
         overlap = None
