@@ -64,10 +64,31 @@ def open_regular(path: str | Path) -> BinaryIO:
         raise
 
 
+def open_own_regular(path: str | Path, flags: int) -> int:
+    """A descriptor of ``path`` opened with ``flags`` (e.g. to append or lock) only when it is a regular file reached
+    without a link; ``NotRegularFile`` when a link, folder, pipe or device stands there, so a write never goes
+    through one (a link would write into the file it names, a pipe nobody reads would block)."""
+    path = Path(path)
+    try:
+        fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError:
+        what = "a link" if path.is_symlink() else special_kind(path)
+        if what is not None:  # ELOOP for a link, ENXIO for a named pipe nobody reads
+            raise NotRegularFile(path, what) from None
+        raise
+    what = kind_of(os.fstat(fd).st_mode)
+    if what is not None:
+        os.close(fd)
+        raise NotRegularFile(path, what)
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return fd
+
+
 def read_regular(path: str | Path) -> bytes:
     """The bytes of the regular file at ``path`` (see ``open_regular``)."""
     with open_regular(path) as fh:
         return fh.read()
 
 
-__all__ = ["NotRegularFile", "kind_of", "open_regular", "read_regular", "special_kind"]
+__all__ = ["NotRegularFile", "kind_of", "open_own_regular", "open_regular", "read_regular", "special_kind"]

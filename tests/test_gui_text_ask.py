@@ -2,35 +2,22 @@
 
 import os
 import queue
-import random
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytest.importorskip("PySide6")
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+from text_runs import train_causal_and_masked  # noqa: E402
 
-WORDS = "the a socket file open close read write buffer stream thread lock queue data value number text line path name".split()
-TINY = ["--batch-size", "16", "--set", "data.resolution=16", "--set", "model.width=48", "--set", "model.depth=1",
-        "--set", "probe.size=32", "--precision", "float32", "--quiet", "--steps", "2"]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A causal and a masked LM run, two steps each, on one .txt file, in one runs folder."""
-    from ssl_studio.cli import main
-
-    root = tmp_path_factory.mktemp("gui-ask")
-    rng = random.Random(0)
-    text = root / "own.txt"
-    text.write_text(" ".join(" ".join(rng.choice(WORDS) for _ in range(12)).capitalize() + "." for _ in range(600)))
-    out = root / "runs"
-    made = {}
-    for objective in ("causal-lm", "masked-lm"):
-        assert main(["train", "--objective", objective, "--data", f"text:{text}", "--out", str(out), *TINY]) == 0
-        (made[objective],) = [p for p in out.iterdir() if p.is_dir() and objective in p.name]
-    return made["causal-lm"], made["masked-lm"]
+    causal, masked, _ = train_causal_and_masked(tmp_path_factory.mktemp("gui-ask"))
+    return causal, masked
 
 
 def _ask(qtbot, box, text):

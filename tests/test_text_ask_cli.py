@@ -1,29 +1,15 @@
 """``ssl-studio ask`` and the words of a text run on the command line, on two tiny runs over a .txt file of the test's own."""
 
-import random
-
 import pytest
 
 from ssl_studio.cli import main
-
-WORDS = "the a socket file open close read write buffer stream thread lock queue data value number text line path name".split()
-TINY = ["--batch-size", "16", "--set", "data.resolution=16", "--set", "model.width=48", "--set", "model.depth=1",
-        "--set", "probe.size=32", "--precision", "float32", "--quiet", "--steps", "2"]
+from text_runs import TINY, train_causal_and_masked, write_own_text
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """(causal run, masked run, the start line of the first) trained on an unlabelled .txt file."""
-    root = tmp_path_factory.mktemp("ask")
-    rng = random.Random(0)
-    text = root / "own.txt"
-    text.write_text(" ".join(" ".join(rng.choice(WORDS) for _ in range(12)).capitalize() + "." for _ in range(600)))
-    out = root / "runs"
-    made = {}
-    for objective in ("causal-lm", "masked-lm"):
-        assert main(["train", "--objective", objective, "--data", f"text:{text}", "--out", str(out), *TINY]) == 0
-        (made[objective],) = [p for p in out.iterdir() if p.is_dir() and objective in p.name]
-    return made["causal-lm"], made["masked-lm"], out
+    """(causal run, masked run, their runs folder) trained on an unlabelled .txt file."""
+    return train_causal_and_masked(tmp_path_factory.mktemp("ask"))
 
 
 def test_one_run_is_answered_with_its_partner_found_beside_it(runs, capsys):
@@ -90,9 +76,7 @@ def test_an_unlabelled_text_run_says_token_windows_and_is_evaluated_by_perplexit
 
 
 def test_the_start_line_of_a_text_run_counts_token_windows(tmp_path, capsys):
-    rng = random.Random(1)
-    text = tmp_path / "t.txt"
-    text.write_text(" ".join(" ".join(rng.choice(WORDS) for _ in range(12)) + "." for _ in range(400)))
+    text = write_own_text(tmp_path / "t.txt", sentences=400, capitalise=False)
     args = [a for a in TINY if a != "--quiet"]
     assert main(["train", "--objective", "causal-lm", "--data", f"text:{text}", "--out", str(tmp_path / "runs"), *args]) == 0
     err = capsys.readouterr().err

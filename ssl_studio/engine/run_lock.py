@@ -19,7 +19,7 @@ import socket
 import time
 from pathlib import Path
 
-from ssl_studio.regular_file import NotRegularFile, kind_of, open_regular, read_regular, special_kind
+from ssl_studio.regular_file import open_own_regular, open_regular, read_regular
 
 try:
     import fcntl
@@ -48,18 +48,7 @@ class RunLock:
     def acquire(self) -> "RunLock":
         """Take the lock; ``RunBusyError`` if a live process holds it, ``OSError`` if the file cannot be made
         (``NotRegularFile`` when a folder, pipe, device or link stands in its place: the lock never writes through one)."""
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
-        try:
-            fd = os.open(self.path, flags, 0o666)
-        except OSError:
-            what = "a link" if self.path.is_symlink() else special_kind(self.path)
-            if what is not None:
-                raise NotRegularFile(self.path, what) from None
-            raise
-        what = kind_of(os.fstat(fd).st_mode)
-        if what is not None:
-            os.close(fd)
-            raise NotRegularFile(self.path, what)
+        fd = open_own_regular(self.path, os.O_RDWR | os.O_CREAT)
         fh = os.fdopen(fd, "r+", encoding="utf-8")
         try:
             if fcntl is not None:

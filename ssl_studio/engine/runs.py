@@ -34,7 +34,7 @@ from ssl_studio.config import RunConfig, load_config, save_config
 from ssl_studio.engine.events import Event, Failed, Finished, Probe, Visuals
 from ssl_studio.engine.run_health import loads_finite
 from ssl_studio.engine.run_writes import RunWriteError, atomic_write, describe_write_error, remove_quietly
-from ssl_studio.regular_file import NotRegularFile, kind_of, open_regular, read_regular, special_kind
+from ssl_studio.regular_file import open_own_regular, open_regular, read_regular
 
 
 def _slug(text: str) -> str:
@@ -181,20 +181,7 @@ class RunFolder:
 
         Only a regular file of the folder itself is appended to: a named pipe would block the run, a device
         swallow its records, and a link write them into whatever file it names."""
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
-        try:
-            fd = os.open(self.metrics_path, flags, 0o666)
-        except OSError:
-            what = "a link" if self.metrics_path.is_symlink() else special_kind(self.metrics_path)
-            if what is not None:  # ELOOP for a link, ENXIO for a named pipe nobody reads
-                raise NotRegularFile(self.metrics_path, what) from None
-            raise
-        what = kind_of(os.fstat(fd).st_mode)
-        if what is not None:
-            os.close(fd)
-            raise NotRegularFile(self.metrics_path, what)
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
+        fd = open_own_regular(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         fh = os.fdopen(fd, "a", encoding="utf-8")
         try:
             if fh.tell() > 0:
