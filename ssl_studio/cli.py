@@ -321,6 +321,8 @@ def _split(text: str | None) -> list[str] | None:
 def cmd_study(args) -> int:
     from ssl_studio.engine.control import RunControl
 
+    if args.reuse and args.kind != "protocols":
+        raise ConfigError("--from", f"evaluates an earlier protocols study again; the {args.kind} study trains its runs each time, so drop --from")
     overrides = dict(split_setting(item) for item in args.set)
     data = args.data or ("text:builtin" if args.kind == "text" else "shapes")
     common = dict(data=data, minutes_per_run=args.minutes_per_run, out=args.out, steps=args.steps, overrides=overrides,
@@ -328,7 +330,8 @@ def cmd_study(args) -> int:
     if args.kind == "protocols":
         from ssl_studio.studies.protocols import run_protocols_study as run_study
 
-        common.update(methods=_split(args.methods), protocols=tuple(_split(args.protocols) or ()), finetune_epochs=args.finetune_epochs)
+        common.update(methods=_split(args.methods), protocols=tuple(_split(args.protocols) or ()), finetune_epochs=args.finetune_epochs,
+                      reuse=args.reuse)
     elif args.kind == "recipes":
         from ssl_studio.studies.recipes import run_recipes_study as run_study
 

@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("run", help="the run folder")
     p_eval.add_argument("--protocols", default=None,
                         help="comma-separated protocols: knn, linear, finetune, fractions (1%%, 10%%, 100%% of the labels), "
-                             "zeroshot (CLIP runs), baselines (the backbone at initialisation and raw pixels), perplexity "
+                             "zeroshot (CLIP runs), baselines (the backbone at initialisation and raw pixels), scratch (fine-tuning "
+                             "the same backbone from initialisation, at --finetune-epochs), perplexity "
                              "(text runs); default knn,linear,finetune (text runs: perplexity,knn,linear)")
     p_eval.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="where to evaluate (default auto)")
     p_eval.add_argument("--finetune-epochs", type=positive_number, default=3.0, help="fine-tuning epochs (default 3)")
@@ -207,6 +208,9 @@ def _add_study_parser(sub) -> None:
     p.add_argument("--methods", help="protocols and recipes studies: comma-separated objectives (default every one that needs no captions)")
     p.add_argument("--protocols", default="knn,linear,finetune,fractions", help="protocols study: which protocols")
     p.add_argument("--finetune-epochs", type=positive_number, default=3.0, help="protocols study: fine-tuning epochs")
+    p.add_argument("--from", dest="reuse", default=None, metavar="STUDY",
+                   help="protocols study: train nothing; evaluate the runs of this earlier study folder by the protocols "
+                        "their reports lack, and write its tables again")
     p.add_argument("--held-out", help="clip study: comma-separated colour-shape pairs kept out of training (e.g. red-triangle)")
     p.add_argument("--out", default="runs/studies", help="folder under which the study folder is created")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting for every run, e.g. batch_size=128")

@@ -17,3 +17,54 @@ def test_protocols_study_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     assert set(data["scores"]) >= {"knn", "linear", "finetune"}
     assert (study / "figure.png").stat().st_size > 1000
     assert len(list((study / "runs").iterdir())) == 2
+
+
+TINY = ["--set", "data.num_images=160", "--set", "batch_size=16", "--set", "model.width=8", "--set", "probe.every=0",
+        "--set", "probe.size=32", "--set", "precision=\"float32\""]
+
+
+def test_the_study_sets_each_method_against_its_network_at_initialisation_and_can_be_evaluated_again(tmp_path):
+    argv = ["study", "protocols", "--methods", "simclr,byol", "--steps", "3", "--out", str(tmp_path),
+            "--protocols", "knn,linear,finetune", "--finetune-epochs", "0.2", *TINY]
+    assert main(argv) == 0
+    (study,) = [p for p in tmp_path.iterdir() if p.name.endswith("-protocols")]
+    data = json.loads((study / "study.json").read_text())
+    # both ConvNets start from the same seeded weights: one set of references, measured once
+    (ref,) = data["references"]
+    assert ref["methods"] == ["simclr", "byol"] and ref["backbone"] == "convnet"
+    assert 0.0 <= ref["init_knn"] <= 1.0 and 0.0 <= ref["scratch"] <= 1.0
+    table = (study / "table.md").read_text()
+    assert "Against the same network at initialisation" in table
+    assert f"| simclr | convnet | {data['scores']['knn'][0]:.3f} | {data['scores']['knn'][0] - ref['init_knn']:+.3f} |" in table
+
+    # --from trains nothing and evaluates only what the reports lack
+    runs = sorted((study / "runs").iterdir())
+    before = {r.name: (r / "report.json").read_text() for r in runs}
+    assert main(["study", "protocols", "--from", str(study), "--protocols", "knn,linear,finetune,fractions",
+                 "--finetune-epochs", "0.2"]) == 0
+    assert sorted((study / "runs").iterdir()) == runs
+    for r in runs:
+        report = json.loads((r / "report.json").read_text())
+        assert "fractions" in report
+        assert report["knn"] == json.loads(before[r.name])["knn"]  # kept, not measured again
+    assert "linear@1%" in json.loads((study / "study.json").read_text())["scores"]
+
+
+def test_fine_tuning_from_scratch_starts_from_the_untrained_network(tmp_path):
+    from ssl_studio.engine.evaluate import evaluate_run
+
+    reports = []
+    for steps in (2, 8):
+        out = tmp_path / str(steps)
+        assert main(["train", "--objective", "simclr", "--data", "shapes", "--steps", str(steps), "--out", str(out), "--quiet",
+                     "--set", "optim.lr=1.0", *TINY[:2], *TINY[4:]]) == 0
+        (run,) = list(out.iterdir())
+        reports.append(evaluate_run(run, ("finetune", "scratch"), finetune_epochs=0.2))
+    assert reports[0]["scratch"]["top1"] == reports[1]["scratch"]["top1"]  # the same seeded initial weights
+    assert reports[0]["scratch"]["steps"] == reports[0]["finetune"]["steps"]  # the same fine-tuning budget
+
+
+def test_from_names_a_folder_without_runs(tmp_path, capsys):
+    assert main(["study", "protocols", "--from", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "runs/" in err and str(tmp_path) in err

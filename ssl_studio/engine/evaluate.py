@@ -250,7 +250,7 @@ def finetune_protocol(backbone: torch.nn.Module, views, images: torch.Tensor, la
             "val_images": len(val_index), "seconds": time.perf_counter() - t0}
 
 
-PROTOCOLS = ("knn", "linear", "finetune", "fractions", "zeroshot", "baselines", "perplexity")
+PROTOCOLS = ("knn", "linear", "finetune", "fractions", "zeroshot", "baselines", "scratch", "perplexity")
 TEXT_PROTOCOLS = ("knn", "linear", "perplexity")  # what a text run can be evaluated by (the others train on or compare with images)
 LABEL_FRACTIONS = (0.01, 0.1, 1.0)
 
@@ -340,6 +340,12 @@ def evaluate_run(run_dir, protocols=("knn",), device: str = "auto", progress: Ca
             results[name] = {"fractions": table, "seconds": time.perf_counter() - t0}
         elif name == "baselines":
             results[name] = baselines_protocol(cfg, data, views, dev, autocast_dtype)
+        elif name == "scratch":
+            initial = initial_objective(cfg, data)
+            results[name] = finetune_protocol(initial.backbone, views, data.images, data.labels, data.train_index, data.val_index,
+                                              data.num_classes, epochs=finetune_epochs, device=dev, autocast_dtype=autocast_dtype,
+                                              seed=cfg.seed, should_stop=should_stop,
+                                              progress=(lambda f: progress("scratch", f)) if progress else None)
         elif name == "perplexity":
             from ssl_studio.engine.text_eval import perplexity_protocol
 
@@ -415,6 +421,10 @@ def report_markdown(run_dir) -> str:
         others = ", ".join(f"{k} {v:.1f}" for k, v in r["scores"].items() if k != r["score"])
         lines.append(f"| held-out perplexity ({r['score']}) | {r['perplexity']:.1f} | {r['tokens']} continuation tokens; unigram "
                      f"{r['unigram']:.1f}{'; ' + others if others else ''} | {r.get('seconds', 0):.1f} |")
+    if "scratch" in report:
+        r = report["scratch"]
+        lines.append(f"| baseline: fine-tuning from initialisation | {r['top1']:.3f} | the same network untrained, "
+                     f"{r['epochs']:.1f} epochs as above | {r['seconds']:.1f} |")
     if "baselines" in report:
         r = report["baselines"]
         lines.append(f"| baseline: backbone at initialisation | k-NN {r['init']['k5']:.3f} / {r['init']['k20']:.3f}, linear {r['init']['linear']:.3f} "

@@ -30,6 +30,7 @@ PROTOCOL_TITLES = {
     "finetune": "fine-tuning",
     "fractions": "label fractions",
     "zeroshot": "zero-shot",
+    "scratch": "fine-tuning from scratch",
 }
 DEFAULT_PROTOCOLS = ("knn", "linear", "finetune")
 

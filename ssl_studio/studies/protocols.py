@@ -9,7 +9,8 @@ figure of the same:
 
     runs/studies/<stamp>-protocols/
       runs/        the ordinary run folders
-      table.md     scores with ranks, and the agreement table
+      table.md     scores with ranks, the agreement table, and each method against the
+                   same network at initialisation, raw pixels and fine-tuning from scratch
       table.csv    the same numbers
       figure.png   a heat table of scores and ranks, and the agreement matrix
       study.json   everything, machine-readable
@@ -23,11 +24,12 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
-from ssl_studio.config import config_from_mapping
+from ssl_studio.config import config_from_mapping, config_to_mapping, load_config
 from ssl_studio.engine.compare import Comparison, compare_runs
 from ssl_studio.engine.control import RunControl
 from ssl_studio.engine.evaluate import Cancelled, evaluate_run
 from ssl_studio.engine.queue import RunQueue
+from ssl_studio.engine.runs import RunFolder
 from ssl_studio.objectives import all_objectives
 from ssl_studio.params import ConfigError
 from ssl_studio.presets import presets_dir
@@ -35,6 +37,9 @@ from ssl_studio.studies.figure import font, score_colour
 from ssl_studio.studies.common import new_study_dir, set_path, study_budget
 
 DEFAULT_PROTOCOLS = ("knn", "linear", "finetune", "fractions")
+# A method "learned" when both probes beat the same network at initialisation by this much (five
+# standard errors of a probe on 1,000 held-out images) and its k-NN beats raw pixels.
+LEARNED_MARGIN = 0.08
 
 
 def _method_mapping(name: str) -> dict[str, Any]:
@@ -61,11 +66,19 @@ def study_methods(names: list[str] | None = None) -> list[str]:
 def run_protocols_study(data: str = "shapes", minutes_per_run: float = 3.0, out: str | Path = "runs/studies",
                         methods: list[str] | None = None, steps: int | None = None, *, overrides: dict[str, Any] | None = None,
                         protocols: tuple[str, ...] = DEFAULT_PROTOCOLS, finetune_epochs: float = 3.0,
-                        control: RunControl | None = None, log: Callable[[str], None] | None = None) -> Path:
-    """Train every method at one budget, evaluate each by every protocol, write the study folder; returns its path."""
-    budget = study_budget(steps, minutes_per_run)
+                        control: RunControl | None = None, log: Callable[[str], None] | None = None,
+                        reuse: str | Path | None = None) -> Path:
+    """Train every method at one budget, evaluate each by every protocol, write the study folder; returns its path.
+
+    ``reuse`` names an earlier protocol study's folder: nothing is trained; its runs are evaluated by
+    the protocols their reports lack, and its tables are written again.
+    """
     log = log or (lambda line: None)
     control = control or RunControl()
+    if reuse is not None:
+        study_dir, names, run_dirs, data, budget = _earlier_study(Path(reuse))
+        return _evaluate_and_write(study_dir, names, run_dirs, data, budget, protocols, finetune_epochs, control, log)
+    budget = study_budget(steps, minutes_per_run)
     names = study_methods(methods)
     study_dir = new_study_dir(out, "protocols")
     configs = []
@@ -86,29 +99,124 @@ def run_protocols_study(data: str = "shapes", minutes_per_run: float = 3.0, out:
 
     queue = RunQueue(configs, callback=on_event, control=control)
     results = queue.run()
+    trained = [(name, r.run_dir) for name, r in zip(names, results) if r.ok and r.run_dir is not None]
+    return _evaluate_and_write(study_dir, [n for n, _ in trained], [d for _, d in trained], data, budget, protocols,
+                               finetune_epochs, control, log)
+
+
+def _earlier_study(study_dir: Path) -> tuple[Path, list[str], list[Path], str, dict[str, Any]]:
+    """(folder, method names, run folders, data, budget) of a study folder written before, read from its runs."""
+    runs_dir = study_dir / "runs"
+    if not runs_dir.is_dir():
+        raise ConfigError("--from", f"{str(study_dir)!r} holds no runs/ folder; name the folder a protocol study wrote")
+    names, run_dirs, data, budget = [], [], None, {}
+    for run in sorted(p for p in runs_dir.iterdir() if (p / "config.toml").is_file() and RunFolder(p, create=False).checkpoint_path.is_file()):
+        cfg = load_config(run / "config.toml")
+        names.append(cfg.name or cfg.objective.name)
+        run_dirs.append(run)
+        data = data or cfg.data.source
+        budget = budget or {k: v for k, v in config_to_mapping(cfg)["budget"].items() if v}
+    if not run_dirs:
+        raise ConfigError("--from", f"{str(runs_dir)!r} holds no run with a config.toml and a checkpoint; nothing to evaluate")
+    return study_dir, names, run_dirs, data, budget
+
+
+def _evaluate_and_write(study_dir: Path, names: list[str], run_dirs: list[Path], data: str, budget: dict[str, Any],
+                        protocols: tuple[str, ...], finetune_epochs: float, control: RunControl,
+                        log: Callable[[str], None]) -> Path:
+    """Evaluate each run by the protocols its report lacks, then its references; write the tables."""
     evaluated, labels = [], []
-    for name, result in zip(names, results):
-        if not result.ok or result.run_dir is None:
-            continue
+    for name, run_dir in zip(names, run_dirs):
         if control.stop_requested:
             break
-        log(f"evaluating {name} by {', '.join(protocols)}")
+        missing = [p for p in protocols if p not in RunFolder(run_dir, create=False).read_report()]
+        if missing:
+            log(f"evaluating {name} by {', '.join(missing)}")
         try:
-            evaluate_run(result.run_dir, protocols, finetune_epochs=finetune_epochs, should_stop=lambda: control.stop_requested)
+            if missing:
+                evaluate_run(run_dir, missing, finetune_epochs=finetune_epochs, should_stop=lambda: control.stop_requested)
         except Cancelled:
             break
         except ConfigError as exc:
             log(f"{name}: {exc}")
             continue
-        evaluated.append(result.run_dir)
+        evaluated.append(run_dir)
         labels.append(name)
     if not evaluated:
         raise ConfigError("data.source", f"no run of the study on {data!r} could be evaluated (it needs labelled data)")
+    try:
+        references = evaluate_references(evaluated, labels, "finetune" in protocols, finetune_epochs, control, log)
+    except Cancelled:
+        references = []
     comparison = compare_runs(evaluated, labels)
     meta = {"data": data, "budget": budget, "protocols": list(protocols), "finetune_epochs": finetune_epochs,
-            "runs": [str(p) for p in evaluated]}
+            "runs": [str(p) for p in evaluated], "references": references}
     write_study(study_dir, comparison, meta)
     return study_dir
+
+
+def _reference_key(run_dir: Path) -> str:
+    """Runs whose backbone starts from the same weights on the same split share one set of references."""
+    cfg = config_to_mapping(load_config(Path(run_dir) / "config.toml"))
+    return json.dumps({"model": cfg["model"], "seed": cfg["seed"], "data": cfg["data"]}, sort_keys=True, default=str)
+
+
+def evaluate_references(run_dirs: list[Path], labels: list[str], finetune: bool, finetune_epochs: float,
+                        control: RunControl, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """What each method has to beat, once per distinct initial network: the network at initialisation
+    (k-NN@20, linear probe), raw pixels (k-NN@20) and, when fine-tuning is a protocol, the same network
+    fine-tuned from its untrained weights at the same budget.  Written into the first such run's report."""
+    wanted = ("baselines", "scratch") if finetune else ("baselines",)
+    by_key: dict[str, dict[str, Any]] = {}
+    for label, run_dir in zip(labels, run_dirs):
+        key = _reference_key(run_dir)
+        if key in by_key:
+            by_key[key]["methods"].append(label)
+            continue
+        missing = [p for p in wanted if p not in RunFolder(run_dir, create=False).read_report()]
+        if missing:
+            log(f"evaluating the references of {label}'s network: {', '.join(missing)}")
+            evaluate_run(run_dir, missing, finetune_epochs=finetune_epochs, should_stop=lambda: control.stop_requested)
+        report = RunFolder(run_dir, create=False).read_report()
+        base = report["baselines"]
+        by_key[key] = {"backbone": json.loads(key)["model"].get("backbone", ""), "measured_on": label, "methods": [label],
+                       "init_knn": base["init"]["k20"], "init_linear": base["init"]["linear"], "pixels_knn": base["pixels"]["k20"],
+                       "scratch": report["scratch"]["top1"] if "scratch" in report else None}
+    return list(by_key.values())
+
+
+def targets_markdown(comparison: Comparison, references: list[dict[str, Any]]) -> str:
+    """Each method against its references: the gains over initialisation and fine-tuning from scratch."""
+    if not references:
+        return ""
+    ref_of = {m: r for r in references for m in r["methods"]}
+    col = {p: comparison.scores.get(p) for p in ("knn", "linear", "finetune")}
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    gain = lambda v, r: "-" if v is None or r is None else f"{v - r:+.3f}"  # noqa: E731
+    lines = ["", "## Against the same network at initialisation", "",
+             "References, measured once per initial network: " + "; ".join(
+                 f"{r['backbone']} at initialisation k-NN@20 {r['init_knn']:.3f}, linear {r['init_linear']:.3f}"
+                 + (f", fine-tuned from scratch {r['scratch']:.3f}" if r["scratch"] is not None else "")
+                 + f"; raw pixels k-NN@20 {r['pixels_knn']:.3f}" for r in references)
+             + f". Learned: both probes at least {LEARNED_MARGIN:g} above initialisation and k-NN above raw pixels.", "",
+             "| method | backbone | k-NN@20 | over init | linear | over init | fine-tuning | over scratch | learned |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for i, run in enumerate(comparison.runs):
+        ref = ref_of.get(run)
+        if ref is None:
+            continue
+        knn, lin, ft = (col[p][i] if col[p] else None for p in ("knn", "linear", "finetune"))
+        misses = []
+        if knn is None or knn - ref["init_knn"] < LEARNED_MARGIN:
+            misses.append("k-NN gain")
+        if lin is None or lin - ref["init_linear"] < LEARNED_MARGIN:
+            misses.append("linear gain")
+        if knn is None or knn <= ref["pixels_knn"]:
+            misses.append("k-NN under pixels")
+        learned = "yes" if not misses else "no: " + ", ".join(misses)
+        lines.append(f"| {run} | {ref['backbone']} | {fmt(knn)} | {gain(knn, ref['init_knn'])} | {fmt(lin)} | "
+                     f"{gain(lin, ref['init_linear'])} | {fmt(ft)} | {gain(ft, ref['scratch'])} | {learned} |")
+    return "\n".join(lines) + "\n"
 
 
 def write_study(study_dir: Path, comparison: Comparison, meta: dict[str, Any]) -> None:
@@ -117,7 +225,8 @@ def write_study(study_dir: Path, comparison: Comparison, meta: dict[str, Any]) -
             "split; (#n) is the method's rank under that protocol. Kendall's tau compares the rankings of every pair of protocols "
             "(+1: same order, 0: unrelated, -1: reversed)."
             + (f" Fine-tuning: {meta['finetune_epochs']:g} epochs." if meta.get("finetune_epochs") is not None else ""), ""]
-    (study_dir / "table.md").write_text("\n".join(head) + comparison.to_markdown(), encoding="utf-8")
+    targets = targets_markdown(comparison, meta.get("references") or [])
+    (study_dir / "table.md").write_text("\n".join(head) + comparison.to_markdown() + targets, encoding="utf-8")
     (study_dir / "table.csv").write_text(comparison.to_csv(), encoding="utf-8")
     payload = {**meta, "methods": comparison.runs, "scores": comparison.scores, "ranks": comparison.ranks,
                "agreement": {f"{a} vs {b}": (None if math.isnan(t) else t) for (a, b), t in comparison.agreement.items()}}

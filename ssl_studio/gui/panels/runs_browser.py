@@ -45,7 +45,7 @@ STATUS_COLOURS = {"completed": "#2E7D32", "running": "#1565C0", "stopped": "#757
 INTERRUPTED_TIP = "No process is training this run any more (it was killed, or its machine went down): Resume goes on from its last checkpoint."
 # report.json sections -> the runs table's Evaluated column
 EVALUATED_SHORT = {"knn": "k-NN", "linear": "linear", "finetune": "fine-tune", "fractions": "fractions", "zeroshot": "zero-shot",
-                   "baselines": "baselines", "perplexity": "perplexity"}
+                   "baselines": "baselines", "scratch": "scratch", "perplexity": "perplexity"}
 
 
 class _SortItem(QTableWidgetItem):

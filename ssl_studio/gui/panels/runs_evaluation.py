@@ -26,6 +26,8 @@ PROTOCOL_TIPS = {
     "finetune": "Trains a copy of the backbone with a new head (the run's own weights stay as they are); the slowest.",
     "fractions": "Linear probe and fine-tuning with 1 %, 10 % and 100 % of the labels.",
     "zeroshot": "Classifies by text prompts with the run's text tower; needs an image-text objective such as clip.",
+    "baselines": "The same network at initialisation (k-NN and linear probe) and raw pixels: what training has to beat.",
+    "scratch": "Fine-tunes the same network from its untrained weights, at the fine-tuning budget: what pre-training has to beat.",
 }
 
 
@@ -241,7 +243,7 @@ class EvaluateDialog(QDialog):
     def _update(self) -> None:
         chosen = self.protocols()
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(bool(chosen))
-        self.epochs.setEnabled("finetune" in chosen or "fractions" in chosen)
+        self.epochs.setEnabled(bool({"finetune", "fractions", "scratch"} & set(chosen)))
 
     def protocols(self) -> tuple[str, ...]:
         return tuple(p for p, c in self.checks.items() if c.isChecked() and c.isEnabled())
