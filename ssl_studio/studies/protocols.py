@@ -118,7 +118,9 @@ def _earlier_study(study_dir: Path) -> tuple[Path, list[str], list[Path], str, d
         budget = budget or {k: v for k, v in config_to_mapping(cfg)["budget"].items() if v}
     if not run_dirs:
         raise ConfigError("--from", f"{str(runs_dir)!r} holds no run with a config.toml and a checkpoint; nothing to evaluate")
-    return study_dir, names, run_dirs, data, budget
+    order = {name: i for i, name in enumerate(study_methods())}  # the study's own order, whatever the folders' times
+    ranked = sorted(zip(names, run_dirs), key=lambda pair: order.get(pair[0], len(order)))
+    return study_dir, [n for n, _ in ranked], [d for _, d in ranked], data, budget
 
 
 def _evaluate_and_write(study_dir: Path, names: list[str], run_dirs: list[Path], data: str, budget: dict[str, Any],
