@@ -281,6 +281,8 @@ def test_context_menu_dialog_and_named_controls(browser, qtbot, monkeypatch):
         check.setChecked(False)
     assert not dialog.findChild(QAbstractButton, "evaluateStart").isEnabled()  # nothing to do
     assert not dialog.epochs.isEnabled()
+    dialog.checks["scratch"].setChecked(True)  # fine-tuning from scratch runs at the fine-tuning budget too
+    assert dialog.epochs.isEnabled() and dialog.protocols() == ("scratch",)
     controls = [w for w in dialog.findChildren(QWidget) if isinstance(w, (QAbstractButton, QDoubleSpinBox, QComboBox))]
     assert len(controls) >= 8
     for widget in [dialog, *controls]:

@@ -206,7 +206,9 @@ def finetune_protocol(backbone: torch.nn.Module, views, images: torch.Tensor, la
     model = copy.deepcopy(backbone).to(device)
     for p in model.parameters():
         p.requires_grad_(True)
-    head = torch.nn.Sequential(torch.nn.BatchNorm1d(model.feature_dim, affine=False), torch.nn.Linear(model.feature_dim, num_classes)).to(device)
+    with torch.random.fork_rng(devices=[]):  # the head's draw is the seed's, not whatever ran before in this process
+        torch.manual_seed(seed)
+        head = torch.nn.Sequential(torch.nn.BatchNorm1d(model.feature_dim, affine=False), torch.nn.Linear(model.feature_dim, num_classes)).to(device)
     # light augmentation, as in the fine-tuning protocols of SimCLR and MAE: crops and flips only
     crop_min = max(0.5, views.cfg.crop_scale_min)
     light = ViewMaker(AugmentConfig(crop_scale_min=crop_min, jitter_p=0.0, grayscale_p=0.0), views.out_size, views.mean, views.std)
