@@ -158,9 +158,11 @@ def _evaluate_and_write(study_dir: Path, names: list[str], run_dirs: list[Path],
 
 
 def _reference_key(run_dir: Path) -> str:
-    """Runs whose backbone starts from the same weights on the same split share one set of references."""
+    """Runs whose backbone starts from the same weights on the same split, at the same precision and with
+    the same crop floor (fine-tuning keeps it), share one set of references."""
     cfg = config_to_mapping(load_config(Path(run_dir) / "config.toml"))
-    return json.dumps({"model": cfg["model"], "seed": cfg["seed"], "data": cfg["data"]}, sort_keys=True, default=str)
+    return json.dumps({"model": cfg["model"], "seed": cfg["seed"], "data": cfg["data"], "precision": cfg["precision"],
+                       "crop_scale_min": cfg["augment"]["crop_scale_min"]}, sort_keys=True, default=str)
 
 
 def evaluate_references(run_dirs: list[Path], labels: list[str], finetune: bool, finetune_epochs: float,
