@@ -131,12 +131,8 @@ def _evaluate_and_write(study_dir: Path, names: list[str], run_dirs: list[Path],
     for name, run_dir in zip(names, run_dirs):
         if control.stop_requested:
             break
-        missing = [p for p in protocols if p not in RunFolder(run_dir, create=False).read_report()]
-        if missing:
-            log(f"evaluating {name} by {', '.join(missing)}")
         try:
-            if missing:
-                evaluate_run(run_dir, missing, finetune_epochs=finetune_epochs, should_stop=lambda: control.stop_requested)
+            _evaluate_missing(run_dir, protocols, finetune_epochs, control, lambda missing: log(f"evaluating {name} by {missing}"))
         except Cancelled:
             break
         except ConfigError as exc:
@@ -155,6 +151,19 @@ def _evaluate_and_write(study_dir: Path, names: list[str], run_dirs: list[Path],
             "runs": [str(p) for p in evaluated], "references": references}
     write_study(study_dir, comparison, meta)
     return study_dir
+
+
+def _evaluate_missing(run_dir: Path, protocols: tuple[str, ...], finetune_epochs: float, control: RunControl,
+                      announce: Callable[[str], None]) -> dict[str, Any]:
+    """Evaluate the run by the protocols its report lacks (announced first); returns the report."""
+    folder = RunFolder(run_dir, create=False)
+    report = folder.read_report()
+    missing = [p for p in protocols if p not in report]
+    if not missing:
+        return report
+    announce(", ".join(missing))
+    evaluate_run(run_dir, missing, finetune_epochs=finetune_epochs, should_stop=lambda: control.stop_requested)
+    return folder.read_report()
 
 
 def _reference_key(run_dir: Path) -> str:
@@ -177,11 +186,8 @@ def evaluate_references(run_dirs: list[Path], labels: list[str], finetune: bool,
         if key in by_key:
             by_key[key]["methods"].append(label)
             continue
-        missing = [p for p in wanted if p not in RunFolder(run_dir, create=False).read_report()]
-        if missing:
-            log(f"evaluating the references of {label}'s network: {', '.join(missing)}")
-            evaluate_run(run_dir, missing, finetune_epochs=finetune_epochs, should_stop=lambda: control.stop_requested)
-        report = RunFolder(run_dir, create=False).read_report()
+        report = _evaluate_missing(run_dir, wanted, finetune_epochs, control,
+                                   lambda missing: log(f"evaluating the references of {label}'s network: {missing}"))
         base = report["baselines"]
         by_key[key] = {"backbone": json.loads(key)["model"].get("backbone", ""), "measured_on": label, "methods": [label],
                        "init_knn": base["init"]["k20"], "init_linear": base["init"]["linear"], "pixels_knn": base["pixels"]["k20"],
